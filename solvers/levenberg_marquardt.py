@@ -68,7 +68,13 @@ Stopping (checked after every trial):
   (default 0: off, because the cost stops resolving progress first).
 - ``XTOL``: ``radius <= xtol * ||D x||`` (MINPACK's test: the radius follows twice the step
   after good steps and shrinks after rejections).
-- ``PRECISION_LIMIT``: ``radius <= eps * ||D x||``: no representable progress is left.
+- ``PRECISION_LIMIT``: ``radius <= eps * ||D x||``: no representable progress is left; or
+  the iteration has stalled at rounding level: ``stall_limit`` (5) accepted steps in a row
+  neither reached a cost below every earlier accepted point's nor were shorter than every
+  earlier accepted step. Converging runs do one or the other at every step (the natural monotonicity
+  test below makes accepted Gauss-Newton steps contract); a run cycling through a few points
+  one or two ulps apart, which the other tests can miss when ``||D x||`` is dominated by a
+  large component, does neither (seen in batches of Misra1a fits).
 - ``NONFINITE``: the start is non-finite, or the trust region collapsed on non-finite trials.
 
 Bounds: the components at a bound whose negative gradient points outwards (Bertsekas' active
@@ -129,7 +135,9 @@ class LMState(NamedTuple):
     """Loop carry: the accepted point ``point`` (:class:`PointEvaluation`: ``x``, raw ``r``
     and ``J``, cost, gradient...), its :class:`Factorisation` ``fac`` (valid when
     ``factored``), the radius, the damping the next trial starts from, and the counters
-    ``counts = [num_accepted, num_rejected, nfev, njev]`` (one int32 array)."""
+    ``counts = [num_accepted, num_rejected, nfev, njev, stalled]`` (one int32 array;
+    ``stalled`` counts the accepted steps in a row without progress), ``shortest``, the
+    shortest accepted step so far (``||D step||``), and ``lowest``, the lowest cost so far."""
 
     point: Any
     fac: Any
@@ -139,6 +147,8 @@ class LMState(NamedTuple):
     step_norm: Any
     accepted: Any
     counts: Any
+    shortest: Any
+    lowest: Any
     status: Any
 
     @property
@@ -266,6 +276,7 @@ class LevenbergMarquardt(LeastSquaresSolver):
     contraction: float = 0.5
     geodesic: bool = False
     geodesic_ratio: float = 0.75
+    stall_limit: int = 5
 
     def init(self, problem: LeastSquaresProblem, x0):
         point = evaluate_point(problem, x0)
@@ -287,7 +298,8 @@ class LevenbergMarquardt(LeastSquaresSolver):
         return LMState(
             point=point, fac=fac, factored=jnp.asarray(False), radius=zero, lam=zero,
             step_norm=zero, accepted=jnp.asarray(False),
-            counts=jnp.array([0, 0, 1, 1], jnp.int32), status=status,
+            counts=jnp.array([0, 0, 1, 1, 0], jnp.int32), shortest=jnp.asarray(jnp.inf, dtype),
+            lowest=point.cost, status=status,
         )
 
     def step(self, problem: LeastSquaresProblem, s: LMState) -> LMState:
@@ -395,6 +407,11 @@ class LevenbergMarquardt(LeastSquaresSolver):
         small_x = new_radius <= self.xtol * xnorm
         limit = new_radius <= eps * xnorm
         small_g = accepted & (trial.gtol_measure <= self.gtol)
+        # stalled at rounding level: accepted steps that neither reduce the cost beyond its
+        # rounding noise nor get shorter (module docstring)
+        progress = (trial.cost < s.lowest) | (pnorm < s.shortest)
+        stalled = jnp.where(accepted, jnp.where(progress, 0, s.counts[4] + 1), s.counts[4])
+        limit = limit | (stalled >= self.stall_limit)
         collapsed_on_nan = ~trial.finite & (small_x | limit)
         status = jnp.where(collapsed_on_nan, Status.NONFINITE,
                  jnp.where(small_g, Status.GTOL,
@@ -404,11 +421,14 @@ class LevenbergMarquardt(LeastSquaresSolver):
         # lax.cond rather than one select per field: no copies of the unchanged point
         new_point = lax.cond(accepted, lambda: trial, lambda: point)
         extra = 1 + int(self.geodesic)
-        counts = s.counts + jnp.where(accepted, jnp.array([1, 0, extra, 1], jnp.int32),
-                                      jnp.array([0, 1, extra, 1], jnp.int32))
+        counts = s.counts + jnp.where(accepted, jnp.array([1, 0, extra, 1, 0], jnp.int32),
+                                      jnp.array([0, 1, extra, 1, 0], jnp.int32))
+        counts = counts.at[4].set(stalled)
         return LMState(
             point=new_point, fac=fac, factored=~accepted, radius=new_radius, lam=lam_next,
             step_norm=step_norm, accepted=accepted, counts=counts,
+            shortest=jnp.where(accepted, jnp.minimum(s.shortest, pnorm), s.shortest),
+            lowest=jnp.where(accepted, jnp.minimum(s.lowest, trial.cost), s.lowest),
             status=status,
         )
 

@@ -46,3 +46,24 @@ def test_vmapped_fits_match_scipy_per_member_and_a_nan_member_fails_alone():
         assert rec["timed_fits"] == NUM_FITS and rec["speedup"] > 0
     text = batch.format_table(records)
     assert "jacopt takes" in text and "100x target" in text
+
+
+def test_a_fit_cycling_at_rounding_level_stops_with_precision_limit():
+    # Member 495 of make_batch(1000, seed=0) reaches the optimum in ~8 steps and then cycles
+    # through three points an ulp or two apart (accepted by the natural monotonicity test);
+    # before LM's stall test it ran to max_steps, keeping a whole vmapped batch running.
+    import jax.numpy as jnp
+
+    import jacopt
+    from jacopt.problems import nist
+
+    data = batch.make_batch(1000, seed=0)
+    member = 495
+    problem = nist.load("Misra1a")
+    args = (jnp.asarray(data.x), jnp.asarray(data.ydata[member]))
+    result = jacopt.least_squares(problem.residual, jnp.asarray(data.starts[member]), args=args,
+                                  max_steps=200)
+    assert result.status_name == "PRECISION_LIMIT" and bool(result.success)
+    assert int(result.num_steps) < 40
+    reference = batch.scipy_fit(data.x, data.ydata[member], data.starts[member], tight=True)
+    np.testing.assert_allclose(np.asarray(result.params), reference[0], rtol=1e-9)
