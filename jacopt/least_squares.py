@@ -47,6 +47,7 @@ from jacopt.solvers.dogleg import Dogleg
 from jacopt.solvers.gauss_newton import GaussNewton
 from jacopt.solvers.least_squares_problem import LeastSquaresProblem, LeastSquaresSolver
 from jacopt.solvers.levenberg_marquardt import LevenbergMarquardt
+from jacopt.solvers.matrix_free import MatrixFreeLevenbergMarquardt
 from jacopt.status import is_success
 
 SOLVERS = {
@@ -55,10 +56,11 @@ SOLVERS = {
     "gn": GaussNewton,
     "gauss_newton": GaussNewton,
     "dogleg": Dogleg,
+    "lm-matrix-free": MatrixFreeLevenbergMarquardt,
 }
 """Names accepted by ``solver=`` (case-insensitive)."""
 
-_BOUNDED_SOLVERS = (LevenbergMarquardt, GaussNewton)
+_BOUNDED_SOLVERS = (LevenbergMarquardt, GaussNewton, MatrixFreeLevenbergMarquardt)
 
 
 def least_squares(
@@ -91,8 +93,10 @@ def least_squares(
       args: tuple of extra arguments of ``fun`` (arrays/pytrees; traced, so new values do not
         recompile).
       solver: ``"lm"`` (Levenberg-Marquardt, default), ``"gn"`` (Gauss-Newton with a line
-        search), ``"dogleg"`` (Powell's dogleg), or a solver instance from
-        :mod:`jacopt.solvers` (e.g. ``LevenbergMarquardt(geodesic=True)``).
+        search), ``"dogleg"`` (Powell's dogleg), ``"lm-matrix-free"`` (inexact
+        Levenberg-Marquardt that never forms J: LSQR or CG on Jacobian-vector products, for
+        problems too large for an ``(m, n)`` matrix; ``jac`` must be ``None``), or a solver
+        instance from :mod:`jacopt.solvers` (e.g. ``LevenbergMarquardt(geodesic=True)``).
       jac: ``None`` (automatic differentiation: one linearisation of ``fun`` plus ``min(m, n)``
         JVPs or VJPs per evaluation, :func:`jacopt.jacobian`) or ``jac(params, *args)`` returning
         the ``(m, n)`` Jacobian of the flattened residuals with respect to the flattened
@@ -101,7 +105,8 @@ def least_squares(
         callable ``rho(z) -> (rho, rho', rho'')``; see :mod:`jacopt.losses`.
       f_scale: the residual scale of the robust loss (> 0).
       bounds: ``None`` or ``(lower, upper)``, each a scalar or a pytree like ``x0`` (``-inf``/
-        ``inf`` for no bound). Needs ``lower <= x0 <= upper``. Solvers ``"lm"`` and ``"gn"``.
+        ``inf`` for no bound). Needs ``lower <= x0 <= upper``. Solvers ``"lm"``, ``"gn"`` and
+        ``"lm-matrix-free"``.
       x_scale: ``"jac"`` (Moré's scaling by the Jacobian's column norms, updated as their
         running maximum) or the characteristic scale of each parameter: a positive scalar or a
         pytree like ``x0`` (the scaling is ``1 / x_scale``).
@@ -116,7 +121,8 @@ def least_squares(
 
     Returns:
       A :class:`jacopt.LeastSquaresResult` (``params``, ``cost``, ``residuals``, ``jac``,
-      ``grad``, ``optimality``, ``success``, ``status``, counts, ``history``).
+      ``grad``, ``optimality``, ``success``, ``status``, counts, ``history``); ``jac`` is
+      ``None`` for ``"lm-matrix-free"``, which never forms it.
 
     Raises (before any solving):
       ``ValueError`` naming the argument: non-finite ``x0``; ``bounds`` with ``lower > upper``
@@ -134,6 +140,9 @@ def least_squares(
             raise ValueError(f"{key} must be a non-negative number, got {value!r}.")
     if overrides:
         solver = dataclasses.replace(solver, **{k: float(v) for k, v in overrides.items()})
+    if jac is not None and isinstance(solver, MatrixFreeLevenbergMarquardt):
+        raise ValueError("jac must be None for solver='lm-matrix-free': it applies J through "
+                         "automatic differentiation (JVPs) and never forms the matrix.")
     loss = get_loss(loss)
     if not (isinstance(f_scale, (int, float)) and math.isfinite(f_scale) and f_scale > 0):
         raise ValueError(f"f_scale must be a positive finite number, got {f_scale!r}.")

@@ -5,3 +5,4 @@ from jacopt.solvers.newton import Newton, NewtonCG  # noqa: E402,F401
 from jacopt.solvers.levenberg_marquardt import LevenbergMarquardt  # noqa: E402,F401  (least squares)
 from jacopt.solvers.gauss_newton import GaussNewton  # noqa: E402,F401
 from jacopt.solvers.dogleg import Dogleg  # noqa: E402,F401
+from jacopt.solvers.matrix_free import MatrixFreeLevenbergMarquardt  # noqa: E402,F401

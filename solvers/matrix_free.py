@@ -1,0 +1,422 @@
+"""Matrix-free (inexact) Levenberg-Marquardt, for least-squares problems too large to form the
+Jacobian: ``J`` is only ever applied, never stored.
+
+References:
+- S. J. Wright, J. N. Holt (1985), "An inexact Levenberg-Marquardt method for large sparse
+  nonlinear least squares", J. Austral. Math. Soc. Ser. B 26, pp. 387-403 (the damped step
+  solved approximately by LSQR, stopped by a relative residual test).
+- R. S. Dembo, S. C. Eisenstat, T. Steihaug (1982), "Inexact Newton methods", SIAM J. Numer.
+  Anal. 19(2) (the forcing term: an inner solve stopped at a relative residual ``forcing``).
+- H. B. Nielsen (1999), "Damping parameter in Marquardt's method", IMM-REP-1999-05, DTU;
+  K. Madsen, H. B. Nielsen, O. Tingleff (2004), *Methods for non-linear least squares
+  problems*, 2nd ed., IMM, DTU, Algorithm 3.16 (the damping update and acceptance rule).
+- C. C. Paige, M. A. Saunders (1982), "LSQR", ACM TOMS 8(1) (:func:`jacopt.linalg.lsqr`);
+  M. R. Hestenes, E. Stiefel (1952) (:func:`jacopt.linalg.cg`).
+- D. P. Bertsekas (1982), SIAM J. Control Optim. 20(2) (active set); C. Kanzow, N. Yamashita,
+  M. Fukushima (2004), J. Comput. Appl. Math. 172 (projected LM step), as in
+  :mod:`jacopt.solvers.levenberg_marquardt`.
+
+The method. At an accepted point ``x`` the residual function is linearised once
+(:func:`jacopt.jacobian_operator`: one forward pass whose intermediate values are kept; then
+``J v`` is one JVP and ``J^T u`` one transposed JVP). With the robust-loss correction
+(:mod:`jacopt.losses`) applied to the products (``J~ v = w * (J v)``, ``J~^T u = J^T (w * u)``),
+the step approximately solves the damped problem
+
+    min_p ||J~ p + r~||^2 + lam ||D p||^2
+
+by LSQR on ``[J~; sqrt(lam) D]`` (``linear_solver="lsqr"``, the default: the damping is built in
+and ``cond(J)`` is not squared; the change of variable ``y = D p`` preconditions it) or by
+conjugate gradients on the normal operator ``(J~^T J~ + lam D^2) p = -J~^T r~``
+(``linear_solver="cg"``, preconditioned by ``D^2``). The inner solve stops after
+``max_inner_steps`` iterations or at the relative tolerance ``forcing`` (for CG exactly the
+inexact-Newton condition ``||(J~^T J~ + lam D^2) p + g|| <= forcing ||g||``; for LSQR Paige and
+Saunders' tests with ``atol = btol = forcing``). Both iterations start at ``p = 0`` and their
+first iterate is the (damped) Cauchy step, so a truncated solve is still a descent step.
+
+``D`` is Moré's scaling, the running maximum of the column norms of the raw ``J``
+(``x_scale="jac"``), which makes the iteration invariant to the units of each parameter (and,
+as the LSQR change of variable, equilibrates the columns). A matrix-free solver has no columns
+to measure: the norms are estimated from ``num_probes`` products ``J^T z`` with random sign
+vectors ``z`` at each accepted point (:func:`column_norm_estimate`; Bekas, Kokiopoulou & Saad
+2007). ``scaling="identity"`` uses ``D = I`` instead; an ``x_scale`` array gives ``D = 1 /
+x_scale``.
+
+Damping (Madsen, Nielsen & Tingleff, Algorithm 3.16, with the gain ratio of the step actually
+taken): ``rho = (C(x) - C(x + s)) / (m(0) - m(s))`` with the model reduction ``m(0) - m(s) =
+-(g^T s + ||J~ s||^2 / 2)`` computed from one more JVP (exact for an inexact ``s``). The trial
+is accepted when ``rho > 0``; then ``lam *= max(1/3, 1 - (2 rho - 1)^3)``, ``nu = 2``; else
+``lam *= nu``, ``nu *= 2``. The first ``lam`` is ``initial_damping`` times the Rayleigh quotient
+``||J~ D^{-2} g||^2 / ||D^{-1} g||^2`` of the scaled Gauss-Newton matrix along the scaled
+gradient (MNT use ``max_i (J^T J)_ii``, which needs ``J``; the Rayleigh quotient measures the
+same top of the spectrum from one JVP).
+
+Bounds: Bertsekas' active set is fixed (its columns masked out of the products), the step of
+the others is the projected LM step, as in the dense solver.
+
+Loop structure: one flat loop (:mod:`jacopt._loop`). An iteration linearises at the current
+point (a linearisation holds closures, which a loop carry cannot), solves for the step,
+evaluates the trial's residuals, decides acceptance and the damping, and, for an accepted
+trial only (a ``lax.cond``), linearises there for the gradient, the scaling and the gtol test.
+
+Stopping (after every iteration; default tolerances run to full precision):
+
+- ``GTOL``: at an accepted point ``cos(r~, J~ d) = g^T d / (||r~|| ||J~ d||) <= gtol`` with
+  ``d = D^{-2} g`` (free components): the cosine between the residual vector and the image of
+  the scaled steepest-descent direction, zero exactly at a stationary point and free of units
+  (MINPACK's gtol test takes the same cosine against every column of ``J``, which a matrix-free
+  solver does not have).
+- ``FTOL``: the actual and predicted relative reductions are ``<= ftol`` (default 0: off).
+- ``XTOL``: the step has ``||D s|| <= xtol (||D x|| + xtol)`` (MNT's test; rejections raise
+  ``lam`` geometrically, so the step shrinks below it once no trial decreases the cost).
+- ``PRECISION_LIMIT``: ``||D s|| <= eps ||D x||``.
+- ``NONFINITE``: the start is non-finite; the steps collapsed on non-finite trials; or an
+  accepted point's gradient is non-finite (the previous point is kept).
+
+Cost per iteration: one linearisation (a forward pass keeping its intermediate values) and
+one residual evaluation; at most ``max_inner_steps`` inner iterations of one JVP and one
+transposed JVP each; one JVP for the model reduction; for an accepted trial one more
+linearisation, one transposed JVP (the gradient), one JVP (the gtol cosine) and
+``num_probes`` transposed JVPs (the scaling); plus O(m + n) vector work. Memory O(m + n) plus
+the linearisation's stored intermediate values: never ``m x n``. The result's ``jac`` is
+``None``.
+
+``History.damping`` records the ``lam`` of the next trial. Derivatives of the solution with
+respect to ``args`` (``least_squares``' ``implicit_diff``) form the dense ``n x n`` Hessian at
+the solution: they are for small ``n`` only.
+
+Measured (float64, default options, all 27 NIST StRD problems x 2 starts): 52/54 runs with LRE
+>= 6, mean LRE 9.4 (the dense :class:`~jacopt.solvers.LevenbergMarquardt`: 54/54, 10.7);
+the misses are BoxBOD from NIST's start 1 (a flat stationary point where the exponential
+saturates) and MGH10 from start 1 (``max_steps``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jacopt.jacobian import jacobian_operator
+from jacopt.linalg import cg, lsqr
+from jacopt.solvers import trust_region as tr
+from jacopt.solvers.least_squares_problem import (
+    LeastSquaresProblem,
+    LeastSquaresSolver,
+    PointEvaluation,
+    updated_scale,
+)
+from jacopt.status import Status
+
+LINEAR_SOLVERS = ("lsqr", "cg")
+SCALINGS = ("probes", "identity")
+
+
+class MatrixFreeLMState(NamedTuple):
+    """Loop carry: the accepted ``point`` (:class:`PointEvaluation` with ``J = None`` and
+    ``column_norms = None``), the scaling ``D`` (n,), the damping ``lam`` and its growth
+    factor ``nu``, the last trial's step norm and acceptance, ``counts = [num_accepted,
+    num_rejected, nfev, njev, num_inner_steps]`` (int32) and the status."""
+
+    point: Any
+    scale: Any
+    lam: Any
+    nu: Any
+    step_norm: Any
+    accepted: Any
+    counts: Any
+    status: Any
+
+    @property
+    def num_accepted(self):
+        return self.counts[..., 0]
+
+    @property
+    def num_rejected(self):
+        return self.counts[..., 1]
+
+    @property
+    def nfev(self):
+        """Evaluations of the residual function (a linearisation counts as one)."""
+        return self.counts[..., 2]
+
+    @property
+    def njev(self):
+        """Linearisations (each gives ``J`` as an operator)."""
+        return self.counts[..., 3]
+
+    @property
+    def num_inner_steps(self):
+        """Inner (LSQR or CG) iterations so far, each one JVP and one transposed JVP."""
+        return self.counts[..., 4]
+
+    @property
+    def damping(self):
+        """What ``History.damping`` records for this solver."""
+        return self.lam
+
+
+class Linearisation(NamedTuple):
+    """``J~`` at one point as products: the corrected residuals ``rc`` (m,), ``mv: v -> J~ v``
+    (n,) -> (m,) and ``rmv: u -> J~^T u`` (m,) -> (n,), both with the ``fixed`` (n,) components
+    masked out, and ``raw_rmv: u -> J^T u`` of the raw Jacobian (for the column norms)."""
+
+    rc: Any
+    mv: Any
+    rmv: Any
+    fixed: Any
+    raw_rmv: Any
+
+
+def _norm(v):
+    return jnp.sqrt(jnp.sum(v * v))
+
+
+def linearise(problem: LeastSquaresProblem, x, grad=None):
+    """``(r, grad, lin)`` at ``x``: one forward pass that keeps its intermediate values
+    (:func:`jacopt.jacobian_operator`), and one transposed JVP for ``grad = J~^T r~`` unless
+    ``grad`` is given (it fixes the active set: Bertsekas' components at a bound whose
+    negative gradient points outwards)."""
+    op = jacobian_operator(problem.residual, x, problem.args)
+    r = op.value
+    w_r, w_j = problem.loss.weights(r, problem.f_scale)
+    if w_r is None:
+        rc, mv, rmv = r, op.mv, op.rmv
+    else:
+        rc = w_r * r
+
+        def mv(v):
+            return w_j * op.mv(v)
+
+        def rmv(u):
+            return op.rmv(w_j * u)
+
+    if grad is None:
+        grad = rmv(rc)
+    fixed = problem.active_set(x, grad)
+    if problem.bounded:
+        full_mv, full_rmv = mv, rmv
+
+        def mv(v):
+            return full_mv(jnp.where(fixed, 0.0, v))
+
+        def rmv(u):
+            return jnp.where(fixed, 0.0, full_rmv(u))
+
+    return r, grad, Linearisation(rc, mv, rmv, fixed, op.rmv)
+
+
+def describe(problem: LeastSquaresProblem, x, r, grad, lin: Linearisation, scale):
+    """The :class:`PointEvaluation` at ``x`` (``J = None``; ``gtol_measure`` the cosine
+    ``g^T d / (||r~|| ||J~ d||)``, ``d = D^{-2} g`` on the free components) and the scaled
+    Rayleigh quotient ``||J~ d||^2 / (g^T d)``. One JVP."""
+    g_free = jnp.where(lin.fixed, 0.0, grad)
+    d = g_free / (scale * scale)
+    jd_norm = _norm(lin.mv(d))
+    gd = jnp.sum(g_free * d)
+    denom = _norm(lin.rc) * jd_norm
+    cosine = jnp.where(denom > 0, gd / jnp.where(denom > 0, denom, 1.0), 0.0)
+    curvature = jnp.where(gd > 0, jd_norm ** 2 / jnp.where(gd > 0, gd, 1.0), 0.0)
+    cost = problem.cost(r)
+    finite = (jnp.isfinite(cost) & jnp.all(jnp.isfinite(grad)) & jnp.isfinite(jd_norm)
+              & jnp.all(jnp.isfinite(scale)))
+    return PointEvaluation(x, r, None, cost, grad, None, cosine, finite), curvature
+
+
+def _hash32(v):
+    """C. Wellons' ``lowbias32`` integer hash on uint32 (a few elementwise operations: far
+    cheaper to compile than ``jax.random``'s threefry)."""
+    v = v ^ (v >> 16)
+    v = v * jnp.uint32(0x7FEB352D)
+    v = v ^ (v >> 15)
+    v = v * jnp.uint32(0x846CA68B)
+    return v ^ (v >> 16)
+
+
+def rademacher_probes(num_probes, m, seed, dtype):
+    """``(num_probes, m)`` signs ``+-1`` from a hash of (probe, row, ``seed``): deterministic,
+    pseudo-random, and the same for every member of a ``vmap``."""
+    k = jnp.arange(num_probes, dtype=jnp.uint32)[:, None]
+    i = jnp.arange(m, dtype=jnp.uint32)[None, :]
+    seed = jnp.asarray(seed).astype(jnp.uint32)
+    bits = _hash32(_hash32(i ^ _hash32(k + jnp.uint32(0x9E3779B9) * seed)))
+    return jnp.where((bits >> 31) == 1, 1.0, -1.0).astype(dtype)
+
+
+def column_norm_estimate(rmatvec, m, dtype, seed, num_probes):
+    """An unbiased estimate of the column norms of ``J`` (m, n), shape (n,):
+    ``sqrt(mean_k (J^T z_k)^2)`` over ``num_probes`` sign vectors ``z_k`` (m,)
+    (:func:`rademacher_probes`), since ``E[(J^T z)_j^2] = sum_i J_ij^2`` for independent signs
+    (Hutchinson's estimator applied to the diagonal of ``J^T J``: C. Bekas, E. Kokiopoulou,
+    Y. Saad (2007), "An estimator for the diagonal of a matrix", Appl. Numer. Math. 57). The
+    relative standard deviation of each squared norm is at most ``sqrt(2 / num_probes)``,
+    enough for a scaling. Cost: ``num_probes`` transposed JVPs (batched)."""
+    z = rademacher_probes(num_probes, m, seed, dtype)
+    squares = jax.vmap(rmatvec)(z) ** 2
+    return jnp.sqrt(jnp.mean(squares, axis=0))
+
+
+@dataclasses.dataclass(frozen=True)
+class MatrixFreeLevenbergMarquardt(LeastSquaresSolver):
+    """Inexact Levenberg-Marquardt that never forms the Jacobian (module docstring):
+    ``solver="lm-matrix-free"`` in :func:`jacopt.least_squares`.
+
+    Options (hashable; a static argument of the compiled solve):
+
+    - ``linear_solver``: ``"lsqr"`` (default; LSQR on ``[J~; sqrt(lam) D]``) or ``"cg"``
+      (conjugate gradients on the damped normal operator).
+    - ``max_inner_steps``: the most inner iterations per step (each one JVP and one transposed
+      JVP): a step costs at most twice this many products.
+    - ``forcing``: the inner solve's relative tolerance (the inexact-Newton forcing term);
+      ``None`` (default) is ``100 eps`` of the working dtype (``2.2e-14`` in float64), so small
+      problems get steps as accurate as a dense solve and ``max_inner_steps`` bounds the work
+      on large ones.
+    - ``scaling``: what ``x_scale="jac"`` means: ``"probes"`` (default) Moré's running maximum
+      of the column norms of ``J``, estimated from ``num_probes`` sign-vector products per
+      accepted point (:func:`column_norm_estimate`); ``"identity"``: ``D = I`` (no extra
+      products). An ``x_scale`` array always wins.
+    - ``initial_damping``: ``tau`` of the first damping ``lam = tau * ||J~ d||^2 / (g^T d)``.
+    - ``ftol``, ``xtol``, ``gtol``: the stopping tests (module docstring); the defaults run
+      until no representable progress is left.
+
+    The result's ``jac`` is ``None``. Supports every loss, bounds and ``x_scale`` arrays.
+    """
+
+    ftol: float = 0.0
+    xtol: float = 1e-15
+    gtol: float = 1e-15
+    linear_solver: str = "lsqr"
+    max_inner_steps: int = 100
+    forcing: Optional[float] = None
+    scaling: str = "probes"
+    num_probes: int = 8
+    initial_damping: float = 1e-3
+
+    def __post_init__(self):
+        if self.linear_solver not in LINEAR_SOLVERS:
+            raise ValueError(f"linear_solver must be one of {LINEAR_SOLVERS}, got "
+                             f"{self.linear_solver!r}.")
+        if self.scaling not in SCALINGS:
+            raise ValueError(f"scaling must be one of {SCALINGS}, got {self.scaling!r}.")
+        for name in ("max_inner_steps", "num_probes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        if self.forcing is not None and not (
+                isinstance(self.forcing, (int, float)) and 0 < self.forcing < 1):
+            raise ValueError(f"forcing must be None or a number in (0, 1), got "
+                             f"{self.forcing!r}.")
+        if not (isinstance(self.initial_damping, (int, float)) and self.initial_damping > 0):
+            raise ValueError(f"initial_damping must be a positive number, got "
+                             f"{self.initial_damping!r}.")
+
+    def _evaluate(self, problem, x, scale, seed):
+        """Everything a new accepted point needs: one linearisation, the gradient, the updated
+        scaling (``1 / x_scale``, ones, or the running maximum of the estimated column norms,
+        probes seeded by ``seed``), the point and the scaled Rayleigh quotient."""
+        r, grad, lin = linearise(problem, x)
+        if problem.x_scale is not None:
+            scale = (1.0 / problem.x_scale).astype(x.dtype)
+        elif self.scaling == "identity":
+            scale = jnp.ones_like(x)
+        else:
+            norms = column_norm_estimate(lin.raw_rmv, r.shape[0], x.dtype, seed,
+                                         self.num_probes)
+            scale = updated_scale(problem, scale, norms)
+        point, curvature = describe(problem, x, r, grad, lin, scale)
+        return point, scale, curvature
+
+    def _inner_solve(self, lin: Linearisation, grad, scale, lam):
+        """The approximate damped step ``p`` (n,) and the inner iteration count."""
+        forcing = self.forcing
+        if forcing is None:
+            forcing = 100 * float(jnp.finfo(grad.dtype).eps)
+        if self.linear_solver == "lsqr":
+            out = lsqr(lin.mv, lin.rmv, -lin.rc, damp=jnp.sqrt(lam), diag=scale,
+                       atol=forcing, btol=forcing, maxiter=self.max_inner_steps)
+        else:
+            d2 = scale * scale
+
+            def normal(v):
+                return lin.rmv(lin.mv(v)) + lam * d2 * v
+
+            b = -jnp.where(lin.fixed, 0.0, grad)
+            out = cg(normal, b, tol=forcing, maxiter=self.max_inner_steps,
+                     preconditioner=lambda v: v / d2)
+        return out.x, out.num_steps
+
+    def init(self, problem: LeastSquaresProblem, x0):
+        point, scale, curvature = self._evaluate(problem, x0, jnp.zeros_like(x0), 0)
+        finite = point.finite & jnp.all(jnp.isfinite(x0))
+        lam = self.initial_damping * jnp.where(
+            (curvature > 0) & jnp.isfinite(curvature), curvature, 1.0)
+        status = jnp.where(~finite, Status.NONFINITE,
+                           jnp.where(point.gtol_measure <= self.gtol, Status.GTOL,
+                                     Status.RUNNING)).astype(jnp.int32)
+        zero = jnp.zeros((), x0.dtype)
+        return MatrixFreeLMState(
+            point=point, scale=scale, lam=lam, nu=jnp.asarray(2.0, x0.dtype), step_norm=zero,
+            accepted=jnp.asarray(False), counts=jnp.array([0, 0, 1, 1, 0], jnp.int32),
+            status=status)
+
+    def step(self, problem: LeastSquaresProblem, s: MatrixFreeLMState) -> MatrixFreeLMState:
+        point, scale = s.point, s.scale
+        x = point.x
+        dtype = x.dtype
+        eps = jnp.finfo(dtype).eps
+
+        # 1. The step: linearise at the current point (products only; its gradient is known)
+        #    and solve the damped problem inexactly.
+        _, _, lin = linearise(problem, x, point.grad)
+        p, inner = self._inner_solve(lin, point.grad, scale, s.lam)
+        x_new, step = problem.projected_step(x, p, lin.fixed)
+        js = lin.mv(step)
+        predicted = -(jnp.sum(point.grad * step) + 0.5 * jnp.sum(js * js))
+        dstep, dx = _norm(scale * step), _norm(scale * x)
+
+        # 2. The trial: one residual evaluation, accepted when the gain ratio is positive.
+        r_trial = problem.residual_only(x_new)
+        trial_finite = jnp.all(jnp.isfinite(r_trial))
+        actual = jnp.where(trial_finite, problem.reduction(point.r, r_trial), -jnp.inf)
+        ratio = tr.gain_ratio(actual, predicted)
+        accepted = ratio > 0
+
+        # 3. Nielsen's damping update.
+        shrink = jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * ratio - 1.0) ** 3)
+        lam = jnp.maximum(jnp.where(accepted, s.lam * shrink, s.lam * s.nu),
+                          jnp.finfo(dtype).tiny)
+        nu = jnp.where(accepted, jnp.asarray(2.0, dtype), 2.0 * s.nu)
+
+        # 4. A new point: linearise there (gradient, scaling, gtol cosine). A cond, so
+        #    rejected trials skip it; a point with non-finite derivatives is not taken.
+        new_point, new_scale, _ = lax.cond(
+            accepted, lambda: self._evaluate(problem, x_new, scale, s.njev),
+            lambda: (point, scale, jnp.zeros((), dtype)))
+        broken = accepted & ~new_point.finite
+        accepted = accepted & ~broken
+        new_point = jax.tree.map(lambda a, b: jnp.where(accepted, a, b), new_point, point)
+        new_scale = jnp.where(accepted, new_scale, scale)
+
+        # 5. Stopping tests.
+        cost0 = jnp.where(point.cost > 0, point.cost, 1.0)
+        if self.ftol > 0:
+            small_f = ((jnp.abs(actual) <= self.ftol * cost0)
+                       & (predicted <= self.ftol * cost0) & (ratio <= 2.0))
+        else:
+            small_f = (actual == 0) & (predicted == 0)
+        small_g = accepted & (new_point.gtol_measure <= self.gtol)
+        small_x = dstep <= self.xtol * (dx + self.xtol)
+        limit = dstep <= eps * dx
+        collapsed_on_nan = ~trial_finite & (small_x | limit)
+        status = jnp.where(broken | collapsed_on_nan, Status.NONFINITE,
+                 jnp.where(small_g, Status.GTOL,
+                 jnp.where(small_f, Status.FTOL,
+                 jnp.where(small_x, Status.XTOL,
+                 jnp.where(limit, Status.PRECISION_LIMIT, Status.RUNNING))))).astype(jnp.int32)
+
+        one = accepted.astype(jnp.int32)
+        counts = s.counts + jnp.stack([one, 1 - one, 2 + one, 1 + one, inner])
+        return MatrixFreeLMState(
+            point=new_point, scale=new_scale, lam=lam, nu=nu, step_norm=_norm(step),
+            accepted=accepted, counts=counts, status=status)
