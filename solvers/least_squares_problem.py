@@ -213,17 +213,61 @@ def triangular_factor(J, r, fixed=None, fixed_scale=None):
     a = jnp.concatenate([J, r[:, None]], axis=1)
     if m < n + 1:
         a = jnp.concatenate([a, jnp.zeros((n + 1 - m, n + 1), a.dtype)], axis=0)
-    top = jnp.linalg.qr(a, mode="r")[:n]  # LAPACK geqrf; Q is not formed
+    top = r_factor(a)[:n]  # Q is not formed
     return top[:, :n], top[:, n]
 
 
+UNROLLED_MAX_N = 4
+"""Up to this many parameters the dense kernels below are unrolled into plain array operations
+instead of LAPACK calls. For such tiny systems a LAPACK call's fixed cost dominates, and under
+``vmap`` (a batch of small fits) plain array operations run across the whole batch at once
+while a batched LAPACK call loops over the members."""
+
+
+def r_factor(a):
+    """The ``R`` of a QR factorisation of ``a`` (``p x q``, ``p >= q``): ``(q, q)`` upper
+    triangular with ``R^T R = a^T a`` (row signs are not normalised). LAPACK ``geqrf`` (``Q``
+    never formed), or, for ``q <= UNROLLED_MAX_N + 1`` columns, the same Householder
+    reflections (Golub & Van Loan, *Matrix Computations*, 4th ed., Algorithm 5.2.1) unrolled
+    into array operations. Cost O(p q^2)."""
+    p, q = a.shape
+    if q > UNROLLED_MAX_N + 1:
+        return jnp.linalg.qr(a, mode="r")
+    for j in range(q):
+        x = a[j:, j]
+        norm = jnp.sqrt(jnp.sum(x * x))
+        alpha = jnp.where(x[0] >= 0, -norm, norm)
+        v = x.at[0].add(-alpha)
+        vv = jnp.sum(v * v)
+        beta = jnp.where(vv > 0, 2.0 / jnp.where(vv > 0, vv, 1.0), 0.0)
+        block = a[j:, j:]
+        a = a.at[j:, j:].set(block - (beta * v)[:, None] * (v @ block)[None, :])
+    return jnp.triu(a[:q])
+
+
 def solve_upper(R, b):
-    """``R^{-1} b`` for upper-triangular ``R`` (one triangular solve, O(n^2))."""
+    """``R^{-1} b`` for upper-triangular ``R`` (one triangular solve, O(n^2); back
+    substitution unrolled into array operations for ``n <= UNROLLED_MAX_N``)."""
+    n = R.shape[0]
+    if n <= UNROLLED_MAX_N:
+        x = [None] * n
+        for i in reversed(range(n)):
+            rest = sum((R[i, j] * x[j] for j in range(i + 1, n)), jnp.zeros((), R.dtype))
+            x[i] = (b[i] - rest) / R[i, i]
+        return jnp.stack(x)
     return lax.linalg.triangular_solve(R, b[:, None], left_side=True, lower=False)[:, 0]
 
 
 def solve_upper_transposed(R, b):
-    """``R^{-T} b`` for upper-triangular ``R`` (one triangular solve, O(n^2))."""
+    """``R^{-T} b`` for upper-triangular ``R`` (one triangular solve, O(n^2); forward
+    substitution unrolled into array operations for ``n <= UNROLLED_MAX_N``)."""
+    n = R.shape[0]
+    if n <= UNROLLED_MAX_N:
+        x = [None] * n
+        for i in range(n):
+            rest = sum((R[j, i] * x[j] for j in range(i)), jnp.zeros((), R.dtype))
+            x[i] = (b[i] - rest) / R[i, i]
+        return jnp.stack(x)
     return lax.linalg.triangular_solve(
         R, b[:, None], left_side=True, lower=False, transpose_a=True
     )[:, 0]

@@ -105,6 +105,7 @@ from jacopt.solvers.least_squares_problem import (
     PointEvaluation,
     all_finite,
     evaluate_point,
+    r_factor,
     solve_upper,
     solve_upper_transposed,
     triangular_factor,
@@ -207,7 +208,7 @@ def damped_step(R, qtr, scale, lam):
     bottom = jnp.concatenate(
         [jnp.diag(jnp.sqrt(lam) * scale), jnp.zeros((n, 1), R.dtype)], axis=1
     )
-    h = jnp.linalg.qr(jnp.concatenate([top, bottom], axis=0), mode="r")
+    h = r_factor(jnp.concatenate([top, bottom], axis=0))
     S = h[:n, :n]
     return -solve_upper(S, h[:n, n]), S
 

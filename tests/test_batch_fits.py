@@ -1,6 +1,7 @@
 """The batch benchmark's core on a few fits: one vmapped least_squares gives each member its own
 answer (checked against SciPy member by member), and a member with NaN data fails alone."""
 import numpy as np
+import pytest
 
 from jacopt.benchmarks import batch
 
@@ -49,21 +50,30 @@ def test_vmapped_fits_match_scipy_per_member_and_a_nan_member_fails_alone():
 
 
 def test_a_fit_cycling_at_rounding_level_stops_with_precision_limit():
-    # Member 495 of make_batch(1000, seed=0) reaches the optimum in ~8 steps and then cycles
-    # through three points an ulp or two apart (accepted by the natural monotonicity test);
-    # before LM's stall test it ran to max_steps, keeping a whole vmapped batch running.
-    import jax.numpy as jnp
+    # Member 782 of make_batch(1000, seed=0) reaches the optimum and then cycles through points
+    # an ulp or two apart (accepted by the natural monotonicity test). Without LM's stall test
+    # it runs to max_steps (in a vmapped batch such members keep the whole loop running); with
+    # it, it stops with PRECISION_LIMIT at SciPy's answer. Which members cycle depends on the
+    # rounding of the compiled code (batch size, platform), hence the skip.
+    import jax
 
     import jacopt
     from jacopt.problems import nist
+    from jacopt.solvers import LevenbergMarquardt
 
     data = batch.make_batch(1000, seed=0)
-    member = 495
-    problem = nist.load("Misra1a")
-    args = (jnp.asarray(data.x), jnp.asarray(data.ydata[member]))
-    result = jacopt.least_squares(problem.residual, jnp.asarray(data.starts[member]), args=args,
-                                  max_steps=200)
+    member = 782
+    residual = nist.load("Misra1a").residual
+    x, y, start = data.x, data.ydata[member], data.starts[member]
+
+    def solve(solver):
+        return jax.jit(lambda x0, x, y: jacopt.least_squares(
+            residual, x0, args=(x, y), solver=solver, max_steps=200))(start, x, y)
+
+    if solve(LevenbergMarquardt(stall_limit=10**9)).status_name != "MAX_STEPS":
+        pytest.skip("the fit does not cycle with this platform's rounding: nothing to test")
+    result = solve("lm")
     assert result.status_name == "PRECISION_LIMIT" and bool(result.success)
-    assert int(result.num_steps) < 40
-    reference = batch.scipy_fit(data.x, data.ydata[member], data.starts[member], tight=True)
+    assert int(result.num_steps) < 60
+    reference = batch.scipy_fit(x, y, start, tight=True)
     np.testing.assert_allclose(np.asarray(result.params), reference[0], rtol=1e-9)
