@@ -7,8 +7,8 @@ Problems (from :mod:`jacopt.problems.mlp`):
   loss = MSE, target 1e-10.
 - ``two-spirals``: [2, 16, 16, 2] tanh, cross-entropy on two spirals; target mean CE 0.01.
 - full run only: ``sin-regression``: [1, 32, 32, 1] tanh on 1,000 noisy points; target = the
-  noise floor. Its comparison is "lower loss than Adam within Adam's wall-clock budget": see
-  ``loss_at_budget``.
+  noise floor (every method reaches it within a few hundred Adam steps). Its comparison is the
+  issue's "lower loss than Adam within the same wall-clock budget" (below).
 
 Methods (record format and timing rules: :mod:`jacopt.benchmarks._records`):
 
@@ -17,19 +17,30 @@ Methods (record format and timing rules: :mod:`jacopt.benchmarks._records`):
 - second order: on the regression problems ``lm`` (Levenberg-Marquardt) and ``gn``, all with
   ``x_scale=1`` (with fewer residuals than parameters the MINPACK column scaling crawls), through
   :func:`jacopt.least_squares` on the residuals (on sin-regression only 12 iterations: each
-  factorises a dense (1000 + 1153) x 1153 system); on seed-mlp in the full run also
-  ``lm-jac-scale`` (the default ``x_scale="jac"``), ``dogleg`` and ``newton``. On two-spirals
-  ``ggn`` (:func:`jacopt.problems.mlp.train_ggn`, damped generalised Gauss-Newton with the
-  Jacobian from :func:`jacopt.jacobian`). Everywhere ``bfgs`` (and in the full run
-  ``lbfgs``) through :func:`jacopt.minimize` on the MSE or cross-entropy: quasi-Newton,
-  counted with the second-order side.
+  factorises a dense (1000 + 1153) x 1153 system); on sin-regression also ``lm-matrix-free``
+  (:class:`jacopt.solvers.MatrixFreeLevenbergMarquardt`, ``x_scale=1``, at most 50 LSQR
+  iterations per step: J is never formed, a step costs at most 100 Jacobian-vector products;
+  50 was the best at equal wall time of 20, 50, 100 and 200 tried on this problem); on seed-mlp
+  in the full run also ``lm-jac-scale`` (the default ``x_scale="jac"``), ``dogleg`` and
+  ``newton``. On two-spirals ``ggn`` (:func:`jacopt.problems.mlp.train_ggn`, damped
+  generalised Gauss-Newton with the Jacobian from :func:`jacopt.jacobian`). Everywhere ``bfgs``
+  (and in the full run ``lbfgs``) through :func:`jacopt.minimize` on the MSE or cross-entropy:
+  quasi-Newton, counted with the second-order side.
 
-Every record also has ``budget_s`` (the run time of the best-tuned Adam run) and
-``loss_at_budget``, its lowest loss within that time
-(:func:`jacopt.benchmarks._records.add_budget_losses`).
+Same wall-clock budget. Every record also has ``budget_s``, the run time of the best-tuned Adam
+run (its whole run: 10,000 steps on sin-regression), and ``loss_at_budget``, its lowest loss
+within that time (:func:`jacopt.benchmarks._records.add_budget_losses`; time after ``k``
+iterations is ``k`` times the run's mean iteration time). On the problems of
+``Config.budget_problems`` (sin-regression) the comparison is that loss, so the first-order
+learning rate is chosen by the lowest final loss (not by the fewest steps to the target, which
+every rate reaches), every method is given enough steps to run past the budget, and the
+matrix-free LM's figure is confirmed by a second run stopped at the step the budget allows,
+timed like the others (``budget_check``: its steps, run time and lowest loss).
 
-Target (reported, not asserted): on seed-mlp LM or GN reaches MSE 1e-10 at least 10x sooner in
-wall time than the best-tuned Adam.
+Targets (reported, not asserted): on seed-mlp LM or GN reaches MSE 1e-10 at least 10x sooner in
+wall time than the best-tuned Adam; on sin-regression a second-order method ends the budget
+with a lower loss than Adam. (Below the noise floor a lower training loss is fitting the
+noise: the issue's target is about optimisation speed, not generalisation.)
 
 BLAS is pinned to one thread for the rest of the process (:func:`jacopt.benchmarks._records.
 limit_blas_threads`: OpenBLAS's spinning threads made small factorisations 20-80x slower on a
@@ -40,6 +51,7 @@ Run: ``python -m jacopt.benchmarks.mlp [--quick] [--out DIR]``, or ``jacopt benc
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable, Optional
 
 import optax
@@ -47,6 +59,7 @@ import optax
 import jacopt
 from jacopt.benchmarks import _records
 from jacopt.problems import mlp as M
+from jacopt.solvers import MatrixFreeLevenbergMarquardt
 
 SUITE = "mlp"
 
@@ -54,8 +67,10 @@ SUITE = "mlp"
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Sizes of one run of the suite. ``problems`` maps each problem to its iteration counts:
-    ``(first-order steps, least-squares or GGN max steps, minimize max steps)``; ``only`` maps
-    a problem to the methods to run on it (all when absent)."""
+    ``(first-order steps, least-squares or GGN max steps, minimize max steps)``;
+    ``method_steps`` overrides the count of one ``(problem, method)``; ``only`` maps a problem
+    to the methods to run on it (all when absent); ``budget_problems`` are compared by the
+    lowest loss within the best Adam run's wall time (module docstring)."""
 
     problems: dict
     sgd_lrs: tuple
@@ -63,15 +78,24 @@ class Config:
     full_methods: bool
     repeats: int
     only: dict = dataclasses.field(default_factory=dict)
+    method_steps: dict = dataclasses.field(default_factory=dict)
+    budget_problems: tuple = ()
 
 
 QUICK = Config(problems={"seed-mlp": (3_000, 100, 500), "two-spirals": (600, 110, 300)},
                sgd_lrs=(0.1, 0.3, 1.0), adam_lrs=(3e-3, 3e-2, 0.1),
                full_methods=False, repeats=3, only={"two-spirals": ("adam", "ggn")})
 FULL = Config(problems={"seed-mlp": (20_000, 300, 2_000), "two-spirals": (5_000, 200, 2_000),
-                        "sin-regression": (3_000, 12, 2_000)},
+                        "sin-regression": (10_000, 12, 2_000)},
               sgd_lrs=(0.03, 0.1, 0.3, 1.0), adam_lrs=(1e-3, 3e-3, 1e-2, 3e-2, 0.1),
-              full_methods=True, repeats=3)
+              full_methods=True, repeats=3,
+              # enough steps to run past Adam's budget (~10 s here): L-BFGS's steps are cheap
+              method_steps={("sin-regression", "lbfgs"): 6_000,
+                            ("sin-regression", "lm-matrix-free"): 600},
+              budget_problems=("sin-regression",))
+
+MATRIX_FREE = MatrixFreeLevenbergMarquardt(max_inner_steps=50)
+"""The matrix-free LM of the sin-regression run (module docstring)."""
 
 
 def _ggn_record(problem, steps, repeats):
@@ -85,28 +109,46 @@ def _ggn_record(problem, steps, repeats):
                                 compile_s=compile_s)
 
 
+def _lowest_loss_grid_record(*, suite, problem, method, order, target_loss, **grid):
+    """:func:`jacopt.benchmarks._records.first_order_grid` with the learning rate chosen by the
+    lowest final loss (no target ranks first), as a record with the whole grid."""
+    extra = grid.pop("extra", {})
+    run = _records.first_order_grid(target_loss=-math.inf, **grid)
+    lr_grid = [{"lr": g["lr"], "final_loss": g["final_loss"]} for g in run["grid"]]
+    return _records.make_record(suite=suite, problem=problem, method=method, order=order,
+                                target_loss=target_loss, losses=run["losses"],
+                                run_s=run["run_s"], compile_s=run["compile_s"], lr=run["lr"],
+                                grid=lr_grid, lr_chosen_by="lowest final loss", **extra)
+
+
 def _methods(problem, config):
     """``(problem, method, order, target_loss, thunk)`` for every method run on ``problem``."""
     ident = {"suite": SUITE, "problem": problem.name, "target_loss": problem.target_loss}
     data = {"params0": problem.params0, "args": problem.args, "repeats": config.repeats}
     steps, max_steps, minimize_steps = config.problems[problem.name]
     full = config.full_methods
+    budget = problem.name in config.budget_problems
+    grid_record = _lowest_loss_grid_record if budget else _records.grid_record
+
+    def steps_of(method, default):
+        return config.method_steps.get((problem.name, method), default)
 
     def grid(method, make_optimizer, lrs, line_search=False, **extra):
-        return lambda: _records.grid_record(
+        return lambda: grid_record(
             method=method, order="first", loss_fn=problem.objective,
-            make_optimizer=make_optimizer, learning_rates=lrs, steps=steps,
+            make_optimizer=make_optimizer, learning_rates=lrs, steps=steps_of(method, steps),
             line_search=line_search, extra=extra, **ident, **data)
 
     def least_squares(method, solver, **options):
         return lambda: _records.jacopt_record(
             method=method, entry=jacopt.least_squares, fun=problem.residual, solver=solver,
-            max_steps=max_steps, to_loss=problem.loss_from_cost, **options, **ident, **data)
+            max_steps=steps_of(method, max_steps), to_loss=problem.loss_from_cost, **options,
+            **ident, **data)
 
     def minimize(method, solver):
         return lambda: _records.jacopt_record(
             method=method, entry=jacopt.minimize, fun=problem.objective, solver=solver,
-            max_steps=minimize_steps, gtol=1e-12, **ident, **data)
+            max_steps=steps_of(method, minimize_steps), gtol=1e-12, **ident, **data)
 
     methods = [("sgd", "first", grid("sgd", optax.sgd, config.sgd_lrs)),
                ("adam", "first", grid("adam", optax.adam, config.adam_lrs))]
@@ -118,6 +160,9 @@ def _methods(problem, config):
         tight = {"ftol": 1e-15, "xtol": 1e-15, "gtol": 1e-15}
         methods += [("lm", "second", least_squares("lm", "lm", x_scale=1.0, **tight)),
                     ("gn", "second", least_squares("gn", "gn", x_scale=1.0, **tight))]
+        if budget:
+            methods.append(("lm-matrix-free", "second", least_squares(
+                "lm-matrix-free", MATRIX_FREE, x_scale=1.0, **tight)))
         if full and problem.name == "seed-mlp":
             methods += [
                 ("lm-jac-scale", "second", least_squares("lm-jac-scale", "lm", **tight)),
@@ -136,6 +181,25 @@ def _methods(problem, config):
             for method, order, thunk in methods if only is None or method in only]
 
 
+def confirm_budget(record: dict, problem, repeats: int = 3) -> dict:
+    """For a matrix-free LM record that ran past its ``budget_s``: run it again stopped at the
+    last step the per-iteration time rule puts within the budget, timed the same way, and store
+    ``budget_check = {"steps", "run_s", "loss"}`` (that run's steps, measured run time and
+    lowest loss), so the same-budget figure rests on a measured run. ``record`` is returned."""
+    budget, run_s, num_steps = record.get("budget_s"), record.get("run_s"), record.get("num_steps")
+    if None in (budget, run_s, num_steps) or run_s <= budget or num_steps < 1:
+        return record
+    steps = max(1, int(budget / (run_s / num_steps)))
+    run = _records.jacopt_run(jacopt.least_squares, problem.residual, problem.params0,
+                              problem.args, solver=MATRIX_FREE, max_steps=steps,
+                              to_loss=problem.loss_from_cost, repeats=repeats, x_scale=1.0,
+                              ftol=1e-15, xtol=1e-15, gtol=1e-15)
+    losses = run["losses"][: run["num_steps"] + 1]
+    record["budget_check"] = {"steps": run["num_steps"], "run_s": run["run_s"],
+                              "loss": float(min(losses))}
+    return record
+
+
 def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -> list[dict]:
     """Run the suite; one record per (problem, method). ``quick`` uses :data:`QUICK` (seed-mlp
     and two-spirals, about 20-30 s on 2 cores), else :data:`FULL`. ``progress("problem /
@@ -144,8 +208,39 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -
     config = QUICK if quick else FULL
     _records.limit_blas_threads(1)
     methods = [m for name in config.problems for m in _methods(M.get(name), config)]
-    return _records.add_budget_losses(_records.run_methods(SUITE, methods, progress))
+    records = _records.add_budget_losses(_records.run_methods(SUITE, methods, progress))
+    for rec in records:
+        if rec["problem"] in config.budget_problems and rec["method"] == "lm-matrix-free":
+            if progress is not None:
+                progress(f"{rec['problem']} / lm-matrix-free (run stopped at the budget)")
+            confirm_budget(rec, M.get(rec["problem"]), config.repeats)
+    return records
+
+
+def format_tables(records: list[dict]) -> str:
+    """The suite's table (:func:`jacopt.benchmarks.runner.format_table`), then for every
+    problem with a budget the same-budget comparison: each method's lowest loss within the
+    best Adam run's wall time, best first."""
+    from jacopt.benchmarks import runner
+
+    lines = [runner.format_table(records)]
+    body = [r for r in records if r.get("suite") != "meta" and r.get("budget_s") is not None]
+    for problem in dict.fromkeys(r["problem"] for r in body):
+        recs = sorted((r for r in body if r["problem"] == problem),
+                      key=lambda r: (r.get("loss_at_budget") is None,
+                                     r.get("loss_at_budget") or 0.0))
+        lines += ["", f"{problem}: lowest loss within {recs[0]['budget_s']:.2f} s (the "
+                      "best-tuned Adam run's wall time)"]
+        for r in recs:
+            loss = r.get("loss_at_budget")
+            cell = "—" if loss is None else f"{loss:.5e}"
+            check = r.get("budget_check")
+            note = (f"  (rerun stopped at step {check['steps']}: {check['run_s']:.2f} s, "
+                    f"loss {check['loss']:.5e})" if check else "")
+            lr = f"  lr {r['lr']:g}" if r.get("lr") is not None else ""
+            lines.append(f"  {r['method']:<15} {r['order']:<7} {cell}{lr}{note}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    raise SystemExit(_records.main(SUITE, run))
+    raise SystemExit(_records.main(SUITE, run, format_tables=format_tables))
