@@ -4,6 +4,11 @@ A solver is a small immutable object (a frozen, hashable dataclass, so it can be
 argument of ``jit``) with four methods, after Optimistix's ``init/step/terminate`` split:
 
 - ``init(problem, x0) -> state``: evaluate what the first step needs at the flat start ``x0``.
+  A solver whose class sets ``evaluates_start_in_loop = True`` instead returns placeholders
+  and evaluates the start in its first ``step``: the user's function is then traced and
+  compiled once (inside the loop body), not twice. That first iteration is not a step: the
+  loop runs up to ``max_steps + 1`` iterations, ``num_steps`` and the history rows count from
+  the evaluated start, and ``terminate`` is first called after it.
 - ``step(problem, state) -> state``: one iteration = one trial step, accepted or rejected.
   Rejected trial steps are ordinary iterations (one flat loop, no nested ``while_loop``), which
   keeps compile time small and batches well under ``vmap``.
@@ -49,7 +54,11 @@ def run(solver, problem, x0, *, max_steps: int, history: bool = False, verbose: 
     if max_steps < 0:
         raise ValueError(f"max_steps must be >= 0, got {max_steps}.")
     state = solver.init(problem, x0)
-    done, status = solver.terminate(problem, state)
+    lazy = bool(getattr(solver, "evaluates_start_in_loop", False))
+    if lazy:  # the first iteration evaluates the start (k = -1 -> 0)
+        done, status = jnp.asarray(False), jnp.asarray(Status.RUNNING, jnp.int32)
+    else:
+        done, status = solver.terminate(problem, state)
     done = jnp.asarray(done, bool)
     status = jnp.asarray(status, jnp.int32)
 
@@ -63,7 +72,7 @@ def run(solver, problem, x0, *, max_steps: int, history: bool = False, verbose: 
                 else jnp.zeros((max_steps + 1,), bool).at[0].set(v),
                 row,
             )
-        if verbose >= 2:
+        if verbose >= 2 and not lazy:
             _print_row(0, row, title)
 
     def cond(carry):
@@ -83,7 +92,7 @@ def run(solver, problem, x0, *, max_steps: int, history: bool = False, verbose: 
                 _print_row(k, row, title)
         return state, k, jnp.asarray(done, bool), jnp.asarray(status, jnp.int32), hist
 
-    carry = (state, jnp.asarray(0, jnp.int32), done, status, hist)
+    carry = (state, jnp.asarray(-1 if lazy else 0, jnp.int32), done, status, hist)
     state, k, done, status, hist = jax.lax.while_loop(cond, body, carry)
     status = jnp.where(done, status, jnp.int32(Status.MAX_STEPS))
     if verbose >= 1:

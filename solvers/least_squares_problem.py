@@ -213,36 +213,16 @@ def triangular_factor(J, r, fixed=None, fixed_scale=None):
     a = jnp.concatenate([J, r[:, None]], axis=1)
     if m < n + 1:
         a = jnp.concatenate([a, jnp.zeros((n + 1 - m, n + 1), a.dtype)], axis=0)
-    top = r_factor(a)[:n]  # Q is not formed
+    top = jnp.linalg.qr(a, mode="r")[:n]  # LAPACK geqrf; Q is not formed
     return top[:, :n], top[:, n]
 
 
 UNROLLED_MAX_N = 4
-"""Up to this many parameters the dense kernels below are unrolled into plain array operations
-instead of LAPACK calls. For such tiny systems a LAPACK call's fixed cost dominates, and under
-``vmap`` (a batch of small fits) plain array operations run across the whole batch at once
-while a batched LAPACK call loops over the members."""
-
-
-def r_factor(a):
-    """The ``R`` of a QR factorisation of ``a`` (``p x q``, ``p >= q``): ``(q, q)`` upper
-    triangular with ``R^T R = a^T a`` (row signs are not normalised). LAPACK ``geqrf`` (``Q``
-    never formed), or, for ``q <= UNROLLED_MAX_N + 1`` columns, the same Householder
-    reflections (Golub & Van Loan, *Matrix Computations*, 4th ed., Algorithm 5.2.1) unrolled
-    into array operations. Cost O(p q^2)."""
-    p, q = a.shape
-    if q > UNROLLED_MAX_N + 1:
-        return jnp.linalg.qr(a, mode="r")
-    for j in range(q):
-        x = a[j:, j]
-        norm = jnp.sqrt(jnp.sum(x * x))
-        alpha = jnp.where(x[0] >= 0, -norm, norm)
-        v = x.at[0].add(-alpha)
-        vv = jnp.sum(v * v)
-        beta = jnp.where(vv > 0, 2.0 / jnp.where(vv > 0, vv, 1.0), 0.0)
-        block = a[j:, j:]
-        a = a.at[j:, j:].set(block - (beta * v)[:, None] * (v @ block)[None, :])
-    return jnp.triu(a[:q])
+"""Up to this many parameters the triangular solves below are unrolled into plain array
+operations instead of LAPACK calls: under ``vmap`` (a batch of small fits) they then run across
+the whole batch at once, where a batched LAPACK call loops over the members (a batch of 1,000
+Misra1a fits: about 25% less time), for about 5% more compiled kernels. (Unrolling the
+Householder QR as well gave no further gain under ``vmap`` and 1.6x the compile time.)"""
 
 
 def solve_upper(R, b):

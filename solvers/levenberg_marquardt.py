@@ -44,7 +44,13 @@ damped factorisation per trial) and gave the same NIST StRD results as the full 
 
 Cost per trial: one evaluation of the residuals and Jacobian (one linearisation of the user's
 function plus ``min(m, n)`` JVPs/VJPs), O(n^3) for a damped step (none for a Gauss-Newton step),
-and O(m n^2) for the QR of a newly accepted point (done lazily at the next step).
+and O(m n^2) for the QR of a newly accepted point.
+
+The loop (compile time is part of the product): one iteration evaluates the pending trial,
+accepts or rejects it, runs the stopping tests, factorises a newly accepted point and computes
+the next trial. The start is evaluated by the first iteration (``evaluates_start_in_loop``),
+so the user's function and its Jacobian are traced and compiled once, not once before the loop
+and again inside it.
 
 Acceptance. The radius follows MINPACK (:data:`jacopt.solvers.trust_region.MINPACK`) from the
 gain ratio ``rho = actual / predicted reduction``, the actual reduction computed termwise
@@ -105,7 +111,6 @@ from jacopt.solvers.least_squares_problem import (
     PointEvaluation,
     all_finite,
     evaluate_point,
-    r_factor,
     solve_upper,
     solve_upper_transposed,
     triangular_factor,
@@ -132,24 +137,48 @@ class Factorisation(NamedTuple):
     gnorm: Any
 
 
+class Trial(NamedTuple):
+    """The trial step waiting to be evaluated: the point ``x``; the damping ``lam`` it was
+    computed with (0 for the Gauss-Newton step, ``gauss_newton``); its scaled and plain lengths
+    ``pnorm = ||D step||``, ``step_norm``; the model's predicted reduction and slope
+    ``g . step``; ``dpnorm`` and ``qn2`` (``||D p||`` and ``||S^{-T} D^2 p / ||D p|| ||^2``
+    of the unprojected step, for Moré's Newton update of ``lam``); and ``xnorm = ||D x||`` of
+    the point it starts from (for the ``xtol`` test)."""
+
+    x: Any
+    lam: Any
+    gauss_newton: Any
+    pnorm: Any
+    step_norm: Any
+    predicted: Any
+    slope: Any
+    dpnorm: Any
+    qn2: Any
+    xnorm: Any
+
+
 class LMState(NamedTuple):
     """Loop carry: the accepted point ``point`` (:class:`PointEvaluation`: ``x``, raw ``r``
-    and ``J``, cost, gradient...), its :class:`Factorisation` ``fac`` (valid when
-    ``factored``), the radius, the damping the next trial starts from, and the counters
-    ``counts = [num_accepted, num_rejected, nfev, njev, stalled]`` (one int32 array;
-    ``stalled`` counts the accepted steps in a row without progress), ``shortest``, the
-    shortest accepted step so far (``||D step||``), and ``lowest``, the lowest cost so far."""
+    and ``J``, cost, gradient...; placeholders until the first iteration has evaluated the
+    start), its :class:`Factorisation` ``fac``, the pending :class:`Trial` ``trial``, the
+    radius, the damping and length of the last evaluated trial (``damping``, ``step_norm``),
+    whether it was ``accepted``, the counters ``counts = [num_accepted, num_rejected, nfev,
+    njev, stalled]`` (one int32 array; ``stalled`` counts the accepted steps in a row without
+    progress), ``shortest``, the shortest accepted step so far (``||D step||``), ``lowest``,
+    the lowest accepted cost so far, ``started`` (the start has been evaluated) and
+    ``status``."""
 
     point: Any
     fac: Any
-    factored: Any
+    trial: Any
     radius: Any
-    lam: Any
+    damping: Any
     step_norm: Any
     accepted: Any
     counts: Any
     shortest: Any
     lowest: Any
+    started: Any
     status: Any
 
     @property
@@ -167,11 +196,6 @@ class LMState(NamedTuple):
     @property
     def njev(self):
         return self.counts[..., 3]
-
-    @property
-    def damping(self):
-        """What ``History.damping`` records for this solver."""
-        return self.lam
 
 
 def factorise(problem: LeastSquaresProblem, point: PointEvaluation, scale) -> Factorisation:
@@ -208,7 +232,7 @@ def damped_step(R, qtr, scale, lam):
     bottom = jnp.concatenate(
         [jnp.diag(jnp.sqrt(lam) * scale), jnp.zeros((n, 1), R.dtype)], axis=1
     )
-    h = r_factor(jnp.concatenate([top, bottom], axis=0))
+    h = jnp.linalg.qr(jnp.concatenate([top, bottom], axis=0), mode="r")
     S = h[:n, :n]
     return -solve_upper(S, h[:n, n]), S
 
@@ -279,46 +303,123 @@ class LevenbergMarquardt(LeastSquaresSolver):
     geodesic_ratio: float = 0.75
     stall_limit: int = 5
 
+    # :func:`jacopt._loop.run` lets the first iteration evaluate the start, so the user's
+    # function (and its Jacobian) is traced and compiled once, inside the loop body.
+    evaluates_start_in_loop = True
+
     def init(self, problem: LeastSquaresProblem, x0):
-        point = evaluate_point(problem, x0)
-        finite = point.finite & jnp.all(jnp.isfinite(x0))
-        status = jnp.where(
-            ~finite,
-            Status.NONFINITE,
-            jnp.where(point.gtol_measure <= self.gtol, Status.GTOL, Status.RUNNING),
-        ).astype(jnp.int32)
+        """Placeholders of the right shapes; nothing is evaluated here."""
         dtype = x0.dtype
         n = x0.shape[0]
-        fac = Factorisation(
-            scale=jnp.zeros((n,), dtype), fixed=jnp.zeros((n,), bool),
-            R=jnp.zeros((n, n), dtype), qtr=jnp.zeros((n,), dtype), p_gn=jnp.zeros((n,), dtype),
-            gn_norm=jnp.zeros((), dtype), newton_slope=jnp.zeros((), dtype),
-            gnorm=jnp.zeros((), dtype),
-        )
-        zero = jnp.zeros((), dtype)
-        return LMState(
-            point=point, fac=fac, factored=jnp.asarray(False), radius=zero, lam=zero,
-            step_norm=zero, accepted=jnp.asarray(False),
-            counts=jnp.array([0, 0, 1, 1, 0], jnp.int32), shortest=jnp.asarray(jnp.inf, dtype),
-            lowest=point.cost, status=status,
-        )
+        m = jax.eval_shape(problem.residual_only, x0).shape[0]
+
+        def zeros(*shape, kind=dtype):
+            return jnp.zeros(shape, kind)
+
+        point = PointEvaluation(x=x0, r=zeros(m), J=zeros(m, n), cost=zeros(), grad=zeros(n),
+                                column_norms=zeros(n), gtol_measure=zeros(),
+                                finite=jnp.asarray(True))
+        fac = Factorisation(scale=zeros(n), fixed=zeros(n, kind=bool), R=zeros(n, n),
+                            qtr=zeros(n), p_gn=zeros(n), gn_norm=zeros(),
+                            newton_slope=zeros(), gnorm=zeros())
+        trial = Trial(x=x0, lam=zeros(), gauss_newton=jnp.asarray(False), pnorm=zeros(),
+                      step_norm=zeros(), predicted=zeros(), slope=zeros(), dpnorm=zeros(),
+                      qn2=zeros(), xnorm=zeros())
+        return LMState(point=point, fac=fac, trial=trial, radius=zeros(), damping=zeros(),
+                       step_norm=zeros(), accepted=jnp.asarray(False),
+                       counts=jnp.zeros((5,), jnp.int32), shortest=jnp.asarray(jnp.inf, dtype),
+                       lowest=jnp.asarray(jnp.inf, dtype), started=jnp.asarray(False),
+                       status=jnp.asarray(Status.RUNNING, jnp.int32))
 
     def step(self, problem: LeastSquaresProblem, s: LMState) -> LMState:
-        point = s.point
-        x = point.x
-        dtype = x.dtype
+        """One loop iteration: evaluate the pending trial (the start, on the first iteration),
+        accept or reject it and test for convergence, factorise a newly accepted point, and
+        compute the next trial."""
+        point, fac, pending = s.point, s.fac, s.trial
+        dtype = pending.x.dtype
         eps = jnp.finfo(dtype).eps
-        fac = lax.cond(s.factored, lambda: s.fac, lambda: factorise(problem, point, s.fac.scale))
-        first = (s.num_accepted + s.num_rejected) == 0
-        xnorm0 = jnp.sqrt(jnp.sum((fac.scale * x) ** 2))
-        radius = jnp.where(
-            first, self.initial_radius_factor * jnp.where(xnorm0 > 0, xnorm0, 1.0), s.radius)
+        first = ~s.started
 
-        # 1. The step: Gauss-Newton when it fits the region (within 10%, as MINPACK), else
-        #    the damped step for the current damping estimate, kept inside Moré's bounds.
+        # 1. The trial: gain ratio, radius (MINPACK) and acceptance.
+        trial = evaluate_point(problem, pending.x)
+        finite = trial.finite & jnp.all(jnp.isfinite(pending.x))
+        actual = jnp.where(finite, problem.reduction(point.r, trial.r), -jnp.inf)
+        ratio = tr.gain_ratio(actual, pending.predicted)
+        shrink = tr.interpolated_shrink(pending.slope, actual)
+        shrink = jnp.where(trial.cost >= 100.0 * point.cost, 0.1, shrink)
+        radius, accepted = tr.update_radius(
+            tr.MINPACK, s.radius, ratio, pending.pnorm, inside=pending.gauss_newton,
+            shrink_factor=shrink)
+        if self.contraction > 0:
+            # Deuflhard's natural monotonicity test for a Gauss-Newton step: the simplified
+            # correction J+ r(x + p) (old Jacobian) must be shorter than the step. It decides
+            # where the cost is flat to rounding and the gain ratio is noise; a cond, so it
+            # only runs for the Gauss-Newton steps the gain ratio rejected.
+            def natural_test():
+                rc_new, _ = problem.corrected(trial.r, point.J)
+                _, Jc_old = problem.corrected(point.r, point.J)
+                if problem.bounded:
+                    Jc_old = jnp.where(fac.fixed[None, :], 0.0, Jc_old)
+                sbar = solve_upper(fac.R, solve_upper_transposed(fac.R, Jc_old.T @ rc_new))
+                return (jnp.sqrt(jnp.sum((fac.scale * sbar) ** 2))
+                        <= self.contraction * pending.pnorm)
+
+            natural = lax.cond(pending.gauss_newton & ~accepted & finite & ~first,
+                               natural_test, lambda: jnp.asarray(False))
+            accepted = accepted | natural
+            radius = jnp.where(natural, jnp.maximum(radius, 2.0 * pending.pnorm), radius)
+        accepted = accepted & finite & ~first
+        # One safeguarded Newton step of Moré's lmpar iteration, from the damping just used
+        # towards the damping whose step has length the new radius (0 after a Gauss-Newton
+        # step).
+        correction = ((pending.dpnorm - radius) / radius
+                      / jnp.where(pending.qn2 > 0, pending.qn2, 1.0))
+        lower_new, _ = damping_bounds(fac, radius)
+        lam_next = jnp.where(jnp.isfinite(correction),
+                             jnp.maximum(lower_new, pending.lam + correction), pending.lam)
+        lam_next = jnp.where(pending.gauss_newton | first, 0.0, lam_next)
+
+        # 2. Stopping tests, relative to the cost and the point before the trial.
+        cost0 = jnp.where(point.cost > 0, point.cost, 1.0)
+        if self.ftol > 0:  # traced only when on (the default is off)
+            small_f = ((jnp.abs(actual) <= self.ftol * cost0)
+                       & (pending.predicted <= self.ftol * cost0) & (ratio <= 2.0))
+        else:  # ftol = 0: only an exactly zero step and reduction
+            small_f = (actual == 0) & (pending.predicted == 0)
+        small_x = radius <= self.xtol * pending.xnorm
+        limit = radius <= eps * pending.xnorm
+        small_g = accepted & (trial.gtol_measure <= self.gtol)
+        # stalled at rounding level: accepted steps that neither reach a new lowest cost nor
+        # get shorter (module docstring)
+        progress = (trial.cost < s.lowest) | (pending.pnorm < s.shortest)
+        stalled = jnp.where(accepted, jnp.where(progress, 0, s.counts[4] + 1), s.counts[4])
+        limit = limit | (stalled >= self.stall_limit)
+        collapsed_on_nan = ~finite & (small_x | limit)
+        status = jnp.where(collapsed_on_nan, Status.NONFINITE,
+                 jnp.where(small_g, Status.GTOL,
+                 jnp.where(small_f, Status.FTOL,
+                 jnp.where(small_x, Status.XTOL,
+                 jnp.where(limit, Status.PRECISION_LIMIT, Status.RUNNING)))))
+        start_status = jnp.where(~finite, Status.NONFINITE,
+                                 jnp.where(trial.gtol_measure <= self.gtol, Status.GTOL,
+                                           Status.RUNNING))
+        status = jnp.where(first, start_status, status).astype(jnp.int32)
+
+        # 3. The new point and, when it changed, its factorisation (lax.cond: no copies of
+        #    the unchanged point, and no QR after a rejected trial).
+        take = accepted | first
+        point, fac = lax.cond(take, lambda: (trial, factorise(problem, trial, fac.scale)),
+                              lambda: (point, fac))
+
+        # 4. The next trial: Gauss-Newton when it fits the region (within 10%, as MINPACK),
+        #    else the damped step for the current damping estimate, kept inside Moré's bounds.
+        x = point.x
+        xnorm = jnp.sqrt(jnp.sum((fac.scale * x) ** 2))
+        radius = jnp.where(
+            first, self.initial_radius_factor * jnp.where(xnorm > 0, xnorm, 1.0), radius)
         gauss_newton = fac.gn_norm <= 1.1 * radius
         lower, upper = damping_bounds(fac, radius)
-        lam_try = jnp.clip(s.lam, lower, upper)
+        lam_try = jnp.clip(lam_next, lower, upper)
         lam_try = jnp.where(lam_try > 0, lam_try, jnp.where(
             jnp.isfinite(fac.gn_norm), fac.gnorm / fac.gn_norm, 0.0))
         lam_try = jnp.where(lam_try > 0, lam_try, jnp.maximum(jnp.finfo(dtype).tiny, 1e-3 * upper))
@@ -345,91 +446,37 @@ class LevenbergMarquardt(LeastSquaresSolver):
             use = (2.0 * da <= self.geodesic_ratio * dv) & jnp.isfinite(da)
             p = jnp.where(use, p + 0.5 * a, p)
         x_new, step = problem.projected_step(x, p, fac.fixed)
-        # the three norms of this trial in one reduction (one kernel on CPU)
-        pnorm, step_norm, xnorm = jnp.sqrt(jnp.sum(
-            jnp.stack([fac.scale * step, step, fac.scale * x]) ** 2, axis=1))
+        # the two norms of this trial in one reduction (one kernel on CPU)
+        pnorm, step_norm = jnp.sqrt(jnp.sum(jnp.stack([fac.scale * step, step]) ** 2, axis=1))
         radius = jnp.where(first, jnp.minimum(radius, pnorm), radius)
-
-        # 2. The trial.
-        trial = evaluate_point(problem, x_new)
-        actual = jnp.where(trial.finite, problem.reduction(point.r, trial.r), -jnp.inf)
         # Model m(p) = C + g^T p + 0.5 ||J~ p||^2; for the plain damped step
         # -g^T p = ||R p||^2 + lam ||D p||^2 exactly (MINPACK's form, no cancellation).
-        rp = fac.R @ step
-        model_gn = jnp.sum(rp * rp)
         if problem.bounded or self.geodesic:
             _, Jc = problem.corrected(point.r, point.J)
             jp = Jc @ step
             slope = jnp.dot(point.grad, step)
             predicted = -(slope + 0.5 * jnp.sum(jp * jp))
         else:
+            rp = fac.R @ step
+            model_gn = jnp.sum(rp * rp)
             slope = -(model_gn + lam * pnorm * pnorm)
             predicted = 0.5 * model_gn + lam * pnorm * pnorm
-        ratio = tr.gain_ratio(actual, predicted)
+        next_trial = Trial(x=x_new, lam=lam, gauss_newton=gauss_newton, pnorm=pnorm,
+                           step_norm=step_norm, predicted=predicted, slope=slope,
+                           dpnorm=dpnorm, qn2=qn2, xnorm=xnorm)
 
-        # 3. Accept; update the radius (MINPACK) and the damping.
-        shrink = tr.interpolated_shrink(slope, actual)
-        shrink = jnp.where(trial.cost >= 100.0 * point.cost, 0.1, shrink)
-        new_radius, accepted = tr.update_radius(
-            tr.MINPACK, radius, ratio, pnorm, inside=gauss_newton, shrink_factor=shrink)
-        if self.contraction > 0:
-            # Deuflhard's natural monotonicity test for a Gauss-Newton step: the simplified
-            # correction J+ r(x + p) (old Jacobian) must be shorter than the step. It decides
-            # where the cost is flat to rounding and the gain ratio is noise; a cond, so it
-            # only runs for the Gauss-Newton steps the gain ratio rejected.
-            def natural_test():
-                rc_new, _ = problem.corrected(trial.r, point.J)
-                _, Jc_old = problem.corrected(point.r, point.J)
-                if problem.bounded:
-                    Jc_old = jnp.where(fac.fixed[None, :], 0.0, Jc_old)
-                sbar = solve_upper(fac.R, solve_upper_transposed(fac.R, Jc_old.T @ rc_new))
-                return jnp.sqrt(jnp.sum((fac.scale * sbar) ** 2)) <= self.contraction * pnorm
-
-            natural = lax.cond(gauss_newton & ~accepted & trial.finite, natural_test,
-                               lambda: jnp.asarray(False))
-            accepted = accepted | natural
-            new_radius = jnp.where(natural, jnp.maximum(new_radius, 2.0 * pnorm), new_radius)
-        accepted = accepted & trial.finite
-        # One safeguarded Newton step of Moré's lmpar iteration, from the damping just used
-        # towards the damping whose step has length new_radius (0 after a Gauss-Newton step).
-        correction = (dpnorm - new_radius) / new_radius / jnp.where(qn2 > 0, qn2, 1.0)
-        lower_new, _ = damping_bounds(fac, new_radius)
-        lam_next = jnp.where(jnp.isfinite(correction),
-                             jnp.maximum(lower_new, lam_try + correction), lam_try)
-        lam_next = jnp.where(gauss_newton, 0.0, lam_next)
-
-        # 4. Stopping tests, relative to the cost and the point before the trial.
-        cost0 = jnp.where(point.cost > 0, point.cost, 1.0)
-        if self.ftol > 0:  # traced only when on (the default is off)
-            small_f = ((jnp.abs(actual) <= self.ftol * cost0)
-                       & (predicted <= self.ftol * cost0) & (ratio <= 2.0))
-        else:  # ftol = 0: only an exactly zero step and reduction
-            small_f = (actual == 0) & (predicted == 0)
-        small_x = new_radius <= self.xtol * xnorm
-        limit = new_radius <= eps * xnorm
-        small_g = accepted & (trial.gtol_measure <= self.gtol)
-        # stalled at rounding level: accepted steps that neither reduce the cost beyond its
-        # rounding noise nor get shorter (module docstring)
-        progress = (trial.cost < s.lowest) | (pnorm < s.shortest)
-        stalled = jnp.where(accepted, jnp.where(progress, 0, s.counts[4] + 1), s.counts[4])
-        limit = limit | (stalled >= self.stall_limit)
-        collapsed_on_nan = ~trial.finite & (small_x | limit)
-        status = jnp.where(collapsed_on_nan, Status.NONFINITE,
-                 jnp.where(small_g, Status.GTOL,
-                 jnp.where(small_f, Status.FTOL,
-                 jnp.where(small_x, Status.XTOL,
-                 jnp.where(limit, Status.PRECISION_LIMIT, Status.RUNNING))))).astype(jnp.int32)
-        # lax.cond rather than one select per field: no copies of the unchanged point
-        new_point = lax.cond(accepted, lambda: trial, lambda: point)
         extra = 1 + int(self.geodesic)
-        counts = s.counts + jnp.where(accepted, jnp.array([1, 0, extra, 1, 0], jnp.int32),
-                                      jnp.array([0, 1, extra, 1, 0], jnp.int32))
+        counts = s.counts + jnp.where(
+            first, jnp.array([0, 0, 1, 1, 0], jnp.int32),
+            jnp.where(accepted, jnp.array([1, 0, extra, 1, 0], jnp.int32),
+                      jnp.array([0, 1, extra, 1, 0], jnp.int32)))
         counts = counts.at[4].set(stalled)
+        zero = jnp.zeros((), dtype)
         return LMState(
-            point=new_point, fac=fac, factored=~accepted, radius=new_radius, lam=lam_next,
-            step_norm=step_norm, accepted=accepted, counts=counts,
-            shortest=jnp.where(accepted, jnp.minimum(s.shortest, pnorm), s.shortest),
-            lowest=jnp.where(accepted, jnp.minimum(s.lowest, trial.cost), s.lowest),
-            status=status,
-        )
-
+            point=point, fac=fac, trial=next_trial, radius=radius,
+            damping=jnp.where(first, zero, pending.lam),
+            step_norm=jnp.where(first, zero, pending.step_norm), accepted=accepted,
+            counts=counts,
+            shortest=jnp.where(accepted, jnp.minimum(s.shortest, pending.pnorm), s.shortest),
+            lowest=jnp.where(take, jnp.minimum(s.lowest, trial.cost), s.lowest),
+            started=jnp.asarray(True), status=status)

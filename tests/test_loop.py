@@ -75,6 +75,45 @@ def test_loop_max_steps_and_vmap_gives_each_member_its_status():
     assert int(capped.status) == Status.MAX_STEPS and int(capped.num_steps) == 1
 
 
+@dataclasses.dataclass(frozen=True)
+class LazyToyNewton(ToyNewton):
+    """ToyNewton that evaluates its start in the first loop iteration (a flag in the state)."""
+
+    evaluates_start_in_loop = True
+
+    def init(self, problem, x0):
+        z = jnp.zeros((), x0.dtype)
+        return (x0, z, jnp.zeros_like(x0), z, jnp.asarray(False))
+
+    def step(self, problem, state):
+        phi, args = problem
+        x, _, _, _, started = state
+        evaluated = (x, phi(x, args), jax.grad(phi)(x, args), jnp.zeros((), x.dtype))
+        stepped = super().step(problem, evaluated[:4])
+        return tuple(jnp.where(started, a, b) for a, b in zip(stepped, evaluated)) + (
+            jnp.asarray(True),)
+
+    def terminate(self, problem, state):
+        return super().terminate(problem, state[:4])
+
+    def record(self, problem, state):
+        return super().record(problem, state[:4])
+
+
+def test_a_solver_evaluating_its_start_in_the_loop_counts_steps_like_an_eager_one():
+    x0 = jnp.array([3.0, -2.0])
+    args = (1.5, jnp.array([1.0, 2.0]))
+    eager = run(ToyNewton(), (quartic, args), x0, max_steps=50, history=True)
+    lazy = run(LazyToyNewton(), (quartic, args), x0, max_steps=50, history=True)
+    assert int(lazy.status) == Status.GTOL and int(lazy.num_steps) == int(eager.num_steps)
+    np.testing.assert_allclose(lazy.history.value, eager.history.value)
+    assert lazy.history.value[0] == pytest.approx(float(quartic(x0, args)))
+    capped = run(LazyToyNewton(), (quartic, args), x0, max_steps=0)
+    assert int(capped.status) == Status.MAX_STEPS and int(capped.num_steps) == 0
+    at_optimum = run(LazyToyNewton(), (quartic, args), args[1], max_steps=0)
+    assert int(at_optimum.status) == Status.GTOL and int(at_optimum.num_steps) == 0
+
+
 def test_verbose_prints_one_row_per_iteration(capsys):
     args = (1.0, jnp.zeros(2))
     out = run(ToyNewton(), (quartic, args), jnp.array([1.0, 1.0]), max_steps=20, verbose=2)
