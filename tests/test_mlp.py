@@ -268,11 +268,11 @@ def test_same_budget_table_and_budget_check_bookkeeping():
     _records.add_budget_losses([adam, fast])
     assert fast["loss_at_budget"] == 0.3  # steps 2 and 3 end after Adam's 1 s
     # a run within the budget needs no confirming rerun (nothing is solved here)
-    assert "budget_check" not in B.confirm_budget(dict(adam), problem=None)
-    fast["budget_check"] = {"steps": 1, "run_s": 0.9, "loss": 0.3}
+    assert "budget_check" not in B.confirm_budget(dict(adam), None, adam, 2)
+    fast["budget_check"] = {"steps": 1, "run_s": 0.9, "adam_run_s": 1.1, "loss": 0.3}
     table = B.format_tables([adam, fast])
     lines = table.splitlines()
     head = lines.index("p: lowest loss within 1.00 s (the best-tuned Adam run's wall time)")
     assert lines[head + 1].split()[:3] == ["lm-matrix-free", "second", "3.00000e-01"]
-    assert "rerun stopped at step 1: 0.90 s" in lines[head + 1]
+    assert "1 steps in 0.90 s vs Adam's 1.10 s" in lines[head + 1]
     assert lines[head + 2].split()[:5] == ["adam", "first", "4.00000e-01", "lr", "0.01"]
