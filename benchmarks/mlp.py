@@ -93,8 +93,9 @@ FULL = Config(problems={"seed-mlp": (20_000, 300, 2_000), "two-spirals": (5_000,
                         "sin-regression": (10_000, 20, 2_000)},
               sgd_lrs=(0.03, 0.1, 0.3, 1.0), adam_lrs=(1e-3, 3e-3, 1e-2, 3e-2, 0.1),
               full_methods=True, repeats=3,
-              # enough steps to run past Adam's budget (~10-15 s here)
+              # enough steps to run past Adam's budget (8-15 s here)
               method_steps={("sin-regression", "lbfgs"): 10_000,
+                            ("sin-regression", "bfgs"): 3_000,
                             ("sin-regression", "lm-matrix-free"): 600},
               budget_problems=("sin-regression",))
 
