@@ -14,7 +14,7 @@ import argparse
 import sys
 import time
 
-LEAST_SQUARES_SOLVERS = ("lm", "gn", "dogleg")
+LEAST_SQUARES_SOLVERS = ("lm", "gn", "dogleg", "lm-matrix-free")
 MINIMIZE_SOLVERS = ("bfgs", "lbfgs", "newton")
 
 

@@ -364,6 +364,10 @@ def curve_fit(model: Callable, xdata, ydata, p0, *, sigma=None, absolute_sigma: 
         raise ValueError(f"model(xdata, p0) returns shape {got} but ydata has shape "
                          f"{ydata.shape}; they must match.")
 
+    if solver == "lm-matrix-free" or type(solver).__name__ == "MatrixFreeLevenbergMarquardt":
+        raise ValueError("solver: curve_fit needs the Jacobian at the solution for the "
+                         "covariance, which the matrix-free solver never forms; use 'lm', "
+                         "'gn' or 'dogleg'.")
     fun = _residual_function(model, weighting)
     residual_jac = None if jac is None else _jacobian_function(jac, weighting)
     result = least_squares(fun, p0, args=(xdata, ydata, weight), solver=solver,

@@ -49,7 +49,8 @@ class LeastSquaresResult(NamedTuple):
     - ``residuals``: ``fun(params, *args)``, with the structure ``fun`` returns.
     - ``jac``: the Jacobian of the flattened residuals with respect to the flattened parameters,
       a 2-D array ``(m, n)`` (ravel order of ``jax.flatten_util.ravel_pytree``; use
-      :class:`jacopt.TreeIndex` to map columns to leaves).
+      :class:`jacopt.TreeIndex` to map columns to leaves); ``None`` for the matrix-free
+      solver (``solver="lm-matrix-free"``), which never forms it.
     - ``grad``: the gradient of ``cost``, with the structure of ``x0``.
     - ``optimality``: the infinity norm of the (scaled, for bounds) gradient, as SciPy reports it.
     - ``success``, ``status`` (a :class:`jacopt.Status` value), ``message`` (property).

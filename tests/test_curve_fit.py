@@ -271,6 +271,7 @@ Y = np.linspace(1.0, 2.0, 10)
     (dict(model="decay"), TypeError, "model must be callable"),
     (dict(p0=jnp.array([1.0, jnp.nan, 0.0])), ValueError, "p0"),
     (dict(args=(1,)), TypeError, "does not take 'args'"),
+    (dict(solver="lm-matrix-free"), ValueError, "solver: curve_fit needs the Jacobian"),
 ])
 def test_bad_input_raises_naming_the_argument(kwargs, error, match):
     call = dict(model=decay, xdata=X, ydata=Y, p0=P0)
