@@ -170,7 +170,19 @@ def least_squares(
         x0, args, lower, upper, scale, f_scale,
         solver=solver, fun=fun, jac=jac, loss=loss, max_steps=int(max_steps),
         history=bool(history), verbose=int(verbose), implicit_diff=bool(implicit_diff),
+        batched=_under_vmap(x0, args, lower, upper, scale),
     )
+
+
+def _under_vmap(*trees) -> bool:
+    """Whether ``least_squares`` was called inside ``jax.vmap`` (some input is a batch
+    tracer); the solvers then pick kernels that batch well (:func:`jacopt.solvers.
+    least_squares_problem.r_factor`). Answers are the same either way."""
+    try:
+        from jax._src.interpreters.batching import BatchTracer
+    except ImportError:  # a JAX without that module: plain kernels
+        return False
+    return any(isinstance(leaf, BatchTracer) for leaf in jax.tree_util.tree_leaves(trees))
 
 
 # ------------------------------------------------------------------------------------------
@@ -348,7 +360,7 @@ def _flat_jacobian_function(jac, unravel, n, m):
 
 
 def _solve_impl(x0, args, lower, upper, x_scale, f_scale, *, solver, fun, jac, loss,
-                max_steps, history, verbose, implicit_diff):
+                max_steps, history, verbose, implicit_diff, batched=False):
     x_flat, unravel = ravel_pytree(x0)
     dtype = x_flat.dtype
     residual = _flat_residual_function(fun, unravel, dtype)
@@ -366,7 +378,7 @@ def _solve_impl(x0, args, lower, upper, x_scale, f_scale, *, solver, fun, jac, l
 
     def problem_for(d):
         a, lo, up, xs, fs = d
-        return LeastSquaresProblem(residual, jac_flat, a, loss, fs, lo, up, xs)
+        return LeastSquaresProblem(residual, jac_flat, a, loss, fs, lo, up, xs, batched)
 
     def solve(x_start, d):
         out = _loop.run(solver, problem_for(d), x_start, max_steps=max_steps, history=history,
@@ -411,7 +423,8 @@ def _solve_impl(x0, args, lower, upper, x_scale, f_scale, *, solver, fun, jac, l
     )
 
 
-_STATIC = ("solver", "fun", "jac", "loss", "max_steps", "history", "verbose", "implicit_diff")
+_STATIC = ("solver", "fun", "jac", "loss", "max_steps", "history", "verbose", "implicit_diff",
+           "batched")
 
 # XLA's classic CPU fusion emitters compile the solver loop's many small fused kernels about
 # twice as fast as the default emitters and run them as fast (measured on the NIST problems).

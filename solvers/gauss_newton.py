@@ -143,10 +143,10 @@ def factorise(problem: LeastSquaresProblem, point: PointEvaluation, scale) -> Ga
     scale = updated_scale(problem, scale, point.column_norms)
     if problem.bounded:
         fixed = problem.active_set(point.x, point.grad)
-        R, qtr = triangular_factor(Jc, rc, fixed, scale)
+        R, qtr = triangular_factor(Jc, rc, fixed, scale, unrolled=problem.batched)
     else:
         fixed = jnp.zeros(point.x.shape, bool)
-        R, qtr = triangular_factor(Jc, rc)
+        R, qtr = triangular_factor(Jc, rc, unrolled=problem.batched)
     p_gn = jnp.where(fixed, 0.0, gauss_newton_step(R, qtr, scale))
     return GaussNewtonSystem(scale, fixed, R, qtr, p_gn)
 

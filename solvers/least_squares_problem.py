@@ -49,6 +49,9 @@ class LeastSquaresProblem(NamedTuple):
     - ``lower``, ``upper``: ``(n,)`` arrays (may hold +-inf) or ``None`` when unbounded.
     - ``x_scale``: ``(n,)`` characteristic scales from the user (the scaling is ``D = 1 /
       x_scale``), or ``None`` for Moré's adaptive scaling from the Jacobian's column norms.
+    - ``batched``: the solve runs under ``vmap`` (a static flag set by
+      :func:`jacopt.least_squares`): small QR factorisations are then unrolled array
+      operations (:func:`r_factor`) instead of batched LAPACK calls.
     """
 
     residual: Callable
@@ -59,6 +62,7 @@ class LeastSquaresProblem(NamedTuple):
     lower: Any = None
     upper: Any = None
     x_scale: Any = None
+    batched: bool = False
 
     @property
     def bounded(self) -> bool:
@@ -193,7 +197,7 @@ def updated_scale(problem: LeastSquaresProblem, scale, norms):
     return jnp.where(new > 0, new, jnp.ones_like(new))
 
 
-def triangular_factor(J, r, fixed=None, fixed_scale=None):
+def triangular_factor(J, r, fixed=None, fixed_scale=None, unrolled=False):
     """QR of the augmented ``[J | r]``: returns ``(R, qtr)`` with ``J = Q R`` (``R`` upper
     triangular ``(n, n)``) and ``qtr = Q^T r`` ``(n,)``, from one Householder factorisation
     (LAPACK ``geqrf``; ``Q`` is never formed). Then ``||J p + r||^2 = ||R p + qtr||^2 +
@@ -201,7 +205,8 @@ def triangular_factor(J, r, fixed=None, fixed_scale=None):
 
     ``fixed`` (bool ``(n,)``) pins those components of the step to zero: their columns are
     dropped from ``J`` and rows ``fixed_scale[j] * e_j`` (right-hand side 0) appended, so
-    ``R`` stays non-singular. Cost O(m n^2) (O((m + n) n^2) with ``fixed``).
+    ``R`` stays non-singular. ``unrolled``: see :func:`r_factor`. Cost O(m n^2) (O((m + n) n^2)
+    with ``fixed``).
     """
     m, n = J.shape
     if fixed is not None:
@@ -213,7 +218,7 @@ def triangular_factor(J, r, fixed=None, fixed_scale=None):
     a = jnp.concatenate([J, r[:, None]], axis=1)
     if m < n + 1:
         a = jnp.concatenate([a, jnp.zeros((n + 1 - m, n + 1), a.dtype)], axis=0)
-    top = jnp.linalg.qr(a, mode="r")[:n]  # LAPACK geqrf; Q is not formed
+    top = r_factor(a, unrolled)[:n]  # Q is not formed
     return top[:, :n], top[:, n]
 
 
@@ -221,8 +226,31 @@ UNROLLED_MAX_N = 4
 """Up to this many parameters the triangular solves below are unrolled into plain array
 operations instead of LAPACK calls: under ``vmap`` (a batch of small fits) they then run across
 the whole batch at once, where a batched LAPACK call loops over the members (a batch of 1,000
-Misra1a fits: about 25% less time), for about 5% more compiled kernels. (Unrolling the
-Householder QR as well gave no further gain under ``vmap`` and 1.6x the compile time.)"""
+Misra1a fits: about 25% less time), for about 5% more compiled kernels. The QR is unrolled
+only under ``vmap`` (:func:`r_factor`)."""
+
+
+def r_factor(a, unrolled=False):
+    """The ``R`` of a QR factorisation of ``a`` (``p x q``, ``p >= q``): ``(q, q)`` upper
+    triangular with ``R^T R = a^T a`` (row signs not normalised). LAPACK ``geqrf`` (``Q`` never
+    formed); with ``unrolled`` and ``q <= UNROLLED_MAX_N + 1`` columns, the same Householder
+    reflections (Golub & Van Loan, *Matrix Computations*, 4th ed., Algorithm 5.2.1) as array
+    operations, which under ``vmap`` run across the whole batch at once (a batch of 1,000
+    Misra1a fits: about 30% less time) but compile to about 1.6x the kernels, so single solves
+    keep LAPACK. Cost O(p q^2)."""
+    p, q = a.shape
+    if not unrolled or q > UNROLLED_MAX_N + 1:
+        return jnp.linalg.qr(a, mode="r")
+    for j in range(q):
+        x = a[j:, j]
+        norm = jnp.sqrt(jnp.sum(x * x))
+        alpha = jnp.where(x[0] >= 0, -norm, norm)
+        v = x.at[0].add(-alpha)
+        vv = jnp.sum(v * v)
+        beta = jnp.where(vv > 0, 2.0 / jnp.where(vv > 0, vv, 1.0), 0.0)
+        block = a[j:, j:]
+        a = a.at[j:, j:].set(block - (beta * v)[:, None] * (v @ block)[None, :])
+    return jnp.triu(a[:q])
 
 
 def solve_upper(R, b):

@@ -111,6 +111,7 @@ from jacopt.solvers.least_squares_problem import (
     PointEvaluation,
     all_finite,
     evaluate_point,
+    r_factor,
     solve_upper,
     solve_upper_transposed,
     triangular_factor,
@@ -205,10 +206,10 @@ def factorise(problem: LeastSquaresProblem, point: PointEvaluation, scale) -> Fa
     scale = updated_scale(problem, scale, point.column_norms)
     if problem.bounded:
         fixed = problem.active_set(point.x, point.grad)
-        R, qtr = triangular_factor(Jc, rc, fixed, scale)
+        R, qtr = triangular_factor(Jc, rc, fixed, scale, unrolled=problem.batched)
     else:
         fixed = jnp.zeros(point.x.shape, bool)
-        R, qtr = triangular_factor(Jc, rc)
+        R, qtr = triangular_factor(Jc, rc, unrolled=problem.batched)
     p_gn = -solve_upper(R, qtr)
     dx = scale * p_gn
     gn_norm = jnp.sqrt(jnp.sum(dx * dx))
@@ -222,7 +223,7 @@ def factorise(problem: LeastSquaresProblem, point: PointEvaluation, scale) -> Fa
     return Factorisation(scale, fixed, R, qtr, p_gn, gn_norm, slope, gnorm)
 
 
-def damped_step(R, qtr, scale, lam):
+def damped_step(R, qtr, scale, lam, unrolled=False):
     """``p`` minimising ``||R p + qtr||^2 + lam ||D p||^2`` (equivalently ``||J p + r||^2 +
     lam ||D p||^2``) from the QR of the stacked ``[R | qtr; sqrt(lam) D | 0]`` (``2n x (n+1)``,
     equal to the QR of ``[J; sqrt(lam) D]`` since ``Q`` is orthogonal) and one triangular solve;
@@ -232,7 +233,7 @@ def damped_step(R, qtr, scale, lam):
     bottom = jnp.concatenate(
         [jnp.diag(jnp.sqrt(lam) * scale), jnp.zeros((n, 1), R.dtype)], axis=1
     )
-    h = jnp.linalg.qr(jnp.concatenate([top, bottom], axis=0), mode="r")
+    h = r_factor(jnp.concatenate([top, bottom], axis=0), unrolled)
     S = h[:n, :n]
     return -solve_upper(S, h[:n, n]), S
 
@@ -427,7 +428,7 @@ class LevenbergMarquardt(LeastSquaresSolver):
         def damped():
             # the damped solve, and what Moré's Newton update of lam needs from it:
             # ||D p|| and ||S^{-T} D^2 p / ||D p||||^2
-            p, S = damped_step(fac.R, fac.qtr, fac.scale, lam_try)
+            p, S = damped_step(fac.R, fac.qtr, fac.scale, lam_try, problem.batched)
             dp = fac.scale * p
             dpnorm = jnp.sqrt(jnp.sum(dp * dp))
             q = solve_upper_transposed(S, fac.scale * dp / jnp.where(dpnorm > 0, dpnorm, 1.0))

@@ -1,6 +1,7 @@
-"""The triangular solves of the Gauss-Newton family (solvers/least_squares_problem.py), unrolled
-into array operations for up to ``UNROLLED_MAX_N`` parameters, agree with SciPy's LAPACK, alone
-and under vmap."""
+"""The small dense kernels of the Gauss-Newton family (solvers/least_squares_problem.py): the
+triangular solves (unrolled into array operations for up to ``UNROLLED_MAX_N`` parameters) and
+the unrolled Householder ``R`` used under vmap agree with NumPy/SciPy's LAPACK, alone and under
+vmap; least_squares knows when it runs under vmap."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +15,40 @@ def _tall(rng, p, q, cond=1e6):
     u, _ = np.linalg.qr(rng.standard_normal((p, q)))
     v, _ = np.linalg.qr(rng.standard_normal((q, q)))
     return u @ np.diag(np.logspace(0, -np.log10(cond), q)) @ v.T
+
+
+def _tall(rng, p, q, cond=1e6):
+    u, _ = np.linalg.qr(rng.standard_normal((p, q)))
+    v, _ = np.linalg.qr(rng.standard_normal((q, q)))
+    return u @ np.diag(np.logspace(0, -np.log10(cond), q)) @ v.T
+
+
+@pytest.mark.parametrize("shape", [(14, 3), (5, 5), (8, 1), (30, 5), (40, 7)])
+def test_unrolled_r_factor_matches_lapack_up_to_row_signs(shape):
+    a = _tall(np.random.default_rng(sum(shape)), *shape)
+    r = np.asarray(lsp.r_factor(jnp.asarray(a), unrolled=True))
+    ref = np.linalg.qr(a, mode="r")
+    assert r.shape == ref.shape and np.allclose(np.tril(r, -1), 0.0)
+    signs = np.sign(np.diag(r)) * np.sign(np.diag(ref))
+    np.testing.assert_allclose(signs[:, None] * r, ref, atol=1e-13)
+
+
+def test_unrolled_r_factor_of_a_zero_column_stays_finite():
+    a = np.random.default_rng(0).standard_normal((6, 3))
+    a[:, 1] = 0.0
+    r = np.asarray(lsp.r_factor(jnp.asarray(a), unrolled=True))
+    assert np.all(np.isfinite(r)) and r[1, 1] == 0.0
+    np.testing.assert_allclose(r.T @ r, a.T @ a, atol=1e-13)
+
+
+def test_least_squares_knows_when_it_runs_under_vmap():
+    from jacopt.least_squares import _under_vmap
+
+    seen = []
+    jax.vmap(lambda x: seen.append(_under_vmap(x)) or x)(jnp.ones((3, 2)))
+    assert seen == [True] and not _under_vmap(jnp.ones(2))
+    jax.vmap(lambda y: seen.append(_under_vmap(jnp.ones(2), (y,))) or y)(jnp.ones(3))
+    assert seen[-1] is True  # batched data, unbatched start
 
 
 @pytest.mark.parametrize("n", [1, 2, 4, 6])
