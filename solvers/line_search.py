@@ -50,7 +50,11 @@ Searches:
   Dennis & Schnabel, 1983, Algorithm A6.3.1). It needs no slopes at the trial points, so a
   Gauss-Newton solver can call it with residual evaluations only.
 
-Cost per trial: a few scalar operations plus one ``jnp.where`` over the payload.
+Cost per trial: a few scalar operations plus one ``jnp.where`` over the payload. The scalar
+logic is kept short on purpose (one cubic interpolation serves both phases, no guards that a
+NaN result would make redundant): XLA's CPU client runs a whole computation estimated below
+1000 floating-point operations inline on the calling thread instead of handing it to a worker
+thread, which for a small problem saves more time than the solve takes.
 """
 from __future__ import annotations
 
@@ -71,42 +75,46 @@ BRACKETING, ZOOMING, CONVERGED, GAVE_UP, PRECISION_LIMITED = 0, 1, 2, 3, 4
 class LineSearchState(NamedTuple):
     """The state of a line search.
 
-    Stored fields (kept few and small on purpose: on CPU every changed field of a loop carry
-    costs a kernel launch per iteration, so the two ends of the bracket are 3-vectors and the
-    flags one integer):
+    Stored fields (few and small on purpose: on CPU every loop-carried array a trial rewrites
+    costs a kernel launch, so the bracket is one ``(3, 3)`` array and the counters one pair):
 
     - ``alpha``: the trial step to evaluate next (equal to ``alpha_lo`` once finished).
-    - ``value0``, ``slope0``: ``phi(0)``, ``phi'(0)``; ``min_step``: steps below this no
-      longer change ``x``.
-    - ``lo``: ``[alpha_lo, value_lo, slope_lo]``, the best trial so far that satisfies
-      sufficient decrease (``alpha_lo = 0``, the start, until one does); once finished, the
-      step to take. ``payload_lo``: its payload.
-    - ``hi``: ``[alpha_hi, value_hi, slope_hi]``, the other end of the bracket while zooming
-      (Wolfe), or the last rejected trial (Armijo).
-    - ``phase`` (int32): ``BRACKETING``, ``ZOOMING``, then ``CONVERGED``, ``GAVE_UP`` or
-      ``PRECISION_LIMITED`` (finished); ``num_trials`` (int32): trials evaluated so far.
+    - ``ends``: rows ``lo = [alpha_lo, value_lo, slope_lo]``, the best trial so far that
+      satisfies sufficient decrease (``alpha_lo = 0``, the start, until one does; once
+      finished, the step to take); ``hi = [alpha_hi, value_hi, slope_hi]``, the other end of
+      the bracket while zooming (Wolfe; ``alpha_hi = +inf`` before a bracket is found), or the
+      last rejected trial (Armijo); and ``[min_step, value0, slope0]``: steps below
+      ``min_step`` no longer change ``x``, ``phi(0)``, ``phi'(0)``.
+    - ``payload_lo``: the payload of ``lo``.
+    - ``counters`` (int32 pair): the ``phase`` (``BRACKETING``, ``ZOOMING``, then
+      ``CONVERGED``, ``GAVE_UP`` or ``PRECISION_LIMITED``: finished) and ``num_trials``,
+      the trials evaluated so far.
 
-    Derived (properties): ``alpha_lo``, ``value_lo``, ``slope_lo``, ``alpha_hi``,
-    ``value_hi``, ``slope_hi``; ``zooming`` (the bracket ``[lo, hi]`` contains an acceptable
-    step), ``finished``, ``converged``, ``precision_limited`` (see the module docstring).
+    Read them through the properties ``value0``, ``slope0``, ``min_step``, ``lo``, ``hi``,
+    ``alpha_lo``, ``value_lo``, ``slope_lo``, ``alpha_hi``, ``value_hi``, ``slope_hi``,
+    ``phase``, ``num_trials``; and ``zooming`` (the bracket ``[lo, hi]`` contains an
+    acceptable step), ``finished``, ``converged``, ``precision_limited`` (see the module
+    docstring).
     """
 
     alpha: Any
-    value0: Any
-    slope0: Any
-    min_step: Any
-    lo: Any
-    hi: Any
+    ends: Any
     payload_lo: Any
-    phase: Any
-    num_trials: Any
+    counters: Any
 
-    alpha_lo = property(lambda self: self.lo[..., 0])
-    value_lo = property(lambda self: self.lo[..., 1])
-    slope_lo = property(lambda self: self.lo[..., 2])
-    alpha_hi = property(lambda self: self.hi[..., 0])
-    value_hi = property(lambda self: self.hi[..., 1])
-    slope_hi = property(lambda self: self.hi[..., 2])
+    value0 = property(lambda self: self.ends[..., 2, 1])
+    slope0 = property(lambda self: self.ends[..., 2, 2])
+    min_step = property(lambda self: self.ends[..., 2, 0])
+    lo = property(lambda self: self.ends[..., 0, :])
+    hi = property(lambda self: self.ends[..., 1, :])
+    phase = property(lambda self: self.counters[..., 0])
+    num_trials = property(lambda self: self.counters[..., 1])
+    alpha_lo = property(lambda self: self.ends[..., 0, 0])
+    value_lo = property(lambda self: self.ends[..., 0, 1])
+    slope_lo = property(lambda self: self.ends[..., 0, 2])
+    alpha_hi = property(lambda self: self.ends[..., 1, 0])
+    value_hi = property(lambda self: self.ends[..., 1, 1])
+    slope_hi = property(lambda self: self.ends[..., 1, 2])
     zooming = property(lambda self: self.phase == ZOOMING)
     finished = property(lambda self: self.phase >= CONVERGED)
     converged = property(lambda self: self.phase == CONVERGED)
@@ -124,37 +132,47 @@ def _finite(*xs):
     return ok
 
 
+def _cubic(a, fa, dfa, b, fb, dfb):
+    """:func:`cubic_minimizer`'s minimiser, not finite where there is none: no guards, a zero
+    division or the square root of a negative number propagates to ``inf`` or NaN, which costs
+    fewer operations in the loop body than testing each case."""
+    d1 = dfa + dfb - 3.0 * (fa - fb) / (a - b)
+    d2 = jnp.sign(b - a) * jnp.sqrt(d1 * d1 - dfa * dfb)
+    return b - (b - a) * (dfb + d2 - d1) / (dfb - dfa + 2.0 * d2)
+
+
+def _quadratic(a, fa, dfa, b, fb):
+    """:func:`quadratic_minimizer`'s minimiser, NaN where there is none."""
+    h = b - a
+    curvature = (fb - fa - dfa * h) / (h * h)
+    return jnp.where(curvature > 0, a - dfa / (2.0 * curvature), jnp.nan)
+
+
 def cubic_minimizer(a, fa, dfa, b, fb, dfb):
     """The minimiser of the cubic interpolating ``f`` and ``f'`` at ``a`` and ``b``
     (Nocedal & Wright eq. 3.59), and whether it exists (a finite real local minimiser)."""
-    d1 = dfa + dfb - 3.0 * (fa - fb) / jnp.where(a == b, 1.0, a - b)
-    radicand = d1 * d1 - dfa * dfb
-    d2 = jnp.sign(b - a) * jnp.sqrt(jnp.maximum(radicand, 0.0))
-    denom = dfb - dfa + 2.0 * d2
-    t = b - (b - a) * (dfb + d2 - d1) / jnp.where(denom == 0, 1.0, denom)
-    ok = (radicand >= 0) & (denom != 0) & (a != b) & jnp.isfinite(t)
-    return t, ok
+    t = _cubic(*map(jnp.asarray, (a, fa, dfa, b, fb, dfb)))
+    return t, jnp.isfinite(t)
 
 
 def quadratic_minimizer(a, fa, dfa, b, fb):
     """The minimiser of the quadratic through ``f(a)``, ``f'(a)`` and ``f(b)``, and whether it
     exists (positive curvature)."""
-    h = b - a
-    curvature = (fb - fa - dfa * h) / jnp.where(h == 0, 1.0, h * h)
-    t = a - dfa / jnp.where(curvature == 0, 1.0, 2.0 * curvature)
-    ok = (curvature > 0) & (h != 0) & jnp.isfinite(t)
-    return t, ok
+    t = _quadratic(*map(jnp.asarray, (a, fa, dfa, b, fb)))
+    return t, jnp.isfinite(t)
 
 
 def _init_state(value0, slope0, alpha0, payload0, min_step):
     dtype = jnp.result_type(value0)
     value0 = jnp.asarray(value0, dtype)
     slope0 = jnp.asarray(slope0, dtype)
-    start = jnp.stack([jnp.zeros((), dtype), value0, slope0])
+    zero = jnp.zeros((), dtype)
     return LineSearchState(
-        alpha=jnp.asarray(alpha0, dtype), value0=value0, slope0=slope0,
-        min_step=jnp.asarray(min_step, dtype), lo=start, hi=start, payload_lo=payload0,
-        phase=jnp.asarray(BRACKETING, jnp.int32), num_trials=jnp.zeros((), jnp.int32),
+        alpha=jnp.asarray(alpha0, dtype),
+        ends=jnp.stack([jnp.stack([zero, value0, slope0]),
+                        jnp.stack([jnp.asarray(jnp.inf, dtype), value0, slope0]),
+                        jnp.stack([jnp.asarray(min_step, dtype), value0, slope0])]),
+        payload_lo=payload0, counters=jnp.array([BRACKETING, 0], jnp.int32),
     )
 
 
@@ -210,28 +228,32 @@ class StrongWolfe:
         curvature = jnp.abs(slope) <= -c2 * s.slope0
         converged = better & curvature
 
-        # --- bracketing phase (Algorithm 3.5); lo is the previous trial alpha_{i-1}.
-        # (i) too long (or no better than the previous trial): zoom(lo, a).
-        # (ii) strong Wolfe: done.  (iii) slope >= 0: zoom(a, lo).  (iv) else extrapolate.
-        b_zoom_keep_lo = ~better
-        b_zoom_swap = better & ~curvature & (slope >= 0)
-        b_extrapolate = better & ~curvature & (slope < 0)
-        # --- zoom phase (Algorithm 3.6): bracket [lo, hi].
-        z_new_hi = ~better
-        z_swap = better & ~curvature & (slope * (s.alpha_hi - s.alpha_lo) >= 0)
-
-        zoom = s.zooming
-        take_lo = better  # the trial becomes lo whenever it improves on lo
-        # New ends: lo <- trial when better; hi <- trial, or the old lo, or stays.
-        hi_is_trial = jnp.where(zoom, z_new_hi, b_zoom_keep_lo)
-        hi_is_old_lo = jnp.where(zoom, z_swap, b_zoom_swap)
+        # --- bracketing phase (Algorithm 3.5); lo is the previous trial alpha_{i-1}:
+        # (i) too long (or no better than the previous trial): zoom(lo, a). (ii) strong
+        # Wolfe: done. (iii) slope >= 0: zoom(a, lo). (iv) else extrapolate.
+        # --- zoom phase (Algorithm 3.6), bracket [lo, hi]: not better: hi <- trial; better
+        # with slope (alpha_hi - alpha_lo) >= 0: hi <- lo, lo <- trial; better: lo <- trial.
+        # While bracketing, alpha_hi is +inf (no upper end yet), so one test serves both phases:
+        # slope (alpha_hi - alpha_lo) >= 0 is slope >= 0 there (slope = 0 satisfies curvature).
+        turn = better & ~curvature & (slope * (s.alpha_hi - s.alpha_lo) >= 0)
+        zooming = s.zooming | ~better | turn
+        # New ends: lo <- trial when better; hi <- the trial when not, else the old lo on a
+        # turn, else stays.
         trial = jnp.stack([a, value, slope])
-        lo = jnp.where(take_lo, trial, s.lo)
-        hi = jnp.where(hi_is_trial, trial, jnp.where(hi_is_old_lo, s.lo, s.hi))
+        lo = jnp.where(better, trial, s.lo)
+        hi = jnp.where(better, jnp.where(turn, s.lo, s.hi), trial)
         alpha_lo, value_lo, slope_lo = lo[0], lo[1], lo[2]
         alpha_hi, value_hi, slope_hi = hi[0], hi[1], hi[2]
-        payload_lo = s.payload_lo if payload is None else _select(take_lo, payload, s.payload_lo)
-        zooming = zoom | ~b_extrapolate
+        payload_lo = s.payload_lo if payload is None else _select(better, payload, s.payload_lo)
+
+        # One cubic serves both phases: through the bracket [lo, hi] while zooming, through the
+        # previous lo and the trial while extrapolating.
+        prev_alpha, prev_value, prev_slope = s.alpha_lo, s.value_lo, s.slope_lo
+        pick = lambda u, v: jnp.where(zooming, u, v)
+        t_cubic = _cubic(pick(alpha_lo, prev_alpha), pick(value_lo, prev_value),
+                         pick(slope_lo, prev_slope), pick(alpha_hi, a), pick(value_hi, value),
+                         pick(slope_hi, slope))
+        ok_cubic = jnp.isfinite(t_cubic)
 
         # Next trial inside the bracket: the cubic's minimiser, else the quadratic's, else the
         # midpoint; then kept at least 10% of the bracket away from either end (Nocedal &
@@ -240,21 +262,17 @@ class StrongWolfe:
         lower = jnp.minimum(alpha_lo, alpha_hi)
         upper = jnp.maximum(alpha_lo, alpha_hi)
         span = upper - lower
-        hi_finite = _finite(value_hi, slope_hi)
-        t_cubic, ok_cubic = cubic_minimizer(alpha_lo, value_lo, slope_lo, alpha_hi, value_hi,
-                                            slope_hi)
-        t_quad, ok_quad = quadratic_minimizer(alpha_lo, value_lo, slope_lo, alpha_hi, value_hi)
-        ok_cubic = ok_cubic & hi_finite & (t_cubic > lower) & (t_cubic < upper)
-        ok_quad = ok_quad & jnp.isfinite(value_hi) & (t_quad > lower) & (t_quad < upper)
-        t_zoom = jnp.where(ok_cubic, t_cubic, jnp.where(ok_quad, t_quad, alpha_lo + 0.5 * width))
+        t_quad = _quadratic(alpha_lo, value_lo, slope_lo, alpha_hi, value_hi)
+        in_cubic = ok_cubic & _finite(value_hi, slope_hi) & (t_cubic > lower) & (t_cubic < upper)
+        in_quad = jnp.isfinite(t_quad) & jnp.isfinite(value_hi) & (t_quad > lower) & (
+            t_quad < upper)
+        t_zoom = jnp.where(in_cubic, t_cubic, jnp.where(in_quad, t_quad, alpha_lo + 0.5 * width))
         t_zoom = jnp.clip(t_zoom, lower + 0.1 * span, upper - 0.1 * span)
 
-        # Extrapolation beyond the trial (Moré-Thuente bounds), cubic through lo and the trial.
-        prev_alpha, prev_value, prev_slope = s.alpha_lo, s.value_lo, s.slope_lo
+        # Extrapolation beyond the trial within Moré-Thuente's bounds.
         grow_lo = a + 1.1 * (a - prev_alpha)
         grow_hi = a + 4.0 * (a - prev_alpha)
-        t_ext, ok_ext = cubic_minimizer(prev_alpha, prev_value, prev_slope, a, value, slope)
-        t_ext = jnp.where(ok_ext & (t_ext > a), jnp.clip(t_ext, grow_lo, grow_hi), grow_hi)
+        t_ext = jnp.where(ok_cubic & (t_cubic > a), jnp.clip(t_cubic, grow_lo, grow_hi), grow_hi)
         t_ext = jnp.minimum(t_ext, self.max_step)
 
         next_alpha = jnp.where(zooming, t_zoom, t_ext)
@@ -270,9 +288,10 @@ class StrongWolfe:
         finished = converged | give_up
         code = jnp.where(collapsed, PRECISION_LIMITED, GAVE_UP)
         return s._replace(
-            alpha=jnp.where(finished, alpha_lo, next_alpha), lo=lo, hi=hi,
-            payload_lo=payload_lo, phase=_phase(code, give_up, converged, zooming),
-            num_trials=num_trials,
+            alpha=jnp.where(finished, alpha_lo, next_alpha),
+            ends=jnp.stack([lo, hi, s.ends[2]]),
+            counters=jnp.stack([_phase(code, give_up, converged, zooming), num_trials]),
+            payload_lo=payload_lo,
         )
 
 
@@ -311,8 +330,8 @@ class BacktrackingArmijo:
         value = jnp.asarray(value, dtype)
         a = s.alpha
         armijo = jnp.isfinite(value) & (value <= s.value0 + self.c1 * a * s.slope0)
-        t, ok = quadratic_minimizer(jnp.zeros((), dtype), s.value0, s.slope0, a, value)
-        t = jnp.where(ok & jnp.isfinite(value), t, self.max_shrink * a)
+        t = _quadratic(jnp.zeros((), dtype), s.value0, s.slope0, a, value)
+        t = jnp.where(jnp.isfinite(t) & jnp.isfinite(value), t, self.max_shrink * a)
         t = jnp.clip(t, self.min_shrink * a, self.max_shrink * a)
         num_trials = s.num_trials + 1
         below = t <= s.min_step
@@ -323,7 +342,8 @@ class BacktrackingArmijo:
         payload_lo = s.payload_lo if payload is None else _select(armijo, payload, s.payload_lo)
         code = jnp.where(below, PRECISION_LIMITED, GAVE_UP)
         return s._replace(
-            alpha=jnp.where(finished, lo[0], t), lo=lo, hi=jnp.where(armijo, s.hi, trial),
-            payload_lo=payload_lo, phase=_phase(code, give_up, armijo, False),
-            num_trials=num_trials,
+            alpha=jnp.where(finished, lo[0], t),
+            ends=jnp.stack([lo, jnp.where(armijo, s.hi, trial), s.ends[2]]),
+            counters=jnp.stack([_phase(code, give_up, armijo, False), num_trials]),
+            payload_lo=payload_lo,
         )

@@ -76,6 +76,13 @@ def test_cubic_interpolation_is_exact_on_a_cubic_and_quadratic_on_a_quadratic():
     assert bool(ok) and float(t) == pytest.approx(0.25, abs=1e-12)
     _, ok = quadratic_minimizer(0.0, 0.0, -1.0, 1.0, -2.0)  # negative curvature
     assert not bool(ok)
+    # no minimiser: reported as not ok (the interpolants divide without guards)
+    assert not bool(quadratic_minimizer(1.0, 0.0, -1.0, 1.0, 0.0)[1])  # a == b
+    assert not bool(cubic_minimizer(1.0, 0.0, -1.0, 1.0, 0.0, 1.0)[1])  # a == b
+    # f = -a^3 - a through (0, 0, slope -1) and (1, -2, slope -4): no local minimum
+    assert not bool(cubic_minimizer(0.0, 0.0, -1.0, 1.0, -2.0, -4.0)[1])
+    # a straight line: no curvature, no minimiser
+    assert not bool(cubic_minimizer(0.0, 1.0, -1.0, 2.0, -1.0, -1.0)[1])
 
 
 def test_non_finite_trial_counts_as_too_long():
