@@ -136,6 +136,77 @@ def test_bfgs_skips_updates_without_curvature():
     assert float(e3 @ h @ e3) == pytest.approx(2.0 / 5.0, rel=1e-14)
 
 
+def test_fused_bfgs_step_equals_the_update_then_the_product():
+    """BFGS.next_direction (one pass over H) against update_inverse_hessian then -H+ g, on a
+    convex quadratic: the first (scaled) update from the identity, a later update, a pair
+    failing the curvature test, and no step at all (alpha = 0)."""
+    rng = np.random.default_rng(3)
+    n = 5
+    a = rng.standard_normal((n, n))
+    hess = jnp.asarray(a @ a.T + np.eye(n))
+    grad_of = lambda x: hess @ x
+    solver = BFGS()
+    problem = MinimizeProblem(lambda x, args: 0.5 * x @ hess @ x, ())
+    state = solver.step(problem, solver.init(problem, jnp.asarray(rng.standard_normal(n))))
+    checked, identities = 0, []
+    for k in range(4):
+        d, g_old = state.direction, state.grad
+        for alpha, g_new in ((0.7, grad_of(state.x + 0.7 * d)), (0.0, g_old),
+                             (0.5, g_old - 1e-3 * d)):  # the last pair has s^T y < 0
+            h, direction, identity = solver.next_direction(state, alpha, g_new)
+            s, y = alpha * d, g_new - g_old
+            p = pair(s, y, bool(state.identity))
+            h_ref = solver.update_inverse_hessian(
+                jnp.eye(n) if bool(state.identity) else state.inverse_hessian, s, y, p)
+            np.testing.assert_allclose(h, h_ref, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(direction, -h_ref @ g_new, rtol=1e-9, atol=1e-12)
+            assert bool(identity) == (bool(state.identity) and not bool(p.ok))
+            checked += 1
+        identities.append(bool(state.identity))
+        for _ in range(20):  # on to the next accepted step
+            state = solver.step(problem, state)
+            if bool(state.accepted):
+                break
+    assert checked == 12 and identities[0] and not any(identities[1:])
+
+
+def test_start_is_evaluated_by_the_first_iteration():
+    # max_steps = 0: only the start is evaluated
+    p = tf.get("rosenbrock")
+    r = jacopt.minimize(p.fun, jnp.asarray(p.x0), max_steps=0)
+    assert int(r.status) == Status.MAX_STEPS and int(r.num_steps) == 0 and int(r.nfev) == 1
+    assert float(r.value) == pytest.approx(float(p.fun(jnp.asarray(p.x0))), rel=1e-15)
+    np.testing.assert_allclose(r.grad, jax.grad(p.fun)(jnp.asarray(p.x0)), rtol=1e-14)
+    # a start that already satisfies gtol stops there
+    at = jacopt.minimize(p.fun, jnp.ones(2))
+    assert int(at.status) == Status.GTOL and int(at.num_steps) == 0 and int(at.nfev) == 1
+    # a non-finite value, or a finite value with an infinite gradient, stops at once and is
+    # reported as it is
+    nan = jacopt.minimize(lambda x: jnp.sum(jnp.log(x)), jnp.array([-1.0, 1.0]))
+    assert int(nan.status) == Status.NONFINITE and int(nan.nfev) == 1
+    assert np.isnan(float(nan.value))
+    cusp = jacopt.minimize(lambda x: jnp.sum(x**2) + jnp.sqrt(jnp.abs(x[0])),
+                           jnp.array([0.0, 1.0]))
+    assert int(cusp.status) == Status.NONFINITE and float(cusp.value) == 1.0
+    assert np.isinf(float(cusp.grad[0]))
+
+
+def test_bfgs_is_invariant_to_the_scale_of_the_objective():
+    """With gtol scaled alike, c f takes the same steps for every c > 0: the first step has
+    unit length and H is scaled by s^T y / y^T y (SciPy's H0 = I is not invariant)."""
+    p = tf.get("wood")
+
+    def scaled(x, c):
+        return c * p.fun(x)
+
+    runs = [jacopt.minimize(scaled, jnp.asarray(p.x0), args=(c,), gtol=1e-5 * c)
+            for c in (1e-2, 1.0, 1e2)]
+    assert len({int(r.nfev) for r in runs}) == 1
+    for r in runs:
+        assert int(r.status) == Status.GTOL
+        np.testing.assert_allclose(r.params, runs[1].params, rtol=1e-6)
+
+
 def test_lbfgs_two_loop_recursion_equals_dense_bfgs_with_full_memory():
     """With memory >= the number of pairs and the same H0 = gamma I, the two-loop recursion
     applies exactly the dense BFGS inverse (N&W section 7.2)."""
