@@ -30,9 +30,21 @@ Methods and settings (every method gets exact derivatives from JAX, jitted):
 
 Counters: ``steps`` is what each method calls an iteration (jacopt: every trial step, accepted
 or not; SciPy: ``nit``, accepted steps; Optimistix: its ``num_steps``, trials included; optax:
-updates). ``nfev`` is the number of objective evaluations (jacopt: value-and-gradient
-evaluations, ``nfev == ngev``; SciPy: ``nfev``; optax: 1 + the line-search evaluations;
-Optimistix reports none).
+updates). ``nfev`` is the number of points at which the objective was evaluated, the start
+included, and means the same for jacopt and SciPy: jacopt evaluates value and gradient together
+(``nfev == ngev``); SciPy is given ``jac=True``, so one call returns both and its ``nfev``
+counts those calls (``njev`` equals it: SciPy caches the gradient of the last point). optax:
+1 + the line-search evaluations; Optimistix reports none.
+
+Units check (``units-check`` record): jacopt's BFGS and SciPy's BFGS again on every problem
+with the objective multiplied by ``c`` in (1e-2, 1, 1e2) and ``gtol`` by ``c`` too (the same
+points pass the test; "solved" is judged on ``f / c``): median ``nfev`` and solved count per
+scale. jacopt's BFGS is invariant to the scale of ``f`` (its first step has unit length and the
+inverse Hessian is scaled by ``s^T y / y^T y``, N&W eq. 6.20) and repeats its counts; SciPy's
+starts from ``H0 = I`` and its counts depend on the scale (see :mod:`jacopt.solvers.bfgs`).
+
+Per-problem speed: the summary also says on how many problems ``jacopt-bfgs``'s warm solve is
+faster than ``optimistix-bfgs``'s, both timed in this process.
 
 Timing, the same for every JAX method (jacopt, Optimistix, optax): the whole solve ``x0 ->
 outputs`` is one ``jax.jit``-ed function; ``compile_s`` is ``jit(solve).lower(x0).compile()``
@@ -292,6 +304,9 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -
                 continue
             records.append(_records.guarded(thunk, **identity))
     records.append(newton_history())
+    if progress is not None:
+        progress("units check")
+    records.append(units_check(names))
     return records
 
 
@@ -314,6 +329,60 @@ def newton_history() -> dict:
     record.update(suite=SUITE, problem="rosenbrock", method="newton-history", order="note",
                   target_loss=target_of(p), final_loss=float(result.value),
                   grad_norms=grads, ratios=ratios, status=str(result.status_name))
+    return record
+
+
+UNIT_SCALES = (1e-2, 1.0, 1e2)
+
+
+def units_check(names) -> dict:
+    """The ``units-check`` record (see the module docstring): for each scale ``c`` the median
+    ``nfev`` and the solved count of jacopt's and SciPy's BFGS on ``c * fun``, and the
+    per-problem ``nfev``."""
+    import warnings
+
+    import scipy.optimize as so
+
+    import jacopt
+    from jacopt.problems import test_functions as tf
+
+    per_problem = {}
+    for name in names:
+        p = tf.get(name)
+        target = target_of(p)
+
+        def scaled(x, c, fun=p.fun):
+            return c * fun(x)
+
+        value_and_grad = jax.jit(jax.value_and_grad(scaled))
+        row = {}
+        for c in UNIT_SCALES:
+            def f_and_g(x, c=c):
+                value, grad = value_and_grad(jnp.asarray(x), c)
+                return float(value), np.asarray(grad)
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ref = so.minimize(f_and_g, np.array(p.x0), jac=True, method="BFGS",
+                                  options={"gtol": GTOL * c, "norm": np.inf,
+                                           "maxiter": MAX_STEPS})
+            ours = jacopt.minimize(scaled, jnp.asarray(p.x0), args=(c,), gtol=GTOL * c,
+                                   max_steps=MAX_STEPS)
+            row[repr(c)] = {
+                "scipy-bfgs": [int(ref.nfev), bool(ref.fun / c <= target)],
+                "jacopt-bfgs": [int(ours.nfev), bool(float(ours.value) / c <= target)],
+            }
+        per_problem[name] = row
+    scales = {}
+    for c in UNIT_SCALES:
+        scales[repr(c)] = {
+            method: {"median_nfev": statistics.median(r[repr(c)][method][0]
+                                                      for r in per_problem.values()),
+                     "solved": sum(r[repr(c)][method][1] for r in per_problem.values())}
+            for method in ("jacopt-bfgs", "scipy-bfgs")}
+    record = {field: None for field in _REQUIRED}
+    record.update(suite=SUITE, problem="*", method="units-check", order="note",
+                  scales=scales, per_problem=per_problem)
     return record
 
 
@@ -341,6 +410,20 @@ def summary(records: list[dict]) -> list[dict]:
     return rows
 
 
+def per_problem_wins(records: list[dict], method: str, peer: str):
+    """``(k, n)``: ``method``'s warm solve is faster than ``peer``'s on ``k`` of the ``n``
+    problems both ran (``None`` when they share none)."""
+    times = {}
+    for r in records:
+        if r.get("method") in (method, peer) and r.get("run_s") is not None and r.get("steps") \
+                is not None:
+            times.setdefault(r["problem"], {})[r["method"]] = r["run_s"]
+    both = [t for t in times.values() if len(t) == 2]
+    if not both:
+        return None
+    return sum(t[method] < t[peer] for t in both), len(both)
+
+
 def format_tables(records: list[dict]) -> str:
     body = [r for r in records if r.get("suite") == SUITE and r.get("order") != "note"]
     lines = [f"{'problem':28s} {'method':18s} {'solved':>6s} {'steps':>6s} {'nfev':>6s} "
@@ -365,6 +448,20 @@ def format_tables(records: list[dict]) -> str:
         lines.append(f"{row['method']:18s} {row['solved']:>3d}/{row['problems']:<4d} "
                      f"{row['median_steps']:7.0f} {nfev:>7s} {1e3 * row['median_run_s']:9.3f} "
                      f"{row['median_compile_s']:11.2f}")
+    wins = per_problem_wins(body, "jacopt-bfgs", "optimistix-bfgs")
+    if wins is not None:
+        faster, total = wins
+        lines += ["", f"jacopt-bfgs warm solve faster than optimistix-bfgs on {faster} of {total} "
+                      "problems (same process)"]
+    for r in records:
+        if r.get("method") == "units-check":
+            lines += ["", "Units check: median nfev (solved) with the objective and gtol "
+                          "multiplied by c:",
+                      f"{'method':14s}" + "".join(f"{'c = ' + c:>14s}" for c in r["scales"])]
+            for method in ("jacopt-bfgs", "scipy-bfgs"):
+                lines.append(f"{method:14s}" + "".join(
+                    f"{v[method]['median_nfev']:>9.0f} ({v[method]['solved']:>2d})"
+                    for v in r["scales"].values()))
     for r in records:
         if r.get("method") == "newton-history":
             lines += ["", "jacopt-newton on Rosenbrock (gtol 1e-12): max|grad| after each "
