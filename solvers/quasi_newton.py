@@ -68,11 +68,13 @@ class QuasiNewtonState(NamedTuple):
     """``x``, ``value``, ``grad``: the current point; ``direction``: the search direction
     and ``direction_norm`` its 2-norm; ``search``: the line search's state (its payload is the
     gradient at the trial point); ``inverse_hessian``: the subclass's approximation;
-    ``identity``: ``H`` is the unscaled identity (reset or never updated); ``restarted``: the
-    current search follows steepest descent after a failed one; ``alpha``: the step length of
-    the last iteration (the taken step, else the trial); ``nfev``: evaluations of the
-    objective and gradient together (``ngev`` equals it, ``nhev`` is 0); plus the fields
-    :class:`Minimizer` documents."""
+    ``flags`` (int32 ``[identity, restarted, failure]``, one array rather than three: a loop
+    carry costs a kernel per rewritten array), read as ``identity`` (``H`` is the unscaled
+    identity: reset or never updated), ``restarted`` (the current search follows steepest
+    descent after a failed one) and ``failure``; ``alpha``: the step length of the last
+    iteration (the taken step, else the trial); ``nfev``: evaluations of the objective and
+    gradient together (``ngev`` equals it, ``nhev`` is 0); plus the fields :class:`Minimizer`
+    documents."""
 
     x: Any
     value: Any
@@ -81,15 +83,16 @@ class QuasiNewtonState(NamedTuple):
     direction_norm: Any
     search: LineSearchState
     inverse_hessian: Any
-    identity: Any
-    restarted: Any
+    flags: Any
     accepted: Any
     alpha: Any
     step_norm: Any
     value_change: Any
-    failure: Any
     nfev: Any
 
+    identity = property(lambda self: self.flags[..., 0] != 0)
+    restarted = property(lambda self: self.flags[..., 1] != 0)
+    failure = property(lambda self: self.flags[..., 2])
     ngev = property(lambda self: self.nfev)
     nhev = property(lambda self: jnp.zeros_like(self.nfev))
 
@@ -185,10 +188,9 @@ class QuasiNewton(Minimizer):
         return QuasiNewtonState(
             x=x0, value=zero, grad=zeros, direction=zeros, direction_norm=zero,
             search=self.line_search.init(zero, -jnp.ones((), dtype), zero, zeros),
-            inverse_hessian=self.init_inverse_hessian(x0), identity=jnp.asarray(True),
-            restarted=jnp.asarray(False), accepted=jnp.asarray(False), alpha=zero,
-            step_norm=zero, value_change=zero,
-            failure=jnp.asarray(Status.RUNNING, jnp.int32), nfev=jnp.asarray(0, jnp.int32),
+            inverse_hessian=self.init_inverse_hessian(x0),
+            flags=jnp.array([1, 0, Status.RUNNING], jnp.int32), accepted=jnp.asarray(False),
+            alpha=zero, step_norm=zero, value_change=zero, nfev=jnp.asarray(0, jnp.int32),
         )
 
     def step(self, problem, state):
@@ -218,20 +220,22 @@ class QuasiNewton(Minimizer):
                           Status.LINE_SEARCH_FAILED),
                 Status.RUNNING,
             ).astype(jnp.int32)
-            return (x, value, grad, direction, dnorm, h, identity, ~(take | first), new,
-                    failure, jnp.where(take, s.value - value, 0.0))
+            flags = jnp.stack([identity.astype(jnp.int32), (~(take | first)).astype(jnp.int32),
+                               failure])
+            return (x, value, grad, direction, dnorm, h, flags, new,
+                    jnp.where(take, s.value - value, 0.0))
 
         def continue_search():
-            return (s.x, s.value, s.grad, d, s.direction_norm, s.inverse_hessian, s.identity,
-                    s.restarted, search, s.failure, jnp.zeros_like(s.value))
+            return (s.x, s.value, s.grad, d, s.direction_norm, s.inverse_hessian, s.flags,
+                    search, jnp.zeros_like(s.value))
 
-        (x, value, grad, direction, dnorm, h, identity, restarted, search, failure,
+        (x, value, grad, direction, dnorm, h, flags, search,
          value_change) = jax.lax.cond(search.finished | first, finish_search, continue_search)
         return QuasiNewtonState(
             x=x, value=value, grad=grad, direction=direction, direction_norm=dnorm,
-            search=search, inverse_hessian=h, identity=identity, restarted=restarted,
-            accepted=take, alpha=alpha, step_norm=jnp.abs(alpha) * s.direction_norm,
-            value_change=value_change, failure=failure, nfev=s.nfev + 1,
+            search=search, inverse_hessian=h, flags=flags, accepted=take, alpha=alpha,
+            step_norm=jnp.abs(alpha) * s.direction_norm, value_change=value_change,
+            nfev=s.nfev + 1,
         )
 
     def terminate(self, problem, state):
