@@ -75,50 +75,50 @@ BRACKETING, ZOOMING, CONVERGED, GAVE_UP, PRECISION_LIMITED = 0, 1, 2, 3, 4
 class LineSearchState(NamedTuple):
     """The state of a line search.
 
-    Stored fields (few and small on purpose: on CPU every loop-carried array a trial rewrites
-    costs a kernel launch, so the bracket is one ``(3, 3)`` array and the counters one pair):
+    Stored fields (two on purpose: on CPU every loop-carried array a trial rewrites costs a
+    kernel launch, and XLA counts every separately computed scalar as work of its own):
 
-    - ``alpha``: the trial step to evaluate next (equal to ``alpha_lo`` once finished).
-    - ``ends``: rows ``lo = [alpha_lo, value_lo, slope_lo]``, the best trial so far that
+    - ``table``: a ``(3, 4)`` array in the objective's dtype, rows
+      ``[alpha_lo, value_lo, slope_lo, alpha]``, ``[alpha_hi, value_hi, slope_hi, phase]`` and
+      ``[min_step, value0, slope0, num_trials]``, where ``lo`` is the best trial so far that
       satisfies sufficient decrease (``alpha_lo = 0``, the start, until one does; once
-      finished, the step to take); ``hi = [alpha_hi, value_hi, slope_hi]``, the other end of
-      the bracket while zooming (Wolfe; ``alpha_hi = +inf`` before a bracket is found), or the
-      last rejected trial (Armijo); and ``[min_step, value0, slope0]``: steps below
-      ``min_step`` no longer change ``x``, ``phi(0)``, ``phi'(0)``.
+      finished, the step to take); ``hi`` the other end of the bracket while zooming (Wolfe;
+      ``alpha_hi = +inf`` before a bracket is found), or the last rejected trial (Armijo);
+      ``alpha`` the trial step to evaluate next (``alpha_lo`` once finished); ``phase``
+      ``BRACKETING``, ``ZOOMING``, then ``CONVERGED``, ``GAVE_UP`` or ``PRECISION_LIMITED``
+      (finished) and ``num_trials`` the trials evaluated so far (both whole numbers);
+      ``value0``, ``slope0`` are ``phi(0)``, ``phi'(0)``, and steps below ``min_step`` no
+      longer change ``x``.
     - ``payload_lo``: the payload of ``lo``.
-    - ``counters`` (int32 pair): the ``phase`` (``BRACKETING``, ``ZOOMING``, then
-      ``CONVERGED``, ``GAVE_UP`` or ``PRECISION_LIMITED``: finished) and ``num_trials``,
-      the trials evaluated so far.
 
-    Read them through the properties ``value0``, ``slope0``, ``min_step``, ``lo``, ``hi``,
-    ``alpha_lo``, ``value_lo``, ``slope_lo``, ``alpha_hi``, ``value_hi``, ``slope_hi``,
+    Read them through the properties ``alpha``, ``value0``, ``slope0``, ``min_step``, ``lo``,
+    ``hi``, ``alpha_lo``, ``value_lo``, ``slope_lo``, ``alpha_hi``, ``value_hi``, ``slope_hi``,
     ``phase``, ``num_trials``; and ``zooming`` (the bracket ``[lo, hi]`` contains an
     acceptable step), ``finished``, ``converged``, ``precision_limited`` (see the module
     docstring).
     """
 
-    alpha: Any
-    ends: Any
+    table: Any
     payload_lo: Any
-    counters: Any
 
-    value0 = property(lambda self: self.ends[..., 2, 1])
-    slope0 = property(lambda self: self.ends[..., 2, 2])
-    min_step = property(lambda self: self.ends[..., 2, 0])
-    lo = property(lambda self: self.ends[..., 0, :])
-    hi = property(lambda self: self.ends[..., 1, :])
-    phase = property(lambda self: self.counters[..., 0])
-    num_trials = property(lambda self: self.counters[..., 1])
-    alpha_lo = property(lambda self: self.ends[..., 0, 0])
-    value_lo = property(lambda self: self.ends[..., 0, 1])
-    slope_lo = property(lambda self: self.ends[..., 0, 2])
-    alpha_hi = property(lambda self: self.ends[..., 1, 0])
-    value_hi = property(lambda self: self.ends[..., 1, 1])
-    slope_hi = property(lambda self: self.ends[..., 1, 2])
-    zooming = property(lambda self: self.phase == ZOOMING)
-    finished = property(lambda self: self.phase >= CONVERGED)
-    converged = property(lambda self: self.phase == CONVERGED)
-    precision_limited = property(lambda self: self.phase == PRECISION_LIMITED)
+    alpha = property(lambda self: self.table[..., 0, 3])
+    value0 = property(lambda self: self.table[..., 2, 1])
+    slope0 = property(lambda self: self.table[..., 2, 2])
+    min_step = property(lambda self: self.table[..., 2, 0])
+    lo = property(lambda self: self.table[..., 0, :3])
+    hi = property(lambda self: self.table[..., 1, :3])
+    phase = property(lambda self: self.table[..., 1, 3].astype(jnp.int32))
+    num_trials = property(lambda self: self.table[..., 2, 3].astype(jnp.int32))
+    alpha_lo = property(lambda self: self.table[..., 0, 0])
+    value_lo = property(lambda self: self.table[..., 0, 1])
+    slope_lo = property(lambda self: self.table[..., 0, 2])
+    alpha_hi = property(lambda self: self.table[..., 1, 0])
+    value_hi = property(lambda self: self.table[..., 1, 1])
+    slope_hi = property(lambda self: self.table[..., 1, 2])
+    zooming = property(lambda self: self.table[..., 1, 3] == ZOOMING)
+    finished = property(lambda self: self.table[..., 1, 3] >= CONVERGED)
+    converged = property(lambda self: self.table[..., 1, 3] == CONVERGED)
+    precision_limited = property(lambda self: self.table[..., 1, 3] == PRECISION_LIMITED)
 
 
 def _select(pred, a, b):
@@ -168,12 +168,23 @@ def _init_state(value0, slope0, alpha0, payload0, min_step):
     slope0 = jnp.asarray(slope0, dtype)
     zero = jnp.zeros((), dtype)
     return LineSearchState(
-        alpha=jnp.asarray(alpha0, dtype),
-        ends=jnp.stack([jnp.stack([zero, value0, slope0]),
-                        jnp.stack([jnp.asarray(jnp.inf, dtype), value0, slope0]),
-                        jnp.stack([jnp.asarray(min_step, dtype), value0, slope0])]),
-        payload_lo=payload0, counters=jnp.array([BRACKETING, 0], jnp.int32),
+        table=jnp.stack([
+            jnp.stack([zero, value0, slope0, jnp.asarray(alpha0, dtype)]),
+            jnp.stack([jnp.asarray(jnp.inf, dtype), value0, slope0,
+                       jnp.asarray(BRACKETING, dtype)]),
+            jnp.stack([jnp.asarray(min_step, dtype), value0, slope0, zero])]),
+        payload_lo=payload0,
     )
+
+
+def _table(lo, hi, start, alpha, phase, num_trials):
+    """``LineSearchState.table`` from its parts (``lo``, ``hi``, ``start``: 3-vectors), as one
+    ``stack`` of the twelve scalars (XLA builds it in one kernel; stacking rows built
+    separately costs a kernel per row)."""
+    dtype = lo.dtype
+    parts = [lo[0], lo[1], lo[2], alpha, hi[0], hi[1], hi[2], phase, start[0], start[1],
+             start[2], num_trials]
+    return jnp.stack([jnp.asarray(v).astype(dtype) for v in parts]).reshape(3, 4)
 
 
 def _phase(finished_code, give_up, converged, zooming):
@@ -276,7 +287,7 @@ class StrongWolfe:
         t_ext = jnp.minimum(t_ext, self.max_step)
 
         next_alpha = jnp.where(zooming, t_zoom, t_ext)
-        num_trials = s.num_trials + 1
+        num_trials = s.table[2, 3] + 1
 
         # Give up: the bracket collapsed (rounding level, or below the step resolution of x),
         # the extrapolation hit max_step, or the trial budget is spent.
@@ -287,10 +298,9 @@ class StrongWolfe:
         give_up = ~converged & (collapsed | stuck | (num_trials >= self.max_trials))
         finished = converged | give_up
         code = jnp.where(collapsed, PRECISION_LIMITED, GAVE_UP)
-        return s._replace(
-            alpha=jnp.where(finished, alpha_lo, next_alpha),
-            ends=jnp.stack([lo, hi, s.ends[2]]),
-            counters=jnp.stack([_phase(code, give_up, converged, zooming), num_trials]),
+        return LineSearchState(
+            table=_table(lo, hi, s.table[2, :3], jnp.where(finished, alpha_lo, next_alpha),
+                         _phase(code, give_up, converged, zooming), num_trials),
             payload_lo=payload_lo,
         )
 
@@ -333,7 +343,7 @@ class BacktrackingArmijo:
         t = _quadratic(jnp.zeros((), dtype), s.value0, s.slope0, a, value)
         t = jnp.where(jnp.isfinite(t) & jnp.isfinite(value), t, self.max_shrink * a)
         t = jnp.clip(t, self.min_shrink * a, self.max_shrink * a)
-        num_trials = s.num_trials + 1
+        num_trials = s.table[2, 3] + 1
         below = t <= s.min_step
         give_up = ~armijo & (below | (num_trials >= self.max_trials))
         finished = armijo | give_up
@@ -341,9 +351,9 @@ class BacktrackingArmijo:
         lo = jnp.where(armijo, trial, s.lo)
         payload_lo = s.payload_lo if payload is None else _select(armijo, payload, s.payload_lo)
         code = jnp.where(below, PRECISION_LIMITED, GAVE_UP)
-        return s._replace(
-            alpha=jnp.where(finished, lo[0], t),
-            ends=jnp.stack([lo, jnp.where(armijo, s.hi, trial), s.ends[2]]),
-            counters=jnp.stack([_phase(code, give_up, armijo, False), num_trials]),
+        return LineSearchState(
+            table=_table(lo, jnp.where(armijo, s.hi, trial), s.table[2, :3],
+                         jnp.where(finished, lo[0], t), _phase(code, give_up, armijo, False),
+                         num_trials),
             payload_lo=payload_lo,
         )
