@@ -78,9 +78,8 @@ class LineSearchState(NamedTuple):
     Stored fields (two on purpose: on CPU every loop-carried array a trial rewrites costs a
     kernel launch, and XLA counts every separately computed scalar as work of its own):
 
-    - ``table``: a ``(3, 4)`` array in the objective's dtype, rows
-      ``[alpha_lo, value_lo, slope_lo, alpha]``, ``[alpha_hi, value_hi, slope_hi, phase]`` and
-      ``[min_step, value0, slope0, num_trials]``, where ``lo`` is the best trial so far that
+    - ``table``: 12 numbers in the objective's dtype, ``[alpha_lo, value_lo, slope_lo, alpha,
+      alpha_hi, value_hi, slope_hi, phase, min_step, value0, slope0, num_trials]``, where ``lo`` is the best trial so far that
       satisfies sufficient decrease (``alpha_lo = 0``, the start, until one does; once
       finished, the step to take); ``hi`` the other end of the bracket while zooming (Wolfe;
       ``alpha_hi = +inf`` before a bracket is found), or the last rejected trial (Armijo);
@@ -101,24 +100,24 @@ class LineSearchState(NamedTuple):
     table: Any
     payload_lo: Any
 
-    alpha = property(lambda self: self.table[..., 0, 3])
-    value0 = property(lambda self: self.table[..., 2, 1])
-    slope0 = property(lambda self: self.table[..., 2, 2])
-    min_step = property(lambda self: self.table[..., 2, 0])
-    lo = property(lambda self: self.table[..., 0, :3])
-    hi = property(lambda self: self.table[..., 1, :3])
-    phase = property(lambda self: self.table[..., 1, 3].astype(jnp.int32))
-    num_trials = property(lambda self: self.table[..., 2, 3].astype(jnp.int32))
-    alpha_lo = property(lambda self: self.table[..., 0, 0])
-    value_lo = property(lambda self: self.table[..., 0, 1])
-    slope_lo = property(lambda self: self.table[..., 0, 2])
-    alpha_hi = property(lambda self: self.table[..., 1, 0])
-    value_hi = property(lambda self: self.table[..., 1, 1])
-    slope_hi = property(lambda self: self.table[..., 1, 2])
-    zooming = property(lambda self: self.table[..., 1, 3] == ZOOMING)
-    finished = property(lambda self: self.table[..., 1, 3] >= CONVERGED)
-    converged = property(lambda self: self.table[..., 1, 3] == CONVERGED)
-    precision_limited = property(lambda self: self.table[..., 1, 3] == PRECISION_LIMITED)
+    alpha = property(lambda self: self.table[..., 3])
+    value0 = property(lambda self: self.table[..., 9])
+    slope0 = property(lambda self: self.table[..., 10])
+    min_step = property(lambda self: self.table[..., 8])
+    lo = property(lambda self: self.table[..., 0:3])
+    hi = property(lambda self: self.table[..., 4:7])
+    phase = property(lambda self: self.table[..., 7].astype(jnp.int32))
+    num_trials = property(lambda self: self.table[..., 11].astype(jnp.int32))
+    alpha_lo = property(lambda self: self.table[..., 0])
+    value_lo = property(lambda self: self.table[..., 1])
+    slope_lo = property(lambda self: self.table[..., 2])
+    alpha_hi = property(lambda self: self.table[..., 4])
+    value_hi = property(lambda self: self.table[..., 5])
+    slope_hi = property(lambda self: self.table[..., 6])
+    zooming = property(lambda self: self.table[..., 7] == ZOOMING)
+    finished = property(lambda self: self.table[..., 7] >= CONVERGED)
+    converged = property(lambda self: self.table[..., 7] == CONVERGED)
+    precision_limited = property(lambda self: self.table[..., 7] == PRECISION_LIMITED)
 
 
 def _select(pred, a, b):
@@ -172,19 +171,19 @@ def _init_state(value0, slope0, alpha0, payload0, min_step):
             jnp.stack([zero, value0, slope0, jnp.asarray(alpha0, dtype)]),
             jnp.stack([jnp.asarray(jnp.inf, dtype), value0, slope0,
                        jnp.asarray(BRACKETING, dtype)]),
-            jnp.stack([jnp.asarray(min_step, dtype), value0, slope0, zero])]),
+            jnp.stack([jnp.asarray(min_step, dtype), value0, slope0, zero])]).reshape(12),
         payload_lo=payload0,
     )
 
 
 def _table(lo, hi, start, alpha, phase, num_trials):
     """``LineSearchState.table`` from its parts (``lo``, ``hi``, ``start``: 3-vectors), as one
-    ``stack`` of the twelve scalars (XLA builds it in one kernel; stacking rows built
-    separately costs a kernel per row)."""
+    ``stack`` of the twelve scalars: XLA builds it in one kernel (stacking separately built
+    rows costs a kernel per row, and a reshaped copy is computed twice)."""
     dtype = lo.dtype
     parts = [lo[0], lo[1], lo[2], alpha, hi[0], hi[1], hi[2], phase, start[0], start[1],
              start[2], num_trials]
-    return jnp.stack([jnp.asarray(v).astype(dtype) for v in parts]).reshape(3, 4)
+    return jnp.stack([jnp.asarray(v).astype(dtype) for v in parts])
 
 
 def _phase(finished_code, give_up, converged, zooming):
@@ -287,7 +286,7 @@ class StrongWolfe:
         t_ext = jnp.minimum(t_ext, self.max_step)
 
         next_alpha = jnp.where(zooming, t_zoom, t_ext)
-        num_trials = s.table[2, 3] + 1
+        num_trials = s.table[11] + 1
 
         # Give up: the bracket collapsed (rounding level, or below the step resolution of x),
         # the extrapolation hit max_step, or the trial budget is spent.
@@ -299,7 +298,7 @@ class StrongWolfe:
         finished = converged | give_up
         code = jnp.where(collapsed, PRECISION_LIMITED, GAVE_UP)
         return LineSearchState(
-            table=_table(lo, hi, s.table[2, :3], jnp.where(finished, alpha_lo, next_alpha),
+            table=_table(lo, hi, s.table[8:11], jnp.where(finished, alpha_lo, next_alpha),
                          _phase(code, give_up, converged, zooming), num_trials),
             payload_lo=payload_lo,
         )
@@ -343,7 +342,7 @@ class BacktrackingArmijo:
         t = _quadratic(jnp.zeros((), dtype), s.value0, s.slope0, a, value)
         t = jnp.where(jnp.isfinite(t) & jnp.isfinite(value), t, self.max_shrink * a)
         t = jnp.clip(t, self.min_shrink * a, self.max_shrink * a)
-        num_trials = s.table[2, 3] + 1
+        num_trials = s.table[11] + 1
         below = t <= s.min_step
         give_up = ~armijo & (below | (num_trials >= self.max_trials))
         finished = armijo | give_up
@@ -352,7 +351,7 @@ class BacktrackingArmijo:
         payload_lo = s.payload_lo if payload is None else _select(armijo, payload, s.payload_lo)
         code = jnp.where(below, PRECISION_LIMITED, GAVE_UP)
         return LineSearchState(
-            table=_table(lo, jnp.where(armijo, s.hi, trial), s.table[2, :3],
+            table=_table(lo, jnp.where(armijo, s.hi, trial), s.table[8:11],
                          jnp.where(finished, lo[0], t), _phase(code, give_up, armijo, False),
                          num_trials),
             payload_lo=payload_lo,
