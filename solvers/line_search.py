@@ -81,13 +81,13 @@ class LineSearchState(NamedTuple):
     - ``table``: 12 numbers in the objective's dtype, ``[alpha_lo, value_lo, slope_lo, alpha,
       alpha_hi, value_hi, slope_hi, phase, min_step, value0, slope0, num_trials]``, where
       ``lo`` is the best trial so far that satisfies sufficient decrease (``alpha_lo = 0``,
-      the start, until one does; once finished, the step to take); ``hi`` the other end of the bracket while zooming (Wolfe;
-      ``alpha_hi = +inf`` before a bracket is found), or the last rejected trial (Armijo);
-      ``alpha`` the trial step to evaluate next (``alpha_lo`` once finished); ``phase``
-      ``BRACKETING``, ``ZOOMING``, then ``CONVERGED``, ``GAVE_UP`` or ``PRECISION_LIMITED``
-      (finished) and ``num_trials`` the trials evaluated so far (both whole numbers);
-      ``value0``, ``slope0`` are ``phi(0)``, ``phi'(0)``, and steps below ``min_step`` no
-      longer change ``x``.
+      the start, until one does; once finished, the step to take); ``hi`` the other end of
+      the bracket while zooming (Wolfe; ``alpha_hi = +inf`` before a bracket is found), or
+      the last rejected trial (Armijo); ``alpha`` the trial step to evaluate next
+      (``alpha_lo`` once finished); ``phase`` ``BRACKETING``, ``ZOOMING``, then
+      ``CONVERGED``, ``GAVE_UP`` or ``PRECISION_LIMITED`` (finished) and ``num_trials`` the
+      trials evaluated so far (both whole numbers); ``value0``, ``slope0`` are ``phi(0)``,
+      ``phi'(0)``, and steps below ``min_step`` no longer change ``x``.
     - ``payload_lo``: the payload of ``lo``.
 
     Read them through the properties ``alpha``, ``value0``, ``slope0``, ``min_step``, ``lo``,
