@@ -4,11 +4,10 @@ against NIST's certified parameters (the issue's target: LRE >= 6 on every run).
 Both starts of a problem are solved in one vmapped call (one compile per problem and solver),
 compiled with XLA's classic CPU emitters, which compile these small loops about twice as fast
 (the same operations; this only shortens the test run).
-Default run: Levenberg-Marquardt (the default solver) on the lower and average sets, Gauss-Newton
-and dogleg on the lower set. Marked slow (``pytest -m slow tests/test_nist_solvers.py``): the
-higher set for every solver, and the average set for Gauss-Newton and dogleg. (Each problem
-costs one compile of a few seconds on this 2-core machine; the full default set for all three
-solvers would take minutes.)
+Default run: every solver on the lower and average sets (about 25 s of the GN and dogleg
+average cases on this 2-core machine). Marked slow (``pytest -m slow
+tests/test_nist_solvers.py``): the higher set for every solver (each problem costs one compile
+of a few seconds).
 """
 import jax
 import jax.numpy as jnp
@@ -86,13 +85,7 @@ def test_lower(name, solver):
     check(name, solver)
 
 
-@pytest.mark.parametrize("name", AVERAGE)
-def test_average_lm(name):
-    check(name, "lm")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name, solver", _cases(AVERAGE, ("gn", "dogleg")))
+@pytest.mark.parametrize("name, solver", _cases(AVERAGE, SOLVERS))
 def test_average(name, solver):
     check(name, solver)
 
