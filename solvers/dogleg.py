@@ -62,13 +62,13 @@ from jacopt.solvers.gauss_newton import (
     factorise,
     model_decrease,
     scaled_norm,
-    with_counts,
 )
 from jacopt.solvers.least_squares_problem import (
     LeastSquaresProblem,
     LeastSquaresSolver,
     PointEvaluation,
     evaluate_point,
+    with_counts,
 )
 from jacopt.status import Status
 

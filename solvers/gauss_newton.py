@@ -85,6 +85,7 @@ from jacopt.solvers.least_squares_problem import (
     solve_upper_transposed,
     triangular_factor,
     updated_scale,
+    with_counts,
 )
 from jacopt.solvers.line_search import BacktrackingArmijo, LineSearchState
 from jacopt.status import Status
@@ -199,15 +200,6 @@ def contracts(problem: LeastSquaresProblem, point: PointEvaluation, system: Gaus
         Jc = jnp.where(system.fixed[None, :], 0.0, Jc)
     sbar = solve_upper(system.R, solve_upper_transposed(system.R, Jc.T @ rc_new))
     return scaled_norm(system.scale, sbar) <= contraction * scaled_norm(system.scale, step)
-
-
-def with_counts(state_class):
-    """Class decorator: properties ``num_accepted, num_rejected, nfev, njev`` reading the
-    state's ``counts`` field (one int32 array ``[num_accepted, num_rejected, nfev, njev]``,
-    with any batch axes in front), the names :func:`jacopt.least_squares` reads."""
-    for index, name in enumerate(("num_accepted", "num_rejected", "nfev", "njev")):
-        setattr(state_class, name, property(lambda self, i=index: self.counts[..., i]))
-    return state_class
 
 
 # ------------------------------------------------------------------------------------------

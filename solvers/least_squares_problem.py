@@ -37,6 +37,16 @@ class LeastSquaresSolver:
         return History(s.point.cost, jnp.max(jnp.abs(g)), s.step_norm, s.damping, s.accepted)
 
 
+def with_counts(state_class):
+    """Class decorator: properties ``num_accepted, num_rejected, nfev, njev`` reading the
+    state's ``counts`` field (one int32 array ``[num_accepted, num_rejected, nfev, njev]``,
+    with any batch axes in front;
+    more entries may follow), the names :func:`jacopt.least_squares` reads."""
+    for index, name in enumerate(("num_accepted", "num_rejected", "nfev", "njev")):
+        setattr(state_class, name, property(lambda self, i=index: self.counts[..., i]))
+    return state_class
+
+
 class LeastSquaresProblem(NamedTuple):
     """``minimise C(x) = 0.5 * sum(f_scale**2 * rho((r_i(x) / f_scale)**2))`` over the box
     ``lower <= x <= upper``.

@@ -129,6 +129,7 @@ from jacopt.solvers.least_squares_problem import (
     solve_upper_transposed,
     triangular_factor,
     updated_scale,
+    with_counts,
 )
 from jacopt.status import Status
 
@@ -176,6 +177,7 @@ class Trial(NamedTuple):
     xnorm: Any
 
 
+@with_counts
 class LMState(NamedTuple):
     """Loop carry: the accepted point ``point`` (:class:`PointEvaluation`: ``x``, raw ``r``
     and ``J``, cost, gradient...; placeholders until the first iteration has evaluated the
@@ -199,22 +201,6 @@ class LMState(NamedTuple):
     lowest: Any
     started: Any
     status: Any
-
-    @property
-    def num_accepted(self):
-        return self.counts[..., 0]
-
-    @property
-    def num_rejected(self):
-        return self.counts[..., 1]
-
-    @property
-    def nfev(self):
-        return self.counts[..., 2]
-
-    @property
-    def njev(self):
-        return self.counts[..., 3]
 
 
 def is_dual(problem: LeastSquaresProblem, m: int, n: int) -> bool:

@@ -106,6 +106,7 @@ from jacopt.solvers.least_squares_problem import (
     LeastSquaresSolver,
     PointEvaluation,
     updated_scale,
+    with_counts,
 )
 from jacopt.status import Status
 
@@ -113,11 +114,14 @@ LINEAR_SOLVERS = ("lsqr", "cg")
 SCALINGS = ("probes", "identity")
 
 
+@with_counts
 class MatrixFreeLMState(NamedTuple):
     """Loop carry: the accepted ``point`` (:class:`PointEvaluation` with ``J = None`` and
     ``column_norms = None``), the scaling ``D`` (n,), the damping ``lam`` and its growth
     factor ``nu``, the last trial's step norm and acceptance, ``counts = [num_accepted,
-    num_rejected, nfev, njev, num_inner_steps]`` (int32) and the status."""
+    num_rejected, nfev, njev, num_inner_steps]`` (int32; ``nfev`` counts evaluations of the
+    residual function, a linearisation counting as one, and ``njev`` linearisations, each
+    giving ``J`` as an operator) and the status."""
 
     point: Any
     scale: Any
@@ -127,24 +131,6 @@ class MatrixFreeLMState(NamedTuple):
     accepted: Any
     counts: Any
     status: Any
-
-    @property
-    def num_accepted(self):
-        return self.counts[..., 0]
-
-    @property
-    def num_rejected(self):
-        return self.counts[..., 1]
-
-    @property
-    def nfev(self):
-        """Evaluations of the residual function (a linearisation counts as one)."""
-        return self.counts[..., 2]
-
-    @property
-    def njev(self):
-        """Linearisations (each gives ``J`` as an operator)."""
-        return self.counts[..., 3]
 
     @property
     def num_inner_steps(self):
