@@ -81,10 +81,9 @@ from jacopt.solvers.least_squares_problem import (
     LeastSquaresSolver,
     PointEvaluation,
     evaluate_point,
+    factor_point,
     solve_upper,
     solve_upper_transposed,
-    triangular_factor,
-    updated_scale,
     with_counts,
 )
 from jacopt.solvers.line_search import BacktrackingArmijo, LineSearchState
@@ -140,14 +139,7 @@ def factorise(problem: LeastSquaresProblem, point: PointEvaluation, scale) -> Ga
     """The O(m n^2) work of a new point: update the scaling (Moré's running maximum of the
     column norms, or ``1 / x_scale``), the active set, one Householder QR of the corrected
     ``[J~ | r~]`` and the Gauss-Newton step."""
-    rc, Jc = problem.corrected(point.r, point.J)
-    scale = updated_scale(problem, scale, point.column_norms)
-    if problem.bounded:
-        fixed = problem.active_set(point.x, point.grad)
-        R, qtr = triangular_factor(Jc, rc, fixed, scale, unrolled=problem.batched)
-    else:
-        fixed = jnp.zeros(point.x.shape, bool)
-        R, qtr = triangular_factor(Jc, rc, unrolled=problem.batched)
+    scale, fixed, R, qtr = factor_point(problem, point, scale)
     p_gn = jnp.where(fixed, 0.0, gauss_newton_step(R, qtr, scale))
     return GaussNewtonSystem(scale, fixed, R, qtr, p_gn)
 

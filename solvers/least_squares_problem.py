@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple, Optional
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -230,6 +229,20 @@ def triangular_factor(J, r, fixed=None, fixed_scale=None, unrolled=False):
         a = jnp.concatenate([a, jnp.zeros((n + 1 - m, n + 1), a.dtype)], axis=0)
     top = r_factor(a, unrolled)[:n]  # Q is not formed
     return top[:, :n], top[:, n]
+
+
+def factor_point(problem: LeastSquaresProblem, point: PointEvaluation, scale):
+    """The start of the O(m n^2) work at a newly accepted point, shared by Gauss-Newton, dogleg
+    and Levenberg-Marquardt: the updated scaling ``D`` (:func:`updated_scale`), the active set
+    (:meth:`LeastSquaresProblem.active_set`, all False when unbounded) and the QR of the
+    corrected ``[J~ | r~]`` with the fixed columns pinned (:func:`triangular_factor`).
+    Returns ``(scale, fixed, R, qtr)``."""
+    rc, Jc = problem.corrected(point.r, point.J)
+    scale = updated_scale(problem, scale, point.column_norms)
+    fixed = problem.active_set(point.x, point.grad)
+    pins = (fixed, scale) if problem.bounded else (None, None)
+    R, qtr = triangular_factor(Jc, rc, *pins, unrolled=problem.batched)
+    return scale, fixed, R, qtr
 
 
 UNROLLED_MAX_N = 4

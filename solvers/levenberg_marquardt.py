@@ -122,12 +122,11 @@ from jacopt.solvers.least_squares_problem import (
     LeastSquaresProblem,
     LeastSquaresSolver,
     PointEvaluation,
-    all_finite,
     evaluate_point,
+    factor_point,
     r_factor,
     solve_upper,
     solve_upper_transposed,
-    triangular_factor,
     updated_scale,
     with_counts,
 )
@@ -214,20 +213,17 @@ def factorise(problem: LeastSquaresProblem, point: PointEvaluation, scale) -> Fa
     """The O(m n^2) work of a new point: update the scaling, one Householder QR of the
     corrected ``[J~ | r~]`` and two triangular solves (in the dual form only the scaled
     ``A = J~ D^{-1}``, O(m n))."""
-    rc, Jc = problem.corrected(point.r, point.J)
-    scale = updated_scale(problem, scale, point.column_norms)
-    fixed = problem.active_set(point.x, point.grad)
+    if is_dual(problem, *point.J.shape):  # (unbounded: nothing is fixed)
+        rc, Jc = problem.corrected(point.r, point.J)
+        scale = updated_scale(problem, scale, point.column_norms)
+        gnorm = jnp.sqrt(jnp.sum((point.grad / scale) ** 2))
+        A = Jc / scale
+        return Factorisation(scale, jnp.zeros(point.x.shape, bool), A, rc,
+                             jnp.zeros_like(point.x), jnp.asarray(jnp.inf, A.dtype),
+                             jnp.zeros((), A.dtype), gnorm)
+    scale, fixed, R, qtr = factor_point(problem, point, scale)
     grad = jnp.where(fixed, 0.0, point.grad)
     gnorm = jnp.sqrt(jnp.sum((grad / scale) ** 2))
-    if is_dual(problem, *Jc.shape):  # (unbounded: nothing is fixed)
-        A = Jc / scale
-        zero = jnp.zeros((), A.dtype)
-        return Factorisation(scale, fixed, A, rc, jnp.zeros_like(point.x),
-                             jnp.asarray(jnp.inf, A.dtype), zero, gnorm)
-    if problem.bounded:
-        R, qtr = triangular_factor(Jc, rc, fixed, scale, unrolled=problem.batched)
-    else:
-        R, qtr = triangular_factor(Jc, rc, unrolled=problem.batched)
     p_gn = -solve_upper(R, qtr)
     dx = scale * p_gn
     gn_norm = jnp.sqrt(jnp.sum(dx * dx))
