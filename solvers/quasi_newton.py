@@ -139,9 +139,10 @@ class QuasiNewton(Minimizer):
     def apply_inverse_hessian(self, h, g):
         raise NotImplementedError
 
-    def next_direction(self, state, alpha, grad):
+    def next_direction(self, state, alpha, grad, value=None):
         """After the search from ``state`` took the step ``s = alpha d`` along
-        ``d = state.direction`` (``alpha = 0``: none) to a point with gradient ``grad``: the
+        ``d = state.direction`` (``alpha = 0``: none) to a point with gradient ``grad`` (and
+        value ``value``, which an update may use; this generic form does not): the
         updated approximation, the next quasi-Newton direction ``-H+ grad`` and whether ``H+``
         is still the unscaled identity. ``state.identity`` says that ``state.inverse_hessian``
         is to be read as the identity whatever it holds (resets are applied here, lazily).
@@ -211,7 +212,7 @@ class QuasiNewton(Minimizer):
             value = jnp.where(take, search.value_lo, jnp.where(first, trial_value, s.value))
             grad = jnp.where(first, trial_grad, search.payload_lo)
             h, direction, identity = self.next_direction(
-                s, jnp.where(take, search.alpha_lo, 0.0), grad)
+                s, jnp.where(take, search.alpha_lo, 0.0), grad, value)
             direction, dnorm, identity, new = self._new_search(x, value, grad, direction,
                                                                identity | ~take)
             failure = jnp.where(

@@ -170,6 +170,60 @@ def test_fused_bfgs_step_equals_the_update_then_the_product():
     assert checked == 12 and identities[0] and not any(identities[1:])
 
 
+def test_yuan_update_is_the_bfgs_update_with_t_y():
+    """BFGS(update="yuan").next_direction against the plain update of H with y replaced by
+    t y, t = 2 (f_k - f_{k+1} + s^T g_{k+1}) / s^T y computed here (Yuan 1991), kept in
+    [0.01, 100]: from the identity (scaled by the modified pair) and from a later H, with f
+    values that make t 1, about 0.3, and below the bound."""
+    rng = np.random.default_rng(5)
+    n = 4
+    a = rng.standard_normal((n, n))
+    hess = jnp.asarray(a @ a.T + np.eye(n))
+    fun = lambda x: 0.5 * x @ hess @ x
+    solver = BFGS(update="yuan")
+    problem = MinimizeProblem(lambda x, args: fun(x), ())
+    state = solver.step(problem, solver.init(problem, jnp.asarray(rng.standard_normal(n))))
+    seen = set()
+    for k in range(3):
+        d, g_old, f_old = state.direction, state.grad, float(state.value)
+        alpha = 0.6
+        s = alpha * np.asarray(d)
+        g_new = hess @ (state.x + alpha * d)
+        y = np.asarray(g_new - g_old)
+        f_true = float(fun(state.x + alpha * d))
+        for f_new in (f_true, f_true + 0.35 * (s @ y), f_true + 10.0 * (s @ y)):
+            t = 2.0 * (f_old - f_new + s @ np.asarray(g_new)) / (s @ y)
+            t_kept = min(max(t, 0.01), 100.0)
+            seen.add(round(t_kept, 2))
+            h, direction, _ = solver.next_direction(state, alpha, g_new, jnp.asarray(f_new))
+            ty = jnp.asarray(t_kept * y)
+            h_ref = BFGS().update_inverse_hessian(
+                jnp.eye(n) if bool(state.identity) else state.inverse_hessian, jnp.asarray(s),
+                ty, pair(jnp.asarray(s), ty, bool(state.identity)))
+            np.testing.assert_allclose(h, h_ref, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(direction, -h_ref @ g_new, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(h @ ty, s, rtol=1e-9, atol=1e-12)  # H+ (t y) = s
+        for _ in range(20):
+            state = solver.step(problem, state)
+            if bool(state.accepted):
+                break
+    assert {1.0, 0.3, 0.01} <= seen
+
+
+def test_yuan_update_takes_bfgs_steps_on_a_quadratic():
+    """On a quadratic t = 1 (f is quadratic along every step): the same evaluations and
+    solution as the plain update; on Rosenbrock it finds the published minimum."""
+    q = tf.quadratic(8, 1e3, seed=4)
+    plain = jacopt.minimize(q.fun, jnp.asarray(q.x0))
+    yuan = jacopt.minimize(q.fun, jnp.asarray(q.x0), solver=BFGS(update="yuan"))
+    assert int(yuan.nfev) == int(plain.nfev)
+    np.testing.assert_allclose(yuan.params, plain.params, rtol=1e-8, atol=1e-10)
+    p = tf.get("rosenbrock")
+    check_solution(jacopt.minimize(p.fun, jnp.asarray(p.x0), solver=BFGS(update="yuan")), p)
+    with pytest.raises(ValueError, match="update"):
+        BFGS(update="dfp")
+
+
 def test_start_is_evaluated_by_the_first_iteration():
     # max_steps = 0: only the start is evaluated
     p = tf.get("rosenbrock")
@@ -191,15 +245,18 @@ def test_start_is_evaluated_by_the_first_iteration():
     assert np.isinf(float(cusp.grad[0]))
 
 
-def test_bfgs_is_invariant_to_the_scale_of_the_objective():
+@pytest.mark.parametrize("update", ["bfgs", "yuan"])
+def test_bfgs_is_invariant_to_the_scale_of_the_objective(update):
     """With gtol scaled alike, c f takes the same steps for every c > 0: the first step has
-    unit length and H is scaled by s^T y / y^T y (SciPy's H0 = I is not invariant)."""
+    unit length and H is scaled by s^T y / y^T y (SciPy's H0 = I is not invariant); Yuan's
+    factor t is a ratio of changes of f, so it keeps that."""
     p = tf.get("wood")
 
     def scaled(x, c):
         return c * p.fun(x)
 
-    runs = [jacopt.minimize(scaled, jnp.asarray(p.x0), args=(c,), gtol=1e-5 * c)
+    runs = [jacopt.minimize(scaled, jnp.asarray(p.x0), args=(c,), gtol=1e-5 * c,
+                            solver=BFGS(update=update))
             for c in (1e-2, 1.0, 1e2)]
     assert len({int(r.nfev) for r in runs}) == 1
     for r in runs:
