@@ -10,6 +10,7 @@ machine, the versions and the command, then one record per (suite, problem, meth
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import json
 import math
 import os
@@ -87,9 +88,9 @@ def machine_header(suites: Iterable[str], quick: bool) -> dict:
     versions = {"python": platform.python_version(), "jax": jax.__version__,
                 "numpy": numpy.__version__, "scipy": scipy.__version__}
     for name in ("jaxlib", "optax", "optimistix", "jaxopt"):
-        try:
-            versions[name] = importlib.import_module(name).__version__
-        except Exception:  # not installed: the suites skip that peer with a note
+        try:  # the installed distribution's version (jaxopt has no __version__ attribute)
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:  # the suites skip that peer
             versions[name] = None
     from jacopt import __version__
 
