@@ -39,8 +39,8 @@ class LeastSquaresSolver:
 def with_counts(state_class):
     """Class decorator: properties ``num_accepted, num_rejected, nfev, njev`` reading the
     state's ``counts`` field (one int32 array ``[num_accepted, num_rejected, nfev, njev]``,
-    with any batch axes in front;
-    more entries may follow), the names :func:`jacopt.least_squares` reads."""
+    with any batch axes in front; more entries may follow), the names
+    :func:`jacopt.least_squares` reads."""
     for index, name in enumerate(("num_accepted", "num_rejected", "nfev", "njev")):
         setattr(state_class, name, property(lambda self, i=index: self.counts[..., i]))
     return state_class
@@ -302,10 +302,3 @@ def solve_upper_transposed(R, b):
     return lax.linalg.triangular_solve(
         R, b[:, None], left_side=True, lower=False, transpose_a=True
     )[:, 0]
-
-
-def all_finite(*arrays):
-    out = jnp.asarray(True)
-    for a in arrays:
-        out = out & jnp.all(jnp.isfinite(a))
-    return out

@@ -30,18 +30,22 @@ augmented ``[J | r]`` (``m x (n+1)``, LAPACK ``geqrf``, ``Q`` never formed) give
 stacked ``[R | Q^T r; sqrt(lam) D | 0]`` (``2n x (n+1)``), which equals the QR of
 ``[J; sqrt(lam) D]`` because ``Q`` is orthogonal, and one triangular solve.
 
-Fewer residuals than parameters (``m < n``, e.g. fitting a network's weights to a few
-outputs; MINPACK refuses this case) and no bounds: ``R`` is then singular, so there is no Gauss-Newton step
-and every trial is damped, and the ``n x n`` factorisations above would spend most of their work
-on zero rows. The solver then works in the dual (row) space instead (Björck, *Numerical Methods
+Clearly fewer residuals than parameters (``m <= 2n/3``, e.g. fitting a network's weights to a
+few outputs; MINPACK refuses ``m < n``) and no bounds: ``R`` is then singular, so there is no
+Gauss-Newton step and every trial is damped, and the ``n x n`` factorisations above would spend
+most of their work on zero rows. The solver then works in the dual (row) space instead (Björck, *Numerical Methods
 for Least Squares Problems*, 1996, section 2.7.1 and 5.1.3): with ``A = J~ D^{-1}`` (``m x n``)
 and ``q = D p``, the damped step is ``q = -A^T (A A^T + lam I)^{-1} r~``, computed from the QR
 ``Q S`` of the stacked ``[A^T; sqrt(lam) I_m]`` (``(n+m) x m``, the transposed analogue of the
 stacked system above, never ``A A^T``) as ``q = -Q_top S^{-T} r~`` (``Q_top`` the first ``n``
 rows of ``Q``, formed: a small ``(n+m) x m`` matrix). Nothing is factorised at a new point, and
-the steps are the same as the primal form's up to rounding, at a fraction of the cost (a
-``20 x 47`` MLP Jacobian: one ``67 x 20`` QR per trial instead of a ``48 x 48`` and a
-``94 x 48`` one).
+the steps are the same as the primal form's up to rounding. A trial costs O((n + m) m^2) against
+the primal form's O(n^3) per trial and O(m n^2) per point, so the dual form wins for small
+``m / n`` (a ``20 x 47`` MLP Jacobian: one ``67 x 20`` QR per trial instead of a ``48 x 48`` and
+a ``94 x 48`` one, 51 -> 22 us per iteration) and loses as ``m`` nears ``n``, because it forms
+``Q``: measured per step on 2 CPU cores (``tanh`` residuals, n = 60, 300, 1153), the dual form
+took 0.3-0.75x the primal form's time for ``m / n <= 0.6``, about 1.0x at 0.69-0.75, and
+1.05-1.1x from 0.8 up; hence the ``2/3`` crossover (:func:`is_dual`).
 
 Choosing ``lam`` (one flat loop, no inner iteration): MINPACK's ``lmpar`` iterates Moré's
 safeguarded Newton method on ``phi(lam) = ||D p(lam)|| - radius`` to 10% before each trial. Here
@@ -57,7 +61,8 @@ damped factorisation per trial) and gave the same NIST StRD results as the full 
 
 Cost per trial: one evaluation of the residuals and Jacobian (one linearisation of the user's
 function plus ``min(m, n)`` JVPs/VJPs), O(n^3) for a damped step (none for a Gauss-Newton step),
-and O(m n^2) for the QR of a newly accepted point.
+and O(m n^2) for the QR of a newly accepted point; in the dual form O((n + m) m^2) for every
+trial and O(m n) at a new point.
 
 The loop (compile time is part of the product): one iteration evaluates the pending trial,
 accepts or rejects it, runs the stopping tests, factorises a newly accepted point and computes
@@ -204,9 +209,16 @@ class LMState(NamedTuple):
 
 def is_dual(problem: LeastSquaresProblem, m: int, n: int) -> bool:
     """Whether a problem with ``m`` residuals and ``n`` parameters is solved in the dual form
-    (module docstring): fewer residuals than parameters, and no bounds (an active set can leave
-    ``m`` or fewer free parameters, where the primal form has a Gauss-Newton step)."""
-    return m < n and not problem.bounded
+    (module docstring): at most ``2n/3`` residuals (the measured crossover; nearer ``n`` the
+    primal form is faster), and no bounds (an active set can leave ``m`` or fewer free
+    parameters, where the primal form has a Gauss-Newton step)."""
+    return 3 * m <= 2 * n and not problem.bounded
+
+
+def scaled_norm(grad, scale):
+    """``||D^{-1} g||``, the gradient's norm in the scaled variables (Moré's upper bound on
+    ``lam`` uses it)."""
+    return jnp.sqrt(jnp.sum((grad / scale) ** 2))
 
 
 def factorise(problem: LeastSquaresProblem, point: PointEvaluation, scale) -> Factorisation:
@@ -216,14 +228,12 @@ def factorise(problem: LeastSquaresProblem, point: PointEvaluation, scale) -> Fa
     if is_dual(problem, *point.J.shape):  # (unbounded: nothing is fixed)
         rc, Jc = problem.corrected(point.r, point.J)
         scale = updated_scale(problem, scale, point.column_norms)
-        gnorm = jnp.sqrt(jnp.sum((point.grad / scale) ** 2))
         A = Jc / scale
         return Factorisation(scale, jnp.zeros(point.x.shape, bool), A, rc,
                              jnp.zeros_like(point.x), jnp.asarray(jnp.inf, A.dtype),
-                             jnp.zeros((), A.dtype), gnorm)
+                             jnp.zeros((), A.dtype), scaled_norm(point.grad, scale))
     scale, fixed, R, qtr = factor_point(problem, point, scale)
-    grad = jnp.where(fixed, 0.0, point.grad)
-    gnorm = jnp.sqrt(jnp.sum((grad / scale) ** 2))
+    gnorm = scaled_norm(jnp.where(fixed, 0.0, point.grad), scale)
     p_gn = -solve_upper(R, qtr)
     dx = scale * p_gn
     gn_norm = jnp.sqrt(jnp.sum(dx * dx))
