@@ -40,7 +40,8 @@ and ``q = D p``, the damped step is ``q = -A^T (A A^T + lam I)^{-1} r~``, comput
 stacked system above, never ``A A^T``) as ``q = -Q_top S^{-T} r~`` (``Q_top`` the first ``n``
 rows of ``Q``, formed: a small ``(n+m) x m`` matrix). Nothing is factorised at a new point, and
 the steps are the same as the primal form's up to rounding. A trial costs O((n + m) m^2) against
-the primal form's O(n^3) per trial and O(m n^2) per point, so the dual form wins for small
+the primal form's O(n^3) per trial and per point (for ``m < n`` its QR pads ``[J~ | r~]`` with
+zero rows to ``n + 1``), so the dual form wins for small
 ``m / n`` (a ``20 x 47`` MLP Jacobian: one ``67 x 20`` QR per trial instead of a ``48 x 48`` and
 a ``94 x 48`` one, 51 -> 22 us per iteration) and loses as ``m`` nears ``n``, because it forms
 ``Q``: measured per step on 2 CPU cores (``tanh`` residuals, n = 60, 300, 1153), the dual form
@@ -146,7 +147,7 @@ class Factorisation(NamedTuple):
     ``||R^{-T} D^2 p_gn||^2 / ||D p_gn||^2``, for the lower bound of ``lam``) and
     ``gnorm = ||D^{-1} J~^T r~||`` (for the upper bound).
 
-    In the dual form (``m < n``, no bounds; module docstring) ``R`` holds ``A = J~ D^{-1}``
+    In the dual form (``m <= 2n/3``, no bounds: :func:`is_dual`; module docstring) ``R`` holds ``A = J~ D^{-1}``
     (``m x n``) and ``qtr`` holds ``r~``, so that ``||R q + qtr|| = ||J~ p + r~||``
     for ``q = D p``, as ``||R p + qtr||`` is up to a constant in the primal form; there is no
     Gauss-Newton step (``p_gn = 0``, ``gn_norm = inf``, ``newton_slope = 0``)."""
