@@ -132,9 +132,23 @@ def test_near_square_problems_keep_the_primal_form_with_the_same_steps(monkeypat
             return jnp.tanh(z) + 0.3 * z ** 2 - 0.5
         return jacopt.least_squares(near_square, x0, args=(c,), history=True, max_steps=40)
 
+    def spy(rule):
+        # records every choice the solver made, so the test proves which form each run took
+        calls = []
+
+        def choose(problem, rows, cols):
+            calls.append((rows, cols, rule(problem, rows, cols)))
+            return calls[-1][2]
+        return calls, choose
+
+    chosen, choose = spy(is_dual)
+    monkeypatch.setattr(lm_module, "is_dual", choose)
     primal = runs()
-    monkeypatch.setattr(lm_module, "is_dual", lambda problem, m, n: m < n)
+    assert chosen and set(chosen) == {(m, n, False)}
+    forced, force = spy(lambda problem, rows, cols: rows < cols)
+    monkeypatch.setattr(lm_module, "is_dual", force)
     dual = runs()
+    assert forced and set(forced) == {(m, n, True)}
     assert_same_run(dual, primal)
 
 
