@@ -33,6 +33,16 @@ def test_unrolled_r_factor_matches_lapack_up_to_row_signs(shape):
     np.testing.assert_allclose(signs[:, None] * r, ref, atol=1e-13)
 
 
+def test_unrolled_r_factor_under_vmap_matches_each_member():
+    # the form exists for batches: every member of a vmapped call gets its own R
+    rng = np.random.default_rng(3)
+    batch = np.stack([_tall(rng, 14, 3, cond) for cond in (1.0, 1e3, 1e8, 1e12)])
+    rs = np.asarray(jax.vmap(lambda a: lsp.r_factor(a, unrolled=True))(jnp.asarray(batch)))
+    for a, r in zip(batch, rs):
+        np.testing.assert_allclose(r.T @ r, a.T @ a, atol=1e-13)
+        assert np.allclose(np.tril(r, -1), 0.0)
+
+
 def test_unrolled_r_factor_of_a_zero_column_stays_finite():
     a = np.random.default_rng(0).standard_normal((6, 3))
     a[:, 1] = 0.0
