@@ -177,7 +177,7 @@ def least_squares(
 def _under_vmap(*trees) -> bool:
     """Whether ``least_squares`` was called inside ``jax.vmap`` (some input is a batch
     tracer); the solvers then pick kernels that batch well (:func:`jacopt.solvers.
-    least_squares_problem.r_factor`). Answers are the same either way."""
+    least_squares_problem.r_factor`). Answers are the same either way, up to rounding."""
     try:
         from jax._src.interpreters.batching import BatchTracer
     except ImportError:  # a JAX without that module: plain kernels

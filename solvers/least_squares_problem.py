@@ -236,11 +236,11 @@ def triangular_factor(J, r, fixed=None, fixed_scale=None, unrolled=False):
 
 
 def factor_point(problem: LeastSquaresProblem, point: PointEvaluation, scale):
-    """The start of the O(m n^2) work at a newly accepted point, shared by Gauss-Newton, dogleg
-    and Levenberg-Marquardt: the updated scaling ``D`` (:func:`updated_scale`), the active set
-    (:meth:`LeastSquaresProblem.active_set`, all False when unbounded) and the QR of the
-    corrected ``[J~ | r~]`` with the fixed columns pinned (:func:`triangular_factor`).
-    Returns ``(scale, fixed, R, qtr)``."""
+    """The start of the O(m n^2) (``m < n``: O(n^3)) work at a newly accepted point, shared by
+    Gauss-Newton, dogleg and Levenberg-Marquardt: the updated scaling ``D``
+    (:func:`updated_scale`), the active set (:meth:`LeastSquaresProblem.active_set`, all False when
+    unbounded) and the QR of the corrected ``[J~ | r~]`` with the fixed columns pinned
+    (:func:`triangular_factor`). Returns ``(scale, fixed, R, qtr)``."""
     rc, Jc = problem.corrected(point.r, point.J)
     scale = updated_scale(problem, scale, point.column_norms)
     fixed = problem.active_set(point.x, point.grad)
@@ -267,9 +267,11 @@ def r_factor(a, unrolled=False):
     separate, slow kernels on small batched blocks). Under ``vmap`` these run across the whole
     batch at once: 10,000 Misra1a fits (:mod:`jacopt.benchmarks.batch`) took 0.12 s against
     0.32 s with batched LAPACK and 0.38 s with the previous form, which updated the trailing
-    block in place with a matrix-vector product (fresh processes, 2 cores). Single solves keep
-    LAPACK: forcing this form on ten NIST problems with ``n <= 4`` changed neither their warm
-    nor their compile times consistently. Cost O(p q^2)."""
+    block in place with a matrix-vector product (fresh processes, 2 cores, at f4a124f). Single
+    solves keep LAPACK, which is not slower there: forcing this form on ten NIST problems with
+    ``n <= 4`` (at f4a124f) changed neither their warm nor their compile times consistently.
+    Norms are not rescaled: a column whose squares underflow (float64 entries below about
+    1e-154) gives a zero diagonal, where LAPACK's scaled norms do not. Cost O(p q^2)."""
     p, q = a.shape
     if not unrolled or q > UNROLLED_MAX_N + 1:
         return jnp.linalg.qr(a, mode="r")

@@ -33,20 +33,20 @@ stacked ``[R | Q^T r; sqrt(lam) D | 0]`` (``2n x (n+1)``), which equals the QR o
 Clearly fewer residuals than parameters (``m <= 2n/3``, e.g. fitting a network's weights to a
 few outputs; MINPACK refuses ``m < n``) and no bounds: ``R`` is then singular, so there is no
 Gauss-Newton step and every trial is damped, and the ``n x n`` factorisations above would spend
-most of their work on zero rows. The solver then works in the dual (row) space instead (Björck, *Numerical Methods
-for Least Squares Problems*, 1996, section 2.7.1 and 5.1.3): with ``A = J~ D^{-1}`` (``m x n``)
-and ``q = D p``, the damped step is ``q = -A^T (A A^T + lam I)^{-1} r~``, computed from the QR
-``Q S`` of the stacked ``[A^T; sqrt(lam) I_m]`` (``(n+m) x m``, the transposed analogue of the
-stacked system above, never ``A A^T``) as ``q = -Q_top S^{-T} r~`` (``Q_top`` the first ``n``
-rows of ``Q``, formed: a small ``(n+m) x m`` matrix). Nothing is factorised at a new point, and
-the steps are the same as the primal form's up to rounding. A trial costs O((n + m) m^2) against
-the primal form's O(n^3) per trial and per point (for ``m < n`` its QR pads ``[J~ | r~]`` with
-zero rows to ``n + 1``), so the dual form wins for small
-``m / n`` (a ``20 x 47`` MLP Jacobian: one ``67 x 20`` QR per trial instead of a ``48 x 48`` and
-a ``94 x 48`` one, 51 -> 22 us per iteration) and loses as ``m`` nears ``n``, because it forms
-``Q``: measured per step on 2 CPU cores (``tanh`` residuals, n = 60, 300, 1153), the dual form
-took 0.3-0.75x the primal form's time for ``m / n <= 0.6``, about 1.0x at 0.69-0.75, and
-1.05-1.1x from 0.8 up; hence the ``2/3`` crossover (:func:`is_dual`).
+most of their work on zero rows. The solver then works in the dual (row) space instead (Björck,
+*Numerical Methods for Least Squares Problems*, 1996, section 2.7.1 and 5.1.3): with
+``A = J~ D^{-1}`` (``m x n``) and ``q = D p``, the damped step is
+``q = -A^T (A A^T + lam I)^{-1} r~``, computed from the QR ``Q S`` of the stacked
+``[A^T; sqrt(lam) I_m]`` (``(n+m) x m``, the transposed analogue of the stacked system above, never
+``A A^T``) as ``q = -Q_top S^{-T} r~`` (``Q_top`` the first ``n`` rows of ``Q``, formed: a small
+``(n+m) x m`` matrix). Nothing is factorised at a new point, and the steps are the same as the
+primal form's up to rounding. A trial costs O((n + m) m^2) against the primal form's O(n^3) per
+trial and per point (for ``m < n`` its QR pads ``[J~ | r~]`` with zero rows to ``n + 1``), so the
+dual form wins for small ``m / n`` (a ``20 x 47`` MLP Jacobian: one ``67 x 20`` QR per trial
+instead of a ``48 x 48`` and a ``94 x 48`` one, 51 -> 22 us per iteration) and loses as ``m`` nears
+``n``, because it forms ``Q``: measured per step on 2 CPU cores (``tanh`` residuals, n = 60, 300,
+1153), the dual form took 0.3-0.75x the primal form's time for ``m / n <= 0.6``, about 1.0x at
+0.69-0.75, and 1.05-1.1x from 0.8 up; hence the ``2/3`` crossover (:func:`is_dual`).
 
 Choosing ``lam`` (one flat loop, no inner iteration): MINPACK's ``lmpar`` iterates Moré's
 safeguarded Newton method on ``phi(lam) = ||D p(lam)|| - radius`` to 10% before each trial. Here
@@ -62,8 +62,8 @@ damped factorisation per trial) and gave the same NIST StRD results as the full 
 
 Cost per trial: one evaluation of the residuals and Jacobian (one linearisation of the user's
 function plus ``min(m, n)`` JVPs/VJPs), O(n^3) for a damped step (none for a Gauss-Newton step),
-and O(m n^2) for the QR of a newly accepted point; in the dual form O((n + m) m^2) for every
-trial and O(m n) at a new point.
+and O(m n^2) for the QR of a newly accepted point (O(n^3) when ``m < n``: the QR pads with
+zero rows); in the dual form O((n + m) m^2) for every trial and O(m n) at a new point.
 
 The loop (compile time is part of the product): one iteration evaluates the pending trial,
 accepts or rejects it, runs the stopping tests, factorises a newly accepted point and computes
@@ -147,8 +147,9 @@ class Factorisation(NamedTuple):
     ``||R^{-T} D^2 p_gn||^2 / ||D p_gn||^2``, for the lower bound of ``lam``) and
     ``gnorm = ||D^{-1} J~^T r~||`` (for the upper bound).
 
-    In the dual form (``m <= 2n/3``, no bounds: :func:`is_dual`; module docstring) ``R`` holds ``A = J~ D^{-1}``
-    (``m x n``) and ``qtr`` holds ``r~``, so that ``||R q + qtr|| = ||J~ p + r~||``
+    In the dual form (``m <= 2n/3``, no bounds: :func:`is_dual`; module docstring) ``R`` holds
+    ``A = J~ D^{-1}`` (``m x n``) and ``qtr`` holds ``r~``, so that
+    ``||R q + qtr|| = ||J~ p + r~||``
     for ``q = D p``, as ``||R p + qtr||`` is up to a constant in the primal form; there is no
     Gauss-Newton step (``p_gn = 0``, ``gn_norm = inf``, ``newton_slope = 0``)."""
 
@@ -223,8 +224,8 @@ def scaled_norm(grad, scale):
 
 
 def factorise(problem: LeastSquaresProblem, point: PointEvaluation, scale) -> Factorisation:
-    """The O(m n^2) work of a new point: update the scaling, one Householder QR of the
-    corrected ``[J~ | r~]`` and two triangular solves (in the dual form only the scaled
+    """The O(m n^2) (``m < n``: O(n^3)) work of a new point: update the scaling, one Householder QR
+    of the corrected ``[J~ | r~]`` and two triangular solves (in the dual form only the scaled
     ``A = J~ D^{-1}``, O(m n))."""
     if is_dual(problem, *point.J.shape):  # (unbounded: nothing is fixed)
         rc, Jc = problem.corrected(point.r, point.J)
