@@ -39,6 +39,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from jacopt import _loop
+from jacopt._compile import cpu_fast_jit
 from jacopt._implicit import with_implicit_gradient
 from jacopt._validate import check_args, resolve_solver
 from jacopt.losses import get_loss
@@ -426,28 +427,6 @@ def _solve_impl(x0, args, lower, upper, x_scale, f_scale, *, solver, fun, jac, l
 _STATIC = ("solver", "fun", "jac", "loss", "max_steps", "history", "verbose", "implicit_diff",
            "batched")
 
-# XLA's classic CPU fusion emitters compile the solver loop's many small fused kernels about
-# twice as fast as the default emitters and run them as fast (measured on the NIST problems).
-# The option only applies when least_squares is called directly (inside a user's jit the
-# user's compile options apply); if this XLA does not know the option, the plain jit is used.
-_CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
-_solve_plain = jax.jit(_solve_impl, static_argnames=_STATIC)
-_solve_fast_cpu = jax.jit(_solve_impl, static_argnames=_STATIC,
-                          compiler_options=_CPU_COMPILER_OPTIONS)
-_fast_cpu_ok = [True]
-
-
-def _solve(*args, **kwargs):
-    """The compiled solve (cached on the static arguments)."""
-    traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(args))
-    if _fast_cpu_ok[0] and not traced and jax.default_backend() == "cpu":
-        try:
-            return _solve_fast_cpu(*args, **kwargs)
-        except jax.errors.JaxRuntimeError as exc:  # an XLA without the option
-            if "compile option" not in str(exc):
-                raise
-            _fast_cpu_ok[0] = False
-        except ValueError as exc:  # called inside an outer jit (nested jits take no options)
-            if "compiler_options" not in str(exc):
-                raise
-    return _solve_plain(*args, **kwargs)
+# The compiled solve (cached on the static arguments), with XLA's classic CPU fusion emitters
+# when called directly (jacopt._compile).
+_solve = cpu_fast_jit(_solve_impl, _STATIC)

@@ -38,13 +38,13 @@ differentiate the optimal value, recompute ``fun(result.params, *args)``.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jacopt._compile import cpu_fast_jit
 from jacopt._implicit import with_implicit_gradient
 from jacopt._loop import run
 from jacopt._validate import as_float_tree, check_args, common_dtype, ravel, resolve_solver
@@ -109,8 +109,9 @@ def minimize(
     solver = _resolve(solver, gtol=gtol, ftol=ftol, xtol=xtol)
     args = check_args(args)
     x0 = as_float_tree(x0, "x0")
-    dtype = common_dtype(x0, "x0")
-    _check_fun(fun, x0, args, dtype)
+    common_dtype(x0, "x0")
+    if not callable(fun):
+        raise TypeError(f"fun must be callable, got {type(fun).__name__}.")
     if (isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer))
             or max_steps < 0):
         raise ValueError(f"max_steps must be an int >= 0, got {max_steps!r}.")
@@ -127,9 +128,11 @@ def _resolve(solver, **tolerances) -> Minimizer:
     return dataclasses.replace(solver, **overrides) if overrides else solver
 
 
-def _check_fun(fun, x0, args, dtype) -> None:
-    if not callable(fun):
-        raise TypeError(f"fun must be callable, got {type(fun).__name__}.")
+def _check_fun(fun, x0, args) -> None:
+    """``fun``'s output, checked from shapes alone when ``_solve`` is traced: once per compiled
+    variant, so a warm call does not trace the user's function again (it did, and cost about
+    0.5 ms per call on Rosenbrock, where the solve itself takes 0.03 ms)."""
+    dtype = common_dtype(x0, "x0")
     out = jax.eval_shape(lambda x: fun(x, *args), x0)
     if not (hasattr(out, "shape") and hasattr(out, "dtype")):
         raise ValueError(f"fun must return a scalar array; it returned a {type(out).__name__}.")
@@ -144,8 +147,8 @@ def _check_fun(fun, x0, args, dtype) -> None:
                         f"the dtypes of args and constants) or give x0 dtype {out.dtype}.")
 
 
-@functools.partial(jax.jit, static_argnames=("fun", "solver", "max_steps", "history", "verbose"))
-def _solve(x0, args, *, fun, solver, max_steps, history, verbose):
+def _solve_impl(x0, args, *, fun, solver, max_steps, history, verbose):
+    _check_fun(fun, x0, args)
     x0_flat, unravel = ravel(x0)
 
     def flat_fun(x, args):
@@ -172,3 +175,8 @@ def _solve(x0, args, *, fun, solver, max_steps, history, verbose):
         nhev=state.nhev,
         history=out.history,
     )
+
+
+# The compiled solve (cached on the static arguments), with XLA's classic CPU fusion emitters
+# when called directly (jacopt._compile).
+_solve = cpu_fast_jit(_solve_impl, ("fun", "solver", "max_steps", "history", "verbose"))

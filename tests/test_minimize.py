@@ -394,3 +394,22 @@ def test_verbose_prints_rows_and_the_stop_reason(capsys):
     out = capsys.readouterr().out
     assert "BFGS" in out and "GTOL" in out
     assert len([ln for ln in out.splitlines() if ln.split() and ln.split()[0].isdigit()]) >= 2
+
+
+def test_a_warm_direct_call_does_not_trace_fun_again():
+    # the output check runs when the solve compiles; it used to trace fun on every call
+    traces = []
+
+    def fun(x, c):
+        traces.append(1)  # runs only while JAX traces fun
+        return jnp.sum((x - c) ** 2) + jnp.sum(x ** 4)
+
+    c = jnp.array([1.0, -2.0, 0.5])
+    first = jacopt.minimize(fun, jnp.zeros(3), args=(c,))
+    count = len(traces)
+    assert count > 0 and bool(first.success)
+    second = jacopt.minimize(fun, jnp.ones(3), args=(2 * c,))
+    assert len(traces) == count and bool(second.success)
+    np.testing.assert_allclose(second.grad, jax.grad(fun)(second.params, 2 * c), atol=1e-12)
+    with pytest.raises(ValueError, match="scalar"):  # the check still runs before any work
+        jacopt.minimize(lambda x, c: x - c, jnp.zeros(3), args=(c,))
