@@ -226,6 +226,28 @@ def _check_sigma(sigma, ydata, dtype):
     )
 
 
+def _model_output(model, xdata, p0):
+    """``jax.eval_shape(model, xdata, p0)``, remembered per (model, shapes and dtypes) when every
+    input leaf is a concrete array: ``eval_shape`` itself, even with its trace cached, cost more
+    than a small fit's whole solve (the compiled solve is cached on the same things)."""
+    leaves = jax.tree_util.tree_leaves((xdata, p0))
+    if not all(isinstance(leaf, (np.ndarray, jax.Array)) and _concrete(leaf) for leaf in leaves):
+        return jax.eval_shape(model, xdata, p0)
+    treedef = jax.tree_util.tree_structure((xdata, p0))
+    avals = tuple((tuple(leaf.shape), np.dtype(leaf.dtype)) for leaf in leaves)
+    try:
+        return _model_output_cached(model, treedef, avals)
+    except TypeError:  # an unhashable model: trace it every time
+        return jax.eval_shape(model, xdata, p0)
+
+
+@functools.lru_cache(maxsize=256)
+def _model_output_cached(model, treedef, avals):
+    x_spec, p_spec = jax.tree_util.tree_unflatten(
+        treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in avals])
+    return jax.eval_shape(model, x_spec, p_spec)
+
+
 # ------------------------------------------------------------------------------------------
 # Covariance
 # ------------------------------------------------------------------------------------------
@@ -244,8 +266,11 @@ def _robust_jacobian(result: LeastSquaresResult, loss, f_scale):
     return row_weight[:, None] * J
 
 
+@functools.partial(jax.jit, static_argnames="absolute_sigma")
 def _covariance(J, cost, absolute_sigma: bool):
-    """(pcov, identifiable, rank, valid, residual_variance, dof) from the weighted Jacobian."""
+    """(pcov, identifiable, rank, valid, residual_variance, stderr_flat) from the weighted
+    Jacobian: one compiled function (run eagerly, its dozen small operations cost about ten
+    times the whole Misra1a-sized solve)."""
     m, n = J.shape
     dof = m - n
     finite = jnp.all(jnp.isfinite(J))
@@ -259,11 +284,12 @@ def _covariance(J, cost, absolute_sigma: bool):
     pcov = jnp.where(estimable, pinv.inverse * scale, jnp.inf)
     identifiable = pinv.identifiable & estimable
     valid = estimable & (pinv.rank == n)
-    return pcov, identifiable, pinv.rank, valid, residual_variance, dof
+    stderr = jnp.where(identifiable, jnp.sqrt(jnp.abs(jnp.diagonal(pcov))), jnp.inf)
+    return pcov, identifiable, pinv.rank, valid, residual_variance, stderr
 
 
-def _warn(fit: CurveFitResult, labels: list[str], m: int, n: int, absolute_sigma: bool):
-    """Host-side warnings for a concrete (unbatched) result."""
+def _warn(fit: CurveFitResult, p0, m: int, n: int, absolute_sigma: bool):
+    """Host-side warnings for a concrete (unbatched) result (parameters named after ``p0``)."""
     result = fit.result
     if not bool(result.success):
         warnings.warn(f"curve_fit: the solve did not converge: {result.message} "
@@ -280,6 +306,7 @@ def _warn(fit: CurveFitResult, labels: list[str], m: int, n: int, absolute_sigma
                   f"needs m > n (or pass absolute_sigma=True with known sigma); every entry "
                   f"of pcov is inf")
     else:
+        labels = ["p0" + label for label in TreeIndex(p0).labels()]
         bad = [labels[i] for i in np.flatnonzero(~np.asarray(fit.identifiable))]
         reason = (f"the Jacobian has rank {int(fit.rank)} < {n} parameters: "
                   f"{', '.join(bad) or 'some combinations'} are not identifiable (only "
@@ -354,7 +381,7 @@ def curve_fit(model: Callable, xdata, ydata, p0, *, sigma=None, absolute_sigma: 
     xdata = _check_xdata(xdata, int(ydata.shape[0]))
     weighting, weight = _check_sigma(sigma, ydata, dtype)
     try:
-        out = jax.eval_shape(model, xdata, p0)
+        out = _model_output(model, xdata, p0)
     except Exception as exc:
         raise ValueError(f"model(xdata, p0) failed: {type(exc).__name__}: {exc}. The model is "
                          f"called as model(xdata, params); a SciPy model f(x, *p) is "
@@ -375,15 +402,13 @@ def curve_fit(model: Callable, xdata, ydata, p0, *, sigma=None, absolute_sigma: 
 
     J = _robust_jacobian(result, least_squares_kwargs.get("loss", "linear"),
                          least_squares_kwargs.get("f_scale", 1.0))
-    pcov, identifiable, rank, valid, residual_variance, dof = _covariance(
-        J, result.cost, bool(absolute_sigma))
+    pcov, identifiable, rank, valid, residual_variance, stderr_flat = _covariance(
+        J, result.cost, absolute_sigma=bool(absolute_sigma))
     _, unravel = ravel_pytree(result.params)
-    stderr_flat = jnp.where(identifiable, jnp.sqrt(jnp.abs(jnp.diagonal(pcov))), jnp.inf)
     fit = CurveFitResult(
         params=result.params, covariance=pcov, stderr=unravel(stderr_flat),
         identifiable=identifiable, rank=rank, covariance_valid=valid,
-        residual_variance=residual_variance, dof=jnp.asarray(dof), result=result)
+        residual_variance=residual_variance, dof=jnp.asarray(m - n), result=result)
     if _concrete(valid) and jnp.ndim(valid) == 0:
-        _warn(fit, ["p0" + label for label in TreeIndex(p0).labels()], m, n,
-              bool(absolute_sigma))
+        _warn(fit, p0, m, n, bool(absolute_sigma))
     return fit

@@ -286,3 +286,31 @@ def test_integer_ydata_is_converted_to_the_parameter_dtype(decay_data):
     fit = curve_fit(decay, x, counts, jnp.array([100.0, 1.0, 0.0]))
     popt, _ = scipy.optimize.curve_fit(decay_np, x, counts, p0=[100.0, 1.0, 0.0], **TIGHT)
     np.testing.assert_allclose(fit.params, popt, rtol=1e-7)
+
+
+def test_a_warm_call_reuses_the_model_output_check(monkeypatch):
+    # the output-shape check is remembered per (model, shapes and dtypes), like the solve;
+    # jax.eval_shape costs more than a small fit's whole solve even when its trace is cached
+    calls = []
+    eval_shape = jax.eval_shape
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return eval_shape(*args, **kwargs)
+
+    monkeypatch.setattr(jax, "eval_shape", counting)
+
+    def model(x, p):
+        return p[0] * (1.0 - jnp.exp(-p[1] * x))
+
+    x = np.linspace(1.0, 10.0, 14)
+    y = 3.0 * (1.0 - np.exp(-0.2 * x))
+    first = curve_fit(model, x, y, np.array([1.0, 0.1]))
+    count = len(calls)
+    assert count > 0
+    second = curve_fit(model, x, 1.5 * y, np.array([2.0, 0.3]))
+    assert len(calls) == count
+    np.testing.assert_allclose(first.params, [3.0, 0.2], rtol=1e-8)
+    np.testing.assert_allclose(second.params, [4.5, 0.2], rtol=1e-8)
+    with pytest.raises(ValueError, match="returns shape"):  # new shapes are checked again
+        curve_fit(model, x[:5], y[:5, None], np.array([1.0, 0.1]))
