@@ -208,7 +208,7 @@ def _check_xdata(xdata, length: int):
 def _check_sigma(sigma, ydata, dtype):
     """Return (weighting, weight): 'std'/(1/sigma) (ones for no sigma), 'cov'/cholesky(sigma)."""
     if sigma is None:  # unit weights: the same compiled solve as 1-D sigma
-        return "std", jnp.ones_like(ydata)
+        return "std", np.ones(ydata.shape, ydata.dtype)
     sigma = _as_data(sigma, "sigma", dtype)
     m = ydata.size
     if sigma.shape == ydata.shape or (sigma.ndim == 1 and sigma.shape[0] == m):
@@ -267,9 +267,9 @@ def _robust_jacobian(result: LeastSquaresResult, loss, f_scale):
 
 
 @functools.partial(jax.jit, static_argnames="absolute_sigma")
-def _covariance(J, cost, absolute_sigma: bool):
-    """(pcov, identifiable, rank, valid, residual_variance, stderr_flat) from the weighted
-    Jacobian: one compiled function (run eagerly, its dozen small operations cost about ten
+def _covariance(J, cost, absolute_sigma: bool, params=None):
+    """(pcov, identifiable, rank, valid, residual_variance, stderr) from the weighted Jacobian,
+    ``stderr`` flat or, given ``params``, shaped like them: one compiled function (run eagerly, its dozen small operations cost about ten
     times the whole Misra1a-sized solve)."""
     m, n = J.shape
     dof = m - n
@@ -285,6 +285,8 @@ def _covariance(J, cost, absolute_sigma: bool):
     identifiable = pinv.identifiable & estimable
     valid = estimable & (pinv.rank == n)
     stderr = jnp.where(identifiable, jnp.sqrt(jnp.abs(jnp.diagonal(pcov))), jnp.inf)
+    if params is not None:
+        stderr = ravel_pytree(params)[1](stderr)
     return pcov, identifiable, pinv.rank, valid, residual_variance, stderr
 
 
@@ -369,9 +371,8 @@ def curve_fit(model: Callable, xdata, ydata, p0, *, sigma=None, absolute_sigma: 
             raise TypeError(f"curve_fit does not take {key!r}: the residuals are built from "
                             f"model, xdata and ydata.")
     p0 = as_float_tree(p0, "p0")
-    flat_p0, _ = ravel_pytree(p0)
-    dtype = flat_p0.dtype
-    n = flat_p0.shape[0]
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(p0))  # as ravel_pytree promotes
+    n = sum(int(np.prod(np.shape(leaf))) for leaf in jax.tree_util.tree_leaves(p0))
 
     ydata = _as_data(ydata, "ydata", dtype)
     if ydata.ndim == 0 or ydata.size == 0:
@@ -402,11 +403,10 @@ def curve_fit(model: Callable, xdata, ydata, p0, *, sigma=None, absolute_sigma: 
 
     J = _robust_jacobian(result, least_squares_kwargs.get("loss", "linear"),
                          least_squares_kwargs.get("f_scale", 1.0))
-    pcov, identifiable, rank, valid, residual_variance, stderr_flat = _covariance(
-        J, result.cost, absolute_sigma=bool(absolute_sigma))
-    _, unravel = ravel_pytree(result.params)
+    pcov, identifiable, rank, valid, residual_variance, stderr = _covariance(
+        J, result.cost, absolute_sigma=bool(absolute_sigma), params=result.params)
     fit = CurveFitResult(
-        params=result.params, covariance=pcov, stderr=unravel(stderr_flat),
+        params=result.params, covariance=pcov, stderr=stderr,
         identifiable=identifiable, rank=rank, covariance_valid=valid,
         residual_variance=residual_variance, dof=jnp.asarray(m - n), result=result)
     if _concrete(valid) and jnp.ndim(valid) == 0:
