@@ -227,24 +227,28 @@ def _check_sigma(sigma, ydata, dtype):
 
 
 def _model_output(model, xdata, p0):
-    """``jax.eval_shape(model, xdata, p0)``, remembered per (model, shapes and dtypes) when every
-    input leaf is a concrete array: ``eval_shape`` itself, even with its trace cached, cost more
-    than a small fit's whole solve (the compiled solve is cached on the same things)."""
+    """``jax.eval_shape(model, xdata, p0)``, remembered per (model, structure, shapes, dtypes
+    and weak types) when every input leaf is a concrete array: ``eval_shape`` itself, even with
+    its trace cached, cost more than a small fit's whole solve (the compiled solve is cached on
+    the same things)."""
     leaves = jax.tree_util.tree_leaves((xdata, p0))
     if not all(isinstance(leaf, (np.ndarray, jax.Array)) and _concrete(leaf) for leaf in leaves):
         return jax.eval_shape(model, xdata, p0)
     treedef = jax.tree_util.tree_structure((xdata, p0))
-    avals = tuple((tuple(leaf.shape), np.dtype(leaf.dtype)) for leaf in leaves)
+    avals = tuple((tuple(leaf.shape), np.dtype(leaf.dtype),
+                   bool(getattr(leaf, "weak_type", False))) for leaf in leaves)
     try:
-        return _model_output_cached(model, treedef, avals)
-    except TypeError:  # an unhashable model: trace it every time
+        hash((model, treedef, avals))
+    except TypeError:  # an unhashable model: check it every time
         return jax.eval_shape(model, xdata, p0)
+    return _model_output_cached(model, treedef, avals)
 
 
 @functools.lru_cache(maxsize=256)
 def _model_output_cached(model, treedef, avals):
     x_spec, p_spec = jax.tree_util.tree_unflatten(
-        treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in avals])
+        treedef, [jax.ShapeDtypeStruct(shape, dtype, weak_type=weak)
+                  for shape, dtype, weak in avals])
     return jax.eval_shape(model, x_spec, p_spec)
 
 
@@ -269,8 +273,8 @@ def _robust_jacobian(result: LeastSquaresResult, loss, f_scale):
 @functools.partial(jax.jit, static_argnames="absolute_sigma")
 def _covariance(J, cost, absolute_sigma: bool, params=None):
     """(pcov, identifiable, rank, valid, residual_variance, stderr) from the weighted Jacobian,
-    ``stderr`` flat or, given ``params``, shaped like them: one compiled function (run eagerly, its dozen small operations cost about ten
-    times the whole Misra1a-sized solve)."""
+    ``stderr`` flat or, given ``params``, shaped like them: one compiled function (run eagerly,
+    its dozen small operations cost about ten times the whole Misra1a-sized solve)."""
     m, n = J.shape
     dof = m - n
     finite = jnp.all(jnp.isfinite(J))
@@ -371,7 +375,8 @@ def curve_fit(model: Callable, xdata, ydata, p0, *, sigma=None, absolute_sigma: 
             raise TypeError(f"curve_fit does not take {key!r}: the residuals are built from "
                             f"model, xdata and ydata.")
     p0 = as_float_tree(p0, "p0")
-    dtype = jnp.result_type(*jax.tree_util.tree_leaves(p0))  # as ravel_pytree promotes
+    # promoted as ravel_pytree promotes (it ignores weak types)
+    dtype = jnp.result_type(*(leaf.dtype for leaf in jax.tree_util.tree_leaves(p0)))
     n = sum(int(np.prod(np.shape(leaf))) for leaf in jax.tree_util.tree_leaves(p0))
 
     ydata = _as_data(ydata, "ydata", dtype)

@@ -314,3 +314,20 @@ def test_a_warm_call_reuses_the_model_output_check(monkeypatch):
     np.testing.assert_allclose(second.params, [4.5, 0.2], rtol=1e-8)
     with pytest.raises(ValueError, match="returns shape"):  # new shapes are checked again
         curve_fit(model, x[:5], y[:5, None], np.array([1.0, 0.1]))
+
+
+def test_the_remembered_model_check_keeps_weak_types():
+    # a Python-scalar leaf of xdata stays weakly typed in the check as in the solve: a model
+    # that insists on float32 arithmetic is not rejected on a float64 promotion the fit never sees
+    x = np.linspace(0.1, 4.0, 12).astype(np.float32)
+    y = (2.0 * np.exp(-0.7 * x) + 0.3).astype(np.float32)
+
+    def model(xd, p):
+        out = p[0] * jnp.exp(-p[1] * xd["t"]) + p[2] * xd["s"]
+        if out.dtype != xd["t"].dtype:
+            raise ValueError("promoted")
+        return out
+
+    for _ in range(2):  # the second call is served from the remembered check
+        fit = curve_fit(model, {"t": x, "s": 1.0}, y, np.array([1.0, 0.5, 0.0], np.float32))
+        np.testing.assert_allclose(fit.params, [2.0, 0.7, 0.3], rtol=1e-3)
