@@ -51,7 +51,8 @@ def as_float_tree(tree, name: str = "x0", *, check_finite: bool = True):
         if arr.size == 0:
             raise ValueError(f"{where} is empty (shape {arr.shape}).")
         if check_finite and not isinstance(arr, jax.core.Tracer):
-            if not bool(jnp.all(jnp.isfinite(arr))):
+            # NumPy, not jnp: inside an outer jit a jnp reduction of a constant is traced
+            if not np.all(np.isfinite(np.asarray(arr))):
                 raise ValueError(f"{where} contains non-finite values (NaN or inf).")
         out.append(arr)
     return jax.tree_util.tree_unflatten(treedef, out)

@@ -162,6 +162,12 @@ def _concrete(a) -> bool:
     return not isinstance(a, jax.core.Tracer)
 
 
+def _all(values) -> bool:
+    """``all(values)`` for a concrete array, in NumPy: inside an outer ``jit`` a jnp reduction of
+    a closed-over constant is traced and cannot be converted to a bool."""
+    return bool(np.all(np.asarray(values)))
+
+
 def _as_data(value, name: str, dtype):
     """``value`` as a JAX array of ``dtype``: integers converted, other floats refused."""
     try:
@@ -178,7 +184,7 @@ def _as_data(value, name: str, dtype):
     elif arr.dtype != dtype:
         raise TypeError(f"{name} has dtype {arr.dtype} but p0 has dtype {np.dtype(dtype)}; "
                         f"jacopt never casts silently: give p0 and the data the same dtype.")
-    if _concrete(arr) and not bool(jnp.all(jnp.isfinite(arr))):
+    if _concrete(arr) and not _all(np.isfinite(np.asarray(arr))):
         raise ValueError(f"{name} contains non-finite values (NaN or inf); remove or mask those "
                          f"points first.")
     return arr
@@ -189,7 +195,7 @@ def _check_xdata(xdata, length: int):
         if isinstance(leaf, (jax.Array, np.ndarray)) or np.isscalar(leaf):
             arr = leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf)
             if (_concrete(arr) and jnp.issubdtype(arr.dtype, jnp.inexact)
-                    and not bool(jnp.all(jnp.isfinite(arr)))):
+                    and not _all(np.isfinite(np.asarray(arr)))):
                 raise ValueError("xdata contains non-finite values (NaN or inf).")
             return arr
         return leaf
@@ -212,12 +218,12 @@ def _check_sigma(sigma, ydata, dtype):
     sigma = _as_data(sigma, "sigma", dtype)
     m = ydata.size
     if sigma.shape == ydata.shape or (sigma.ndim == 1 and sigma.shape[0] == m):
-        if _concrete(sigma) and not bool(jnp.all(sigma > 0)):
+        if _concrete(sigma) and not _all(np.asarray(sigma) > 0):
             raise ValueError("sigma must be positive: the standard deviation of each ydata point.")
         return "std", (1.0 / sigma).reshape(ydata.shape)
     if sigma.shape == (m, m):
         chol = jnp.linalg.cholesky(sigma)
-        if _concrete(chol) and not bool(jnp.all(jnp.isfinite(chol))):
+        if _concrete(chol) and not _all(np.isfinite(np.asarray(chol))):
             raise ValueError("sigma (2-D, the covariance of ydata) is not positive definite.")
         return "cov", chol
     raise ValueError(

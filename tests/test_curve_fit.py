@@ -331,3 +331,17 @@ def test_the_remembered_model_check_keeps_weak_types():
     for _ in range(2):  # the second call is served from the remembered check
         fit = curve_fit(model, {"t": x, "s": 1.0}, y, np.array([1.0, 0.5, 0.0], np.float32))
         np.testing.assert_allclose(fit.params, [2.0, 0.7, 0.3], rtol=1e-3)
+
+
+def test_curve_fit_inside_jit_with_closed_over_data():
+    # closed-over data are concrete inside the outer jit: their checks must not trace
+    x = jnp.linspace(1.0, 10.0, 14)
+    y = 3.0 * (1.0 - jnp.exp(-0.2 * x))
+
+    def model(x, p):
+        return p[0] * (1.0 - jnp.exp(-p[1] * x))
+
+    for sigma in (0.1 * jnp.ones(14), jnp.diag(jnp.full(14, 0.01))):
+        params = jax.jit(lambda: curve_fit(model, x, y, jnp.array([1.0, 0.1]),
+                                           sigma=sigma).params)()
+        np.testing.assert_allclose(params, [3.0, 0.2], rtol=1e-8)

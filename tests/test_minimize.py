@@ -413,3 +413,11 @@ def test_a_warm_direct_call_does_not_trace_fun_again():
     np.testing.assert_allclose(second.grad, jax.grad(fun)(second.params, 2 * c), atol=1e-12)
     with pytest.raises(ValueError, match="scalar"):  # the check still runs before any work
         jacopt.minimize(lambda x, c: x - c, jnp.zeros(3), args=(c,))
+
+
+def test_minimize_inside_jit_with_a_closed_over_start():
+    # a closed-over x0 is concrete inside the outer jit: its finiteness check must not trace
+    x0, c = jnp.zeros(3), jnp.array([1.0, 2.0, 3.0])
+    f = lambda p, c: jnp.sum((p - c) ** 2)  # noqa: E731
+    params = jax.jit(lambda: jacopt.minimize(f, x0, args=(c,)).params)()
+    np.testing.assert_allclose(params, c, atol=1e-8)
