@@ -13,8 +13,10 @@ The rule is a ``jax.custom_jvp``: forward mode uses it directly and reverse mode
 ``H`` is formed densely (``n x n``, forward-over-reverse) and applied through its
 eigendecomposition as a pseudo-inverse, which stays finite when ``H`` is singular (a
 rank-deficient fit): directions of zero curvature get zero derivative. Derivatives flow through
-the solution only; the solver's counters and diagnostics are constants, and data the objective
-closes over (rather than receiving through ``args``) is not differentiated.
+the solution only; the solver's counters and diagnostics are constants. Values the objective
+closes over that a transformation may differentiate (for example the variable of an outer
+``jax.grad``) are moved into ``args`` first (:func:`hoist_closure`), so they are differentiated
+like ``args``; other closed-over data are constants.
 """
 from __future__ import annotations
 
@@ -23,6 +25,46 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+try:  # the trace-state query behind hoist_closure's fast path (private; optional)
+    from jax._src import core as jax_core
+except ImportError:  # pragma: no cover - always convert
+    jax_core = None
+
+
+def hoist_closure(funs: tuple, x0, args: tuple):
+    """``(funs, args)`` with the tracers each of ``funs`` (each called as ``f(x, *args)``; None
+    entries pass through) closes over moved into trailing arguments (``jax.closure_convert``).
+    A function closing over, say, the variable of an outer ``jax.grad`` would otherwise leak
+    that tracer into the solver's compiled loop (JAX fails with "No constant handler for type
+    ... Tracer"). Every returned function takes the extended ``args`` and passes each its own
+    share. Outside any transformation nothing can be closed over that way, and ``funs`` and
+    ``args`` are returned as they are, at no cost, keeping the compiled solve cached on the
+    functions' identities."""
+    clean = getattr(jax_core, "trace_state_clean", None)
+    if clean is not None and clean():
+        return funs, args
+    num_args = len(args)
+    converted = [None if f is None else jax.closure_convert(f, x0, *args) for f in funs]
+    if not any(c is not None and c[1] for c in converted):
+        return funs, args
+    out, extra = [], []
+    for f, conv in zip(funs, converted):
+        if conv is None:
+            out.append(None)
+            continue
+        g, consts = conv
+        start = num_args + len(extra)
+        extra.extend(consts)
+        out.append(_with_share(g, num_args, start, start + len(consts)))
+    return tuple(out), tuple(args) + tuple(extra)
+
+
+def _with_share(converted, num_args: int, start: int, stop: int):
+    def call(x, *args):
+        return converted(x, *args[:num_args], *args[start:stop])
+
+    return call
 
 
 def _zero_tangent(x):

@@ -40,7 +40,7 @@ from jax.flatten_util import ravel_pytree
 
 from jacopt import _loop
 from jacopt._compile import cpu_fast_jit
-from jacopt._implicit import with_implicit_gradient
+from jacopt._implicit import hoist_closure, with_implicit_gradient
 from jacopt._validate import check_args, resolve_solver
 from jacopt.losses import get_loss
 from jacopt.results import LeastSquaresResult
@@ -167,6 +167,7 @@ def least_squares(
     if not isinstance(verbose, (int, np.integer)) or verbose not in (0, 1, 2):
         raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}.")
 
+    (fun, jac), args = hoist_closure((fun, jac), x0, args)
     return _solve(
         x0, args, lower, upper, scale, f_scale,
         solver=solver, fun=fun, jac=jac, loss=loss, max_steps=int(max_steps),

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jacopt._compile import cpu_fast_jit
-from jacopt._implicit import with_implicit_gradient
+from jacopt._implicit import hoist_closure, with_implicit_gradient
 from jacopt._loop import run
 from jacopt._validate import as_float_tree, check_args, common_dtype, ravel, resolve_solver
 from jacopt.results import MinimizeResult
@@ -115,6 +115,7 @@ def minimize(
     if (isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer))
             or max_steps < 0):
         raise ValueError(f"max_steps must be an int >= 0, got {max_steps!r}.")
+    (fun,), args = hoist_closure((fun,), x0, args)
     return _solve(x0, args, fun=fun, solver=solver, max_steps=int(max_steps),
                   history=bool(history), verbose=int(verbose))
 

@@ -156,6 +156,27 @@ def test_implicit_gradient_matches_finite_differences(outlier_data):
         np.testing.assert_allclose(jnp.dot(grad, direction), fd, rtol=1e-5)
 
 
+def test_implicit_gradient_through_a_residual_closing_over_the_data(outlier_data):
+    # the residual closes over y (the differentiated variable) instead of taking it in args,
+    # with and without a user jac: y is hoisted into args and gets the same derivative
+    t, y = map(jnp.asarray, outlier_data)
+    weights = jnp.array([1.0, -2.0, 3.0])
+    x0 = jnp.array([3.0, 1.3, 0.5])
+
+    def via_args(y):
+        return jnp.sum(jacopt.least_squares(decay, x0, args=(t, y)).params * weights)
+
+    def closing(y, with_jac):
+        jac = (lambda b, t: jax.jacfwd(decay)(b, t, y)) if with_jac else None
+        res = jacopt.least_squares(lambda b, t: decay(b, t, y), x0, args=(t,), jac=jac)
+        return jnp.sum(res.params * weights)
+
+    expected = jax.grad(via_args)(y)
+    for with_jac in (False, True):
+        np.testing.assert_allclose(jax.grad(closing)(y, with_jac), expected, rtol=1e-9,
+                                   atol=1e-12)
+
+
 def test_implicit_gradient_with_an_active_bound_is_zero_for_the_fixed_component(outlier_data):
     t, y = map(jnp.asarray, outlier_data)
 

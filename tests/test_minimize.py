@@ -421,3 +421,23 @@ def test_minimize_inside_jit_with_a_closed_over_start():
     f = lambda p, c: jnp.sum((p - c) ** 2)  # noqa: E731
     params = jax.jit(lambda: jacopt.minimize(f, x0, args=(c,)).params)()
     np.testing.assert_allclose(params, c, atol=1e-8)
+
+
+def test_derivatives_through_a_closure_over_the_differentiated_variable():
+    # fun closes over c instead of taking it in args: c is hoisted into args, so the implicit
+    # derivative flows to it (it used to fail with "No constant handler for ... Tracer")
+    def solve(c):
+        fun = lambda x: jnp.sum((x - c) ** 2) + 0.1 * jnp.sum(x ** 4)  # noqa: E731
+        return jacopt.minimize(fun, jnp.zeros(3), gtol=1e-12).params
+
+    c = jnp.array([0.5, -1.0, 2.0])
+    jac = jax.jacobian(solve)(c)
+    eps = 1e-6
+    fd = np.stack([(solve(c.at[i].add(eps)) - solve(c.at[i].add(-eps))) / (2 * eps)
+                   for i in range(3)], axis=1)
+    np.testing.assert_allclose(jac, fd, rtol=1e-5, atol=2e-6)  # fd: solver tolerance / eps
+    # the same derivative as passing c through args
+    via_args = jax.jacobian(lambda c: jacopt.minimize(
+        lambda x, c: jnp.sum((x - c) ** 2) + 0.1 * jnp.sum(x ** 4), jnp.zeros(3), args=(c,),
+        gtol=1e-12).params)(c)
+    np.testing.assert_allclose(jac, via_args, rtol=1e-10, atol=1e-12)
