@@ -18,6 +18,12 @@ def _leaf_name(name, path):
     return name + jax.tree_util.keystr(path)
 
 
+def all_finite(values) -> bool:
+    """Whether every entry of a concrete array is finite, checked in NumPy: inside an outer
+    ``jit`` a jnp reduction of a closed-over constant is traced and cannot become a bool."""
+    return bool(np.all(np.isfinite(np.asarray(values))))
+
+
 def as_float_tree(tree, name: str = "x0", *, check_finite: bool = True):
     """Return ``tree`` with every leaf a floating JAX array, or raise naming the bad leaf.
 
@@ -51,8 +57,7 @@ def as_float_tree(tree, name: str = "x0", *, check_finite: bool = True):
         if arr.size == 0:
             raise ValueError(f"{where} is empty (shape {arr.shape}).")
         if check_finite and not isinstance(arr, jax.core.Tracer):
-            # NumPy, not jnp: inside an outer jit a jnp reduction of a constant is traced
-            if not np.all(np.isfinite(np.asarray(arr))):
+            if not all_finite(arr):
                 raise ValueError(f"{where} contains non-finite values (NaN or inf).")
         out.append(arr)
     return jax.tree_util.tree_unflatten(treedef, out)

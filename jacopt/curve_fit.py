@@ -61,7 +61,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.scipy.linalg import solve_triangular
 
-from jacopt._validate import as_float_tree
+from jacopt._validate import all_finite, as_float_tree
 from jacopt.least_squares import least_squares
 from jacopt.linalg import gram_pinv
 from jacopt.results import LeastSquaresResult
@@ -162,12 +162,6 @@ def _concrete(a) -> bool:
     return not isinstance(a, jax.core.Tracer)
 
 
-def _all(values) -> bool:
-    """``all(values)`` for a concrete array, in NumPy: inside an outer ``jit`` a jnp reduction of
-    a closed-over constant is traced and cannot be converted to a bool."""
-    return bool(np.all(np.asarray(values)))
-
-
 def _as_data(value, name: str, dtype):
     """``value`` as a JAX array of ``dtype``: integers converted, other floats refused."""
     try:
@@ -184,7 +178,7 @@ def _as_data(value, name: str, dtype):
     elif arr.dtype != dtype:
         raise TypeError(f"{name} has dtype {arr.dtype} but p0 has dtype {np.dtype(dtype)}; "
                         f"jacopt never casts silently: give p0 and the data the same dtype.")
-    if _concrete(arr) and not _all(np.isfinite(np.asarray(arr))):
+    if _concrete(arr) and not all_finite(arr):
         raise ValueError(f"{name} contains non-finite values (NaN or inf); remove or mask those "
                          f"points first.")
     return arr
@@ -195,7 +189,7 @@ def _check_xdata(xdata, length: int):
         if isinstance(leaf, (jax.Array, np.ndarray)) or np.isscalar(leaf):
             arr = leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf)
             if (_concrete(arr) and jnp.issubdtype(arr.dtype, jnp.inexact)
-                    and not _all(np.isfinite(np.asarray(arr)))):
+                    and not all_finite(arr)):
                 raise ValueError("xdata contains non-finite values (NaN or inf).")
             return arr
         return leaf
@@ -218,12 +212,12 @@ def _check_sigma(sigma, ydata, dtype):
     sigma = _as_data(sigma, "sigma", dtype)
     m = ydata.size
     if sigma.shape == ydata.shape or (sigma.ndim == 1 and sigma.shape[0] == m):
-        if _concrete(sigma) and not _all(np.asarray(sigma) > 0):
+        if _concrete(sigma) and not np.all(np.asarray(sigma) > 0):  # NumPy: see all_finite
             raise ValueError("sigma must be positive: the standard deviation of each ydata point.")
         return "std", (1.0 / sigma).reshape(ydata.shape)
     if sigma.shape == (m, m):
         chol = jnp.linalg.cholesky(sigma)
-        if _concrete(chol) and not _all(np.isfinite(np.asarray(chol))):
+        if _concrete(chol) and not all_finite(chol):
             raise ValueError("sigma (2-D, the covariance of ydata) is not positive definite.")
         return "cov", chol
     raise ValueError(

@@ -41,7 +41,7 @@ from jax.flatten_util import ravel_pytree
 from jacopt import _loop
 from jacopt._compile import cpu_fast_jit
 from jacopt._implicit import hoist_closure, with_implicit_gradient
-from jacopt._validate import check_args, resolve_solver
+from jacopt._validate import all_finite, check_args, resolve_solver
 from jacopt.losses import get_loss
 from jacopt.results import LeastSquaresResult
 from jacopt.solvers.dogleg import Dogleg
@@ -215,7 +215,7 @@ def _check_x0(x0):
                 raise TypeError(f"{where} is complex; jacopt solves over the reals.")
             if kind in "biu":
                 arr = np.asarray(arr, dtype=jnp.result_type(float))
-            if arr.size and not np.all(np.isfinite(np.asarray(arr))):
+            if arr.size and not all_finite(arr):
                 raise ValueError(f"{where} contains non-finite values (NaN or inf).")
         if jnp.issubdtype(arr.dtype, jnp.integer) or arr.dtype == bool:
             arr = arr.astype(jnp.result_type(float))
