@@ -149,9 +149,9 @@ class Factorisation(NamedTuple):
 
     In the dual form (``m <= 2n/3``, no bounds: :func:`is_dual`; module docstring) ``R`` holds
     ``A = J~ D^{-1}`` (``m x n``) and ``qtr`` holds ``r~``, so that
-    ``||R q + qtr|| = ||J~ p + r~||``
-    for ``q = D p``, as ``||R p + qtr||`` is up to a constant in the primal form; there is no
-    Gauss-Newton step (``p_gn = 0``, ``gn_norm = inf``, ``newton_slope = 0``)."""
+    ``||R q + qtr|| = ||J~ p + r~||`` for ``q = D p``, as ``||R p + qtr||`` is up to a constant in
+    the primal form; there is no Gauss-Newton step (``p_gn = 0``, ``gn_norm = inf``,
+    ``newton_slope = 0``)."""
 
     scale: Any
     fixed: Any
