@@ -1,0 +1,158 @@
+"""What a call costs beyond the solve: warm direct calls against the same solve inside
+``jax.jit`` and against SciPy, and first-call (compile) times, each in a fresh process.
+
+Part 1, warm calls (median of ``repeats`` calls, each ended by ``block_until_ready``, after one
+warm-up), on a fit of Misra1a's size (``b1 (1 - exp(-b2 x))`` on 14 points, 2 parameters) and on
+Rosenbrock:
+
+- ``jacopt.curve_fit`` called directly, and SciPy's ``curve_fit`` on the same data;
+- ``jacopt.least_squares`` called directly, and the same call inside one ``jax.jit``;
+- ``jacopt.minimize`` (BFGS) called directly, and inside one ``jax.jit``.
+
+Part 2, first calls, each in a fresh Python process (so nothing is cached):
+
+- ``jacopt.minimize`` on Rosenbrock (BFGS, Newton): called directly (compiled with XLA's classic
+  CPU fusion emitters, :mod:`jacopt._compile`) and inside ``jax.jit`` (default emitters);
+- one compile of NIST Misra1a and Thurber for jacopt LM and Optimistix LM (when installed),
+  ``jit(solve).lower(...).compile()`` as in :mod:`jacopt.benchmarks.nist`, with the default
+  and with the classic emitters.
+
+Run: ``python -m jacopt.benchmarks.overhead [--quick]`` (``--quick``: fewer repeats, part 2
+once instead of three times; the medians are printed).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+
+CLASSIC = {"xla_cpu_use_fusion_emitters": False}
+
+
+def _median_ms(call, repeats: int) -> float:
+    import jax
+
+    jax.block_until_ready(call())
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        jax.block_until_ready(call())
+        times.append(time.perf_counter() - started)
+    return 1e3 * statistics.median(times)
+
+
+def warm_calls(repeats: int = 300) -> list[tuple[str, float]]:
+    """``(label, median ms)`` for part 1 (module docstring)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import scipy.optimize
+
+    import jacopt
+    from jacopt.problems import test_functions
+
+    jax.config.update("jax_enable_x64", True)
+    x = np.linspace(1.0, 10.0, 14)
+    y = 3.0 * (1.0 - np.exp(-0.2 * x)) + 0.01 * np.random.default_rng(0).standard_normal(14)
+    p0 = np.array([1.0, 0.1])
+
+    def model(x, p):
+        return p[0] * (1.0 - jnp.exp(-p[1] * x))
+
+    def residual(p, x, y):
+        return model(x, p) - y
+
+    xj, yj, pj = jnp.asarray(x), jnp.asarray(y), jnp.asarray(p0)
+    fitted = jax.jit(lambda p, x, y: jacopt.least_squares(residual, p, args=(x, y)).params)
+    rosen = test_functions.get("rosenbrock")
+    r0 = jnp.asarray(rosen.x0)
+    minimised = jax.jit(lambda r: jacopt.minimize(rosen.fun, r).params)
+    return [
+        ("curve_fit, direct", _median_ms(lambda: jacopt.curve_fit(model, x, y, p0).params,
+                                         repeats)),
+        ("SciPy curve_fit", _median_ms(lambda: scipy.optimize.curve_fit(
+            lambda x, a, b: a * (1.0 - np.exp(-b * x)), x, y, p0=p0)[0], repeats)),
+        ("least_squares, direct", _median_ms(
+            lambda: jacopt.least_squares(residual, pj, args=(xj, yj)).params, repeats)),
+        ("least_squares, inside jax.jit", _median_ms(lambda: fitted(pj, xj, yj), repeats)),
+        ("minimize BFGS on Rosenbrock, direct", _median_ms(
+            lambda: jacopt.minimize(rosen.fun, r0).params, repeats)),
+        ("minimize BFGS on Rosenbrock, inside jax.jit", _median_ms(lambda: minimised(r0),
+                                                                   repeats)),
+    ]
+
+
+_FIRST_CALL = """
+import sys, time, jax, jax.numpy as jnp
+jax.config.update("jax_enable_x64", True)
+import jacopt
+from jacopt.problems import test_functions
+p = test_functions.get("rosenbrock"); x0 = jnp.asarray(p.x0)
+solver, mode = sys.argv[1], sys.argv[2]
+call = ((lambda: jacopt.minimize(p.fun, x0, solver=solver).params) if mode == "direct" else
+        (lambda: jax.jit(lambda x: jacopt.minimize(p.fun, x, solver=solver).params)(x0)))
+t = time.perf_counter(); jax.block_until_ready(call()); print(time.perf_counter() - t)
+"""
+
+_COMPILE = """
+import sys, time, json, jax, jax.numpy as jnp
+jax.config.update("jax_enable_x64", True)
+from jacopt.benchmarks import nist as bench
+from jacopt.problems import nist
+name, method, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+p = nist.load(name)
+make = bench._jacopt_solve(p, "lm") if method == "jacopt" else bench._optimistix_solve(p)
+x0, args = jnp.asarray(p.starts[0]), (jnp.asarray(p.x), jnp.asarray(p.y))
+t = time.perf_counter()
+jax.jit(make, compiler_options=options or None).lower(x0, *args).compile()
+print(time.perf_counter() - t)
+"""
+
+
+def _fresh(script: str, *argv: str) -> float:
+    out = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def first_calls(times: int = 3) -> list[tuple[str, float]]:
+    """``(label, median s)`` for part 2 (module docstring), each measured ``times`` times."""
+    import importlib.util
+    import json
+
+    def median(script, *argv):
+        return statistics.median(_fresh(script, *argv) for _ in range(times))
+
+    rows = []
+    for solver in ("bfgs", "newton"):
+        for mode, label in (("direct", "direct (classic emitters)"),
+                            ("jit", "inside jax.jit (default emitters)")):
+            rows.append((f"minimize {solver} on Rosenbrock, first call, {label}",
+                         median(_FIRST_CALL, solver, mode)))
+    methods = ["jacopt"] + (["optimistix"] if importlib.util.find_spec("optimistix") else [])
+    for name in ("Misra1a", "Thurber"):
+        for method in methods:
+            for options, label in (({}, "default emitters"), (CLASSIC, "classic emitters")):
+                rows.append((f"{name}, {method} LM, one compile, {label}",
+                             median(_COMPILE, name, method, json.dumps(options))))
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jacopt.benchmarks.overhead",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    opts = parser.parse_args(argv)
+    print("warm calls (median)")
+    for label, ms in warm_calls(50 if opts.quick else 300):
+        print(f"  {label:<44} {ms:8.3f} ms")
+    print("first calls, fresh processes (median)")
+    for label, s in first_calls(1 if opts.quick else 3):
+        print(f"  {label:<78} {s:6.3f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
