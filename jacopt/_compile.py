@@ -2,9 +2,10 @@
 solve is called directly on the CPU.
 
 XLA's classic CPU fusion emitters compile a solver loop's many small fused kernels faster than
-the default emitters and run them as fast: compiles of Misra1a and Thurber 1.6x-1.8x faster,
-and ``minimize``'s first call on Rosenbrock 0.39 -> 0.24 s (BFGS) and 0.51 -> 0.42 s (Newton),
-with the same warm times (measured at the commit that added this module, 2 CPU cores). Compiler
+the default emitters and run them as fast: ``python -m jacopt.benchmarks.overhead`` prints
+first-call and compile times with both (Misra1a and Thurber LM compiles 1.5x-1.7x faster,
+``minimize``'s first call on Rosenbrock 0.36 -> 0.21 s with BFGS, 0.51 -> 0.40 s with Newton,
+2 CPU cores). Compiler
 options only apply to a top-level ``jit``: inside a user's own ``jit`` (or ``vmap`` under it)
 the user's options apply and the plain ``jit`` is used. If this XLA does not know the option,
 the plain ``jit`` is used from then on.
