@@ -1,11 +1,15 @@
 """Input checks shared by the solver entry points; they run before any tracing or solving.
 
 Dtype rule (documented in the README): floating leaves of ``x0`` keep their dtype; integer and
-boolean leaves (``x0=[1, 2]``, as SciPy accepts) are cast to JAX's default float dtype (float32,
-or float64 with ``jax_enable_x64``); anything else is a ``TypeError`` naming the argument.
+boolean leaves, and plain Python numbers (``x0=[1, 2]`` or ``[1.0, 0.1]``, as SciPy accepts), take
+JAX's default float dtype (float32, or float64 with ``jax_enable_x64``); a NumPy float64 leaf
+while ``jax_enable_x64`` is off is a ``TypeError`` (JAX would truncate it silently); anything else
+is a ``TypeError`` naming the argument.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Callable, Mapping
 
 import jax
@@ -24,13 +28,56 @@ def all_finite(values) -> bool:
     return bool(np.all(np.isfinite(np.asarray(values))))
 
 
+def numbers_as_array(value):
+    """A plain ``list`` or ``tuple`` of numbers (``x0=[1.0, 0.1]``, as SciPy users write it) as a
+    1-D NumPy array; anything else (arrays, pytrees, named tuples, empty lists) unchanged. As a
+    pytree such a list would reach ``fun`` as a list, on which arithmetic fails, and come back as
+    a list of 0-d arrays; SciPy turns it into an array. Plain Python floats take JAX's default
+    float dtype, as JAX treats them (weakly typed)."""
+    if type(value) not in (list, tuple) or not value or not all(
+            isinstance(v, numbers.Number) for v in value):
+        return value
+    arr = np.asarray(value)
+    if arr.dtype.kind == "f" and all(type(v) in (bool, int, float) for v in value):
+        arr = arr.astype(jnp.result_type(float))
+    return arr
+
+
+def check_x64(dtype, name: str) -> None:
+    """A float64 input while ``jax_enable_x64`` is off would be truncated to float32 by JAX
+    without a word: raise instead, naming the argument."""
+    if np.dtype(dtype) == np.float64 and not jax.config.jax_enable_x64:
+        raise TypeError(f"{name} is float64 but JAX runs in float32 (jax_enable_x64 is off); "
+                        f"enable x64 with jax.config.update('jax_enable_x64', True) or pass "
+                        f"float32.")
+
+
+def static_number(value, name: str, *, positive: bool = False) -> float:
+    """A tolerance (a setting the solve is compiled for) as a Python float: a real number >= 0
+    (> 0 and finite with ``positive``), given as a Python or NumPy scalar or a concrete 0-d
+    array; else a ``ValueError`` (``TypeError`` for a traced value) naming it."""
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(f"{name} is a traced value; it is a setting the solve is compiled for: "
+                        f"pass a concrete number.")
+    ok = not isinstance(value, bool) and (isinstance(value, numbers.Real) or (
+        isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0
+        and np.asarray(value).dtype.kind in "iuf"))
+    number = float(np.asarray(value)) if ok else math.nan
+    if not (number > 0 and math.isfinite(number) if positive else number >= 0):
+        kind = "positive finite" if positive else "non-negative"
+        raise ValueError(f"{name} must be a {kind} number, got {value!r}.")
+    return number
+
+
 def as_float_tree(tree, name: str = "x0", *, check_finite: bool = True):
     """Return ``tree`` with every leaf a floating JAX array, or raise naming the bad leaf.
 
-    Raises ``TypeError`` for a non-numeric leaf, ``ValueError`` for an empty tree, an empty leaf
-    or (when the values are concrete and ``check_finite``) a non-finite value.
+    A plain list of numbers becomes an array first (:func:`numbers_as_array`). Raises
+    ``TypeError`` for a non-numeric leaf or a NumPy float64 leaf while x64 is off
+    (:func:`check_x64`), ``ValueError`` for an empty tree, an empty leaf or (when the values are
+    concrete and ``check_finite``) a non-finite value.
     """
-    leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(numbers_as_array(tree))
     if not leaves_with_path:
         raise ValueError(f"{name} is empty: it must hold at least one number.")
     out = []
@@ -38,6 +85,8 @@ def as_float_tree(tree, name: str = "x0", *, check_finite: bool = True):
         where = _leaf_name(name, path)
         if isinstance(leaf, jax.core.Tracer):
             arr = leaf
+        elif type(leaf) in (float, int, bool):  # weakly typed, as in JAX
+            arr = np.asarray(leaf, dtype=jnp.result_type(float))
         else:
             try:
                 arr = np.asarray(leaf) if not isinstance(leaf, jax.Array) else leaf
@@ -50,6 +99,7 @@ def as_float_tree(tree, name: str = "x0", *, check_finite: bool = True):
                 )
         if arr.dtype.kind == "c":
             raise TypeError(f"{where} is complex; jacopt solves over the reals.")
+        check_x64(arr.dtype, where)
         if arr.dtype.kind in "biu":
             arr = jnp.asarray(arr, dtype=jnp.result_type(float))
         else:

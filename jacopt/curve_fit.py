@@ -46,12 +46,16 @@ Errors (raised before any work, naming the argument): ``ydata`` not a non-empty 
 non-finite; ``xdata`` non-finite or, for an array ``xdata``, neither its first nor its last axis
 of length ``len(ydata)``; ``model`` output shape different from ``ydata``'s; ``sigma`` of the wrong
 shape, non-positive, non-finite or (2-D) not positive definite; ``ydata``/``sigma`` with a
-floating dtype different from ``p0``'s (integers are converted to ``p0``'s dtype).
+floating dtype different from ``p0``'s (integers are converted to ``p0``'s dtype), or NumPy float64
+while x64 is off; ``p0`` missing; a keyword of SciPy's ``curve_fit`` with no counterpart here
+(the message names what to use instead). A scalar ``sigma`` applies to every point, and a list
+of numbers (``p0``, ``xdata``) is a 1-D array, as in SciPy.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import warnings
 from typing import Any, Callable
 
@@ -61,7 +65,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.scipy.linalg import solve_triangular
 
-from jacopt._validate import all_finite, as_float_tree
+from jacopt._validate import all_finite, as_float_tree, check_x64, numbers_as_array
 from jacopt.least_squares import least_squares
 from jacopt.linalg import gram_pinv
 from jacopt.results import LeastSquaresResult
@@ -162,8 +166,27 @@ def _concrete(a) -> bool:
     return not isinstance(a, jax.core.Tracer)
 
 
+_SCIPY_ONLY = {
+    "method": "solver= chooses the method ('lm', 'gn', 'dogleg')",
+    "maxfev": "max_steps= caps the iterations",
+    "full_output": "the returned CurveFitResult holds everything (the solve as .result)",
+    "check_finite": "inputs are always checked for NaN and inf",
+    "nan_policy": "NaN in the data is an error; drop those points first",
+    "diff_step": "the Jacobian comes from automatic differentiation (or jac=)",
+}
+"""``scipy.optimize.curve_fit`` keywords with no counterpart here, and what to use instead."""
+
+
+@functools.lru_cache(maxsize=None)
+def _least_squares_keywords() -> frozenset:
+    """The keyword arguments :func:`jacopt.least_squares` accepts."""
+    return frozenset(inspect.signature(least_squares).parameters)
+
+
 def _as_data(value, name: str, dtype):
     """``value`` as a JAX array of ``dtype``: integers converted, other floats refused."""
+    if isinstance(value, np.ndarray):  # JAX would truncate float64 to float32 silently
+        check_x64(value.dtype, name)
     try:
         arr = value if isinstance(value, jax.Array) else jnp.asarray(value)
     except TypeError as exc:
@@ -194,7 +217,7 @@ def _check_xdata(xdata, length: int):
             return arr
         return leaf
 
-    xdata = jax.tree_util.tree_map(convert, xdata)
+    xdata = jax.tree_util.tree_map(convert, numbers_as_array(xdata))
     if isinstance(xdata, jax.Array) and xdata.ndim >= 1:
         if length not in (xdata.shape[0], xdata.shape[-1]):
             raise ValueError(
@@ -211,6 +234,8 @@ def _check_sigma(sigma, ydata, dtype):
         return "std", np.ones(ydata.shape, ydata.dtype)
     sigma = _as_data(sigma, "sigma", dtype)
     m = ydata.size
+    if sigma.ndim == 0:  # one standard deviation for every point (as SciPy accepts)
+        sigma = jnp.broadcast_to(sigma, ydata.shape)
     if sigma.shape == ydata.shape or (sigma.ndim == 1 and sigma.shape[0] == m):
         if _concrete(sigma) and not np.all(np.asarray(sigma) > 0):  # NumPy: see all_finite
             raise ValueError("sigma must be positive: the standard deviation of each ydata point.")
@@ -343,9 +368,10 @@ def curve_fit(model: Callable, xdata, ydata, p0, *, sigma=None, absolute_sigma: 
         ``len(ydata)``, like SciPy's ``(M,)`` or ``(k, M)``) or any pytree the model accepts.
       ydata: the observations, an array of ``m`` values (any shape), finite.
       p0: the start, an array or pytree of floats (required: its structure defines the
-        parameters).
-      sigma: ``None`` (unit weights), standard deviations of ``ydata`` (``ydata``'s shape, or
-        ``(m,)``), or the ``(m, m)`` covariance matrix of the flattened ``ydata``.
+        parameters; a list of numbers is a 1-D array, as in SciPy).
+      sigma: ``None`` (unit weights), standard deviations of ``ydata`` (``ydata``'s shape,
+        ``(m,)``, or a scalar for every point), or the ``(m, m)`` covariance matrix of the
+        flattened ``ydata``.
       absolute_sigma: ``sigma`` is in absolute units: do not rescale the covariance by the
         residual variance.
       bounds: ``(lower, upper)`` on the parameters, scalars or pytrees like ``p0`` (as in
@@ -370,10 +396,19 @@ def curve_fit(model: Callable, xdata, ydata, p0, *, sigma=None, absolute_sigma: 
     if jac is not None and not callable(jac):
         raise TypeError(f"jac must be None or callable as jac(xdata, params), got "
                         f"{type(jac).__name__}.")
-    for key in ("args", "fun", "x0"):
-        if key in least_squares_kwargs:
+    for key in least_squares_kwargs:
+        if key in ("args", "fun", "x0"):
             raise TypeError(f"curve_fit does not take {key!r}: the residuals are built from "
                             f"model, xdata and ydata.")
+        if key in _SCIPY_ONLY:
+            raise TypeError(f"curve_fit() got SciPy's keyword argument {key!r}; here "
+                            f"{_SCIPY_ONLY[key]}.")
+        if key not in _least_squares_keywords():
+            raise TypeError(f"curve_fit() got an unexpected keyword argument {key!r}.")
+    if p0 is None:
+        raise ValueError("p0 is required: its structure defines the parameters (SciPy's "
+                         "default of ones reads the model's signature, which model(xdata, "
+                         "params) does not give); pass e.g. p0=jnp.ones(n).")
     p0 = as_float_tree(p0, "p0")
     # promoted as ravel_pytree promotes (it ignores weak types)
     dtype = jnp.result_type(*(leaf.dtype for leaf in jax.tree_util.tree_leaves(p0)))

@@ -31,7 +31,6 @@ components fixed at a bound get a zero derivative and the rule is applied to the
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +40,8 @@ from jax.flatten_util import ravel_pytree
 from jacopt import _loop
 from jacopt._compile import cpu_fast_jit
 from jacopt._implicit import hoist_closure, with_implicit_gradient
-from jacopt._validate import all_finite, check_args, resolve_solver
+from jacopt._validate import (all_finite, check_args, check_x64, numbers_as_array,
+                              resolve_solver, static_number)
 from jacopt.losses import get_loss
 from jacopt.results import LeastSquaresResult
 from jacopt.solvers.dogleg import Dogleg
@@ -89,8 +89,11 @@ def least_squares(
     Args:
       fun: ``fun(params, *args)`` returning the residuals: an array or pytree of arrays with
         ``m >= 1`` elements in total, in ``x0``'s dtype (a scalar is an error: return the
-        vector of residuals, not their sum of squares). Must be traceable by JAX.
-      x0: the start, an array or pytree of arrays (``n`` elements in total); finite.
+        vector of residuals, not their sum of squares). Must be traceable by JAX. Compiled
+        once per function and shapes, as by ``jax.jit``: data it reads from globals or object
+        attributes are frozen at the first call; pass data that change through ``args``.
+      x0: the start, an array or pytree of arrays (``n`` elements in total); finite. A list
+        of numbers is a 1-D array, as in SciPy.
       args: tuple of extra arguments of ``fun`` (arrays/pytrees; traced, so new values do not
         recompile).
       solver: ``"lm"`` (Levenberg-Marquardt, default), ``"gn"`` (Gauss-Newton with a line
@@ -134,19 +137,23 @@ def least_squares(
     """
     check_args(args)
     solver = resolve_solver(solver, SOLVERS, LeastSquaresSolver)
-    overrides = {k: v for k, v in (("ftol", ftol), ("xtol", xtol), ("gtol", gtol))
-                 if v is not None}
-    for key, value in overrides.items():
-        if not (isinstance(value, (int, float)) and value >= 0):
-            raise ValueError(f"{key} must be a non-negative number, got {value!r}.")
+    overrides = {k: static_number(v, k) for k, v in (("ftol", ftol), ("xtol", xtol),
+                                                      ("gtol", gtol)) if v is not None}
     if overrides:
-        solver = dataclasses.replace(solver, **{k: float(v) for k, v in overrides.items()})
+        solver = dataclasses.replace(solver, **overrides)
+    if jac is not None and not callable(jac):
+        raise TypeError(f"jac must be None (JAX differentiates fun) or a function jac(params, "
+                        f"*args) returning the (m, n) Jacobian, got {jac!r}; SciPy's '2-point', "
+                        f"'3-point', 'cs' and jac=True have no use here: leave jac out.")
     if jac is not None and isinstance(solver, MatrixFreeLevenbergMarquardt):
         raise ValueError("jac must be None for solver='lm-matrix-free': it applies J through "
                          "automatic differentiation (JVPs) and never forms the matrix.")
     loss = get_loss(loss)
-    if not (isinstance(f_scale, (int, float)) and math.isfinite(f_scale) and f_scale > 0):
-        raise ValueError(f"f_scale must be a positive finite number, got {f_scale!r}.")
+    if _is_traced(f_scale):  # a traced input of the solve (derivatives flow to it)
+        if jnp.ndim(f_scale) != 0 or not jnp.issubdtype(jnp.result_type(f_scale), jnp.floating):
+            raise ValueError(f"f_scale must be a positive floating scalar, got {f_scale!r}.")
+    else:
+        f_scale = static_number(f_scale, "f_scale", positive=True)
 
     x0, dtype, treedef, sizes = _check_x0(x0)
     n = int(sum(sizes))
@@ -160,7 +167,8 @@ def least_squares(
     if bounds is not None:
         if not isinstance(solver, _BOUNDED_SOLVERS):
             raise ValueError(
-                f"bounds are supported by solver='lm' and solver='gn', not {type(solver).__name__}."
+                f"bounds are supported by solver='lm', 'gn' and 'lm-matrix-free', not "
+                f"{type(solver).__name__}."
             )
         lower, upper = _check_bounds(bounds, x0, treedef, sizes, dtype)
     scale = _check_x_scale(x_scale, treedef, sizes, dtype)
@@ -197,6 +205,7 @@ def _is_traced(a) -> bool:
 
 
 def _check_x0(x0):
+    x0 = numbers_as_array(x0)
     leaves, treedef = jax.tree_util.tree_flatten(x0)
     if not leaves:
         raise ValueError("x0 is empty: it must hold at least one number.")
@@ -206,6 +215,8 @@ def _check_x0(x0):
         where = "x0" + path
         if _is_traced(leaf):
             arr = leaf
+        elif type(leaf) in (float, int, bool):  # weakly typed, as in JAX
+            arr = np.asarray(leaf, dtype=jnp.result_type(float))
         else:
             arr = leaf if isinstance(leaf, (np.ndarray, jax.Array)) else np.asarray(leaf)
             kind = arr.dtype.kind
@@ -228,10 +239,7 @@ def _check_x0(x0):
         raise TypeError(f"x0 mixes dtypes {sorted(map(str, dtypes))}; give every leaf the same "
                         "floating dtype.")
     dtype = dtypes.pop()
-    # x64 disabled: numpy float64 input would be silently truncated by JAX
-    if dtype == np.float64 and not jax.config.jax_enable_x64:
-        raise TypeError("x0 is float64 but JAX runs in float32 (jax_enable_x64 is off); enable "
-                        "x64 with jax.config.update('jax_enable_x64', True) or pass float32.")
+    check_x64(dtype, "x0")
     return jax.tree_util.tree_unflatten(treedef, out), dtype, treedef, sizes
 
 

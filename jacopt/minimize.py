@@ -47,7 +47,8 @@ import numpy as np
 from jacopt._compile import cpu_fast_jit
 from jacopt._implicit import hoist_closure, with_implicit_gradient
 from jacopt._loop import run
-from jacopt._validate import as_float_tree, check_args, common_dtype, ravel, resolve_solver
+from jacopt._validate import (as_float_tree, check_args, common_dtype, ravel, resolve_solver,
+                              static_number)
 from jacopt.results import MinimizeResult
 from jacopt.solvers.bfgs import BFGS
 from jacopt.solvers.lbfgs import LBFGS
@@ -78,9 +79,12 @@ def minimize(
 
     Args:
       fun: ``fun(x, *args) -> scalar``, smooth, written in JAX (differentiated automatically).
-        It must return a real floating scalar of ``x0``'s dtype.
-      x0: the start, a pytree of float arrays (one dtype; integer leaves become JAX's default
-        float, as in SciPy). ``params`` in the result has the same structure.
+        It must return a real floating scalar of ``x0``'s dtype. Compiled once per function
+        and shapes, as by ``jax.jit``: data it reads from globals or object attributes are
+        frozen at the first call; pass data that change through ``args``.
+      x0: the start, a pytree of float arrays (one dtype; integer leaves and plain Python
+        numbers take JAX's default float dtype, and a list of numbers is a 1-D array, as in
+        SciPy). ``params`` in the result has the same structure.
       args: a tuple of extra arguments (pytrees, traced: changing their values does not
         recompile). The solution is differentiable with respect to them.
       solver: a name (``"bfgs"``, ``"lbfgs"``, ``"newton"``, ``"newton-cg"``) or a solver
@@ -101,10 +105,11 @@ def minimize(
       ``history``.
 
     Raises (before any work): ``ValueError`` if ``fun`` does not return a scalar, ``x0`` is
-    non-finite or empty, ``solver`` is an unknown name (the message lists the valid ones) or a
-    tolerance is negative; ``TypeError`` if ``x0`` or ``fun``'s output is not real floating,
-    their dtypes differ, or ``args`` is not a tuple. A non-finite ``fun(x0)`` is not an
-    exception: the result has ``status == Status.NONFINITE``.
+    non-finite or empty, ``solver`` is an unknown name (the message lists the valid ones), a
+    tolerance is not a number >= 0 or ``verbose`` is not 0, 1 or 2; ``TypeError`` if ``x0`` or
+    ``fun``'s output is not real floating, their dtypes differ, ``x0`` is a NumPy float64 array
+    while x64 is off, a tolerance is traced, or ``args`` is not a tuple. A non-finite
+    ``fun(x0)`` is not an exception: the result has ``status == Status.NONFINITE``.
     """
     solver = _resolve(solver, gtol=gtol, ftol=ftol, xtol=xtol)
     args = check_args(args)
@@ -115,6 +120,8 @@ def minimize(
     if (isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer))
             or max_steps < 0):
         raise ValueError(f"max_steps must be an int >= 0, got {max_steps!r}.")
+    if not isinstance(verbose, (int, np.integer)) or verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}.")
     (fun,), args = hoist_closure((fun,), x0, args)
     return _solve(x0, args, fun=fun, solver=solver, max_steps=int(max_steps),
                   history=bool(history), verbose=int(verbose))
@@ -122,10 +129,7 @@ def minimize(
 
 def _resolve(solver, **tolerances) -> Minimizer:
     solver = resolve_solver(solver, SOLVERS, Minimizer)
-    overrides = {k: float(v) for k, v in tolerances.items() if v is not None}
-    for name, value in overrides.items():
-        if not value >= 0:
-            raise ValueError(f"{name} must be >= 0, got {value!r}.")
+    overrides = {k: static_number(v, k) for k, v in tolerances.items() if v is not None}
     return dataclasses.replace(solver, **overrides) if overrides else solver
 
 

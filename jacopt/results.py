@@ -44,8 +44,8 @@ class LeastSquaresResult(NamedTuple):
     """The result of :func:`jacopt.least_squares` and :func:`jacopt.curve_fit`'s solve.
 
     - ``params``: the solution, with the structure of ``x0``.
-    - ``cost``: ``0.5 * sum(rho(r**2))`` at ``params`` (``rho`` the robust loss, identity by
-      default).
+    - ``cost``: ``0.5 * sum(f_scale**2 * rho((r / f_scale)**2))`` at ``params`` (``rho`` the
+      robust loss; ``0.5 * sum(r**2)`` for the default linear loss).
     - ``residuals``: ``fun(params, *args)``, with the structure ``fun`` returns.
     - ``jac``: the Jacobian of the flattened residuals with respect to the flattened parameters,
       a 2-D array ``(m, n)`` (ravel order of ``jax.flatten_util.ravel_pytree``; use

@@ -157,7 +157,7 @@ def test_bad_input_raises_before_any_work():
         jacopt.minimize(lambda x: jnp.sum(x.astype(jnp.float64) ** 2), jnp.ones(2, jnp.float32))
     with pytest.raises(TypeError, match="fun must return a real floating scalar"):
         jacopt.minimize(lambda x: jnp.sum(x > 0), jnp.ones(2))
-    with pytest.raises(ValueError, match="gtol must be >= 0"):
+    with pytest.raises(ValueError, match="gtol must be a non-negative number"):
         jacopt.minimize(f, jnp.ones(2), gtol=-1.0)
     with pytest.raises(ValueError, match="memory must be an int >= 1"):
         LBFGS(memory=0)

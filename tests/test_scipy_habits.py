@@ -1,0 +1,178 @@
+"""Calls written the way scipy.optimize users write them: lists of numbers for the start, NumPy
+scalars for settings, SciPy's names for things jacopt does differently. Each either works as in
+SciPy (checked against SciPy or against the same call with arrays) or fails before any work with
+a message that names the argument and what to do instead."""
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+
+import jacopt
+
+T = np.linspace(0.0, 4.0, 25)
+Y = 3.0 * np.exp(-0.7 * T) + 0.02 * np.cos(7.0 * T)  # deterministic "noise"
+
+
+def residual(p, t, y):
+    return p[0] * jnp.exp(-p[1] * t) - y
+
+
+def model(t, p):
+    return p[0] * jnp.exp(-p[1] * t)
+
+
+def test_least_squares_takes_a_list_start_with_array_bounds_and_x_scale():
+    reference = jacopt.least_squares(residual, jnp.array([1.0, 0.1]), args=(T, Y),
+                                     bounds=(np.zeros(2), np.full(2, 5.0)),
+                                     x_scale=np.array([1.0, 0.5]))
+    listed = jacopt.least_squares(residual, [1.0, 0.1], args=(T, Y),
+                                  bounds=(np.zeros(2), np.full(2, 5.0)),
+                                  x_scale=np.array([1.0, 0.5]))
+    assert isinstance(listed.params, jax.Array) and listed.params.shape == (2,)
+    np.testing.assert_array_equal(listed.params, reference.params)
+    scipy_fit = scipy.optimize.least_squares(
+        lambda p: p[0] * np.exp(-p[1] * T) - Y, [1.0, 0.1], bounds=(0.0, 5.0), xtol=1e-15,
+        ftol=1e-15, gtol=1e-15)
+    np.testing.assert_allclose(listed.params, scipy_fit.x, rtol=1e-8)
+
+
+def test_minimize_takes_a_list_start_as_an_array():
+    result = jacopt.minimize(lambda x: jnp.sum((x - 1.0) ** 2 * jnp.arange(1.0, 3.0)), [0.0, 0.0])
+    assert isinstance(result.params, jax.Array) and result.params.shape == (2,)
+    np.testing.assert_allclose(result.params, [1.0, 1.0], atol=1e-5)  # |grad| <= gtol = 1e-5
+
+
+def test_a_tuple_of_arrays_and_a_named_tuple_stay_pytrees():
+    import collections
+
+    Params = collections.namedtuple("Params", "a b")
+    fit = jacopt.least_squares(lambda p, t, y: p.a * jnp.exp(-p.b * t) - y, Params(1.0, 0.1),
+                               args=(T, Y))
+    assert isinstance(fit.params, Params)
+    pair = jacopt.minimize(lambda p: (p[0] - 1.0) ** 2 + jnp.sum((p[1] + 2.0) ** 2),
+                           (jnp.zeros(()), jnp.zeros(3)))
+    assert isinstance(pair.params, tuple) and pair.params[1].shape == (3,)
+
+
+def test_curve_fit_takes_lists_for_p0_and_xdata_and_a_scalar_sigma_like_scipy():
+    popt, pcov = jacopt.curve_fit(model, list(T), Y, [1.0, 0.1], sigma=0.1, absolute_sigma=True)
+    ref_popt, ref_pcov = scipy.optimize.curve_fit(
+        lambda t, a, b: a * np.exp(-b * t), T, Y, p0=[1.0, 0.1], sigma=np.full(T.shape, 0.1),
+        absolute_sigma=True)
+    assert isinstance(popt, jax.Array) and popt.shape == (2,)
+    np.testing.assert_allclose(popt, ref_popt, rtol=1e-6)
+    np.testing.assert_allclose(pcov, ref_pcov, rtol=1e-4)
+    # SciPy's usual bounds: lists of numbers, one per parameter
+    bounded, _ = jacopt.curve_fit(model, T, Y, [1.0, 0.1], bounds=([0, 0], [5, 0.5]))
+    ref_bounded, _ = scipy.optimize.curve_fit(lambda t, a, b: a * np.exp(-b * t), T, Y,
+                                              p0=[1.0, 0.1], bounds=([0, 0], [5, 0.5]))
+    np.testing.assert_allclose(bounded, ref_bounded, rtol=1e-5)
+    assert float(bounded[1]) == pytest.approx(0.5)  # the upper bound is active
+    # absolute sigma: the covariance scales with sigma**2, so the scalar really is used
+    _, pcov_2 = jacopt.curve_fit(model, T, Y, [1.0, 0.1], sigma=0.2, absolute_sigma=True)
+    np.testing.assert_allclose(pcov_2, 4.0 * np.asarray(pcov), rtol=1e-6)
+
+
+def test_curve_fit_names_scipy_keywords_it_does_not_take_and_a_missing_p0():
+    with pytest.raises(TypeError, match=r"SciPy's keyword argument 'method'; here solver="):
+        jacopt.curve_fit(model, T, Y, [1.0, 0.1], method="trf")
+    with pytest.raises(TypeError, match=r"'maxfev'; here max_steps="):
+        jacopt.curve_fit(model, T, Y, [1.0, 0.1], maxfev=100)
+    with pytest.raises(TypeError, match=r"curve_fit\(\) got an unexpected keyword argument 'nope'"):
+        jacopt.curve_fit(model, T, Y, [1.0, 0.1], nope=1)
+    with pytest.raises(ValueError, match="p0 is required"):
+        jacopt.curve_fit(model, T, Y, None)
+    # least_squares' own keywords still pass through
+    with pytest.warns(UserWarning, match="did not converge"):
+        fit = jacopt.curve_fit(model, T, Y, [1.0, 0.1], max_steps=3)
+    assert int(fit.result.num_steps) == 3
+
+
+@pytest.mark.parametrize("make", [np.float32, np.float64, jnp.asarray],
+                         ids=["np.float32", "np.float64", "jax 0-d"])
+def test_numpy_and_jax_scalars_as_settings_give_the_python_float_answer(make):
+    reference = jacopt.least_squares(residual, jnp.array([1.0, 0.1]), args=(T, Y),
+                                     loss="huber", f_scale=0.05, gtol=1e-12, xtol=1e-12)
+    scalars = jacopt.least_squares(residual, jnp.array([1.0, 0.1]), args=(T, Y), loss="huber",
+                                   f_scale=make(0.05), gtol=make(1e-12), xtol=make(1e-12))
+    np.testing.assert_allclose(scalars.params, reference.params, rtol=1e-12)
+    minimised = jacopt.minimize(lambda x: jnp.sum((x - 2.0) ** 2), jnp.zeros(2), gtol=make(1e-9))
+    np.testing.assert_allclose(minimised.params, [2.0, 2.0], atol=1e-8)
+
+
+def test_f_scale_can_be_batched_and_differentiated():
+    def fit(f_scale):
+        return jacopt.least_squares(residual, jnp.array([1.0, 0.1]), args=(T, Y),
+                                    loss="soft_l1", f_scale=f_scale).params
+
+    scales = jnp.array([0.01, 0.05, 0.3])
+    batched = jax.vmap(fit)(scales)
+    for row, s in zip(batched, scales):
+        np.testing.assert_allclose(row, fit(float(s)), rtol=1e-9)
+    grad = jax.jacobian(fit)(0.05)
+    h = 1e-5
+    central = (np.asarray(fit(0.05 + h)) - np.asarray(fit(0.05 - h))) / (2 * h)
+    np.testing.assert_allclose(grad, central, rtol=1e-5)
+    assert np.all(np.abs(central) > 1e-6)  # the answer does depend on f_scale
+
+
+@pytest.mark.parametrize("bad", ["2-point", "3-point", "cs", True])
+def test_least_squares_explains_scipy_jac_values(bad):
+    with pytest.raises(TypeError, match=r"jac must be None \(JAX differentiates fun\)"):
+        jacopt.least_squares(residual, jnp.array([1.0, 0.1]), args=(T, Y), jac=bad)
+
+
+def test_bad_settings_name_themselves():
+    with pytest.raises(ValueError, match="verbose must be 0, 1 or 2, got 3"):
+        jacopt.minimize(lambda x: jnp.sum(x ** 2), jnp.ones(2), verbose=3)
+    with pytest.raises(ValueError, match="f_scale must be a positive finite number"):
+        jacopt.least_squares(residual, jnp.ones(2), args=(T, Y), f_scale=np.float32(0.0))
+    with pytest.raises(ValueError, match="gtol must be a non-negative number, got 'tight'"):
+        jacopt.least_squares(residual, jnp.ones(2), args=(T, Y), gtol="tight")
+    with pytest.raises(TypeError, match="gtol is a traced value"):
+        jax.jit(lambda g: jacopt.minimize(lambda x: jnp.sum(x ** 2), jnp.ones(2), gtol=g).params)(
+            1e-6)
+    with pytest.raises(ValueError, match="bounds are supported by solver='lm', 'gn' and "
+                                         "'lm-matrix-free', not Dogleg"):
+        jacopt.least_squares(residual, jnp.ones(2), args=(T, Y), solver="dogleg",
+                             bounds=(0.0, 5.0))
+
+
+def test_float32_mode_takes_python_numbers_and_refuses_numpy_float64():
+    """With x64 off (JAX's default), in a fresh process: plain Python numbers take float32, as
+    in JAX; NumPy float64 starts and curve_fit data are refused instead of truncated."""
+    script = textwrap.dedent("""
+        import jax.numpy as jnp, numpy as np, jacopt
+        t = np.linspace(0.0, 4.0, 25, dtype=np.float32)
+        y = (3.0 * np.exp(-0.7 * t)).astype(np.float32)
+        res = lambda p, t, y: p[0] * jnp.exp(-p[1] * t) - y
+        fit = jacopt.least_squares(res, [1.0, 0.1], args=(t, y))
+        assert fit.params.dtype == jnp.float32, fit.params.dtype
+        assert abs(float(fit.params[1]) - 0.7) < 1e-4, fit.params
+        assert jacopt.minimize(lambda x: jnp.sum((x - 1.0) ** 2), 0.0).params.dtype == jnp.float32
+        popt, _ = jacopt.curve_fit(lambda t, p: p[0] * jnp.exp(-p[1] * t), list(t), list(y),
+                                   [1.0, 0.1])
+        assert popt.dtype == jnp.float32
+        for call, name in [
+            (lambda: jacopt.least_squares(res, np.array([1.0, 0.1]), args=(t, y)), "x0"),
+            (lambda: jacopt.minimize(lambda x: jnp.sum(x ** 2), np.zeros(2)), "x0"),
+            (lambda: jacopt.curve_fit(lambda t, p: p[0] * t, t, y.astype(np.float64),
+                                      np.ones(1, np.float32)), "ydata"),
+        ]:
+            try:
+                call()
+            except TypeError as exc:
+                assert str(exc).startswith(name + " is float64 but JAX runs in float32"), exc
+            else:
+                raise AssertionError(name + " float64 was accepted")
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env={"JAX_ENABLE_X64": "0", "JAX_PLATFORMS": "cpu",
+                              "PATH": "/usr/bin:/bin"}, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
