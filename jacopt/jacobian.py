@@ -13,7 +13,10 @@ Conventions shared by this module:
   (VJPs) builds one row per output element: m passes. ``mode="auto"`` picks forward mode when
   n <= m and reverse mode otherwise (:func:`auto_mode`), so the cost is min(n, m) passes, each
   a small constant times the cost of f (about 1.5-3x for a JVP or VJP).
-* **Dtype.** Results have the dtype of the inputs (float32 in, float32 out); nothing is cast.
+* **Keyword arguments** of the returned functions go to ``f`` unchanged and are not
+  differentiated (as with ``jax.jacfwd``); only positional arguments can be in ``argnums``.
+* **Dtype.** Nothing is cast: float32 in, float32 out. When ``f`` itself changes dtype the result
+  follows JAX (``jax.jacfwd``: the output's dtype; ``jax.jacrev``: the input's).
 * **Bad input** raises before any work, naming the argument (rules in ``jacopt._checks``):
   leaves must be float arrays or Python floats of one dtype (integer/bool/complex leaves and
   Python ints -> ``TypeError`` suggesting a float dtype; strings and other objects -> ``TypeError``),
@@ -22,6 +25,7 @@ Conventions shared by this module:
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -43,6 +47,10 @@ def auto_mode(input_size: int, output_size: int) -> str:
     stores the forward pass, so ties go to forward mode.
     """
     return "fwd" if input_size <= output_size else "rev"
+
+
+_CUSTOM_VJP_NO_JVP = "can't apply forward-mode autodiff (jvp) to a custom_vjp function"
+"""JAX's message when forward mode meets a ``jax.custom_vjp`` function."""
 
 
 def _check_mode(mode: str) -> None:
@@ -108,7 +116,8 @@ def jacobian(
             negative values count from the end).
         mode: ``"fwd"`` (n JVPs, one per input element), ``"rev"`` (m VJPs, one per output
             element) or ``"auto"``: forward when n <= m, else reverse (:func:`auto_mode`), where
-            n and m are the flattened input and output sizes.
+            n and m are the flattened input and output sizes; reverse also when f contains a
+            ``jax.custom_vjp`` function, which has no forward mode.
         as_matrix: return one 2-D array of shape (m, n) instead of a pytree. Rows follow the
             ravel order of the output, columns that of the differentiated input(s) (the tuple of
             arguments when ``argnums`` is a tuple), both as ``jax.flatten_util.ravel_pytree``;
@@ -136,7 +145,8 @@ def jacobian(
         ``jax.jacfwd``'s structure: the output's tree whose every leaf is replaced by the input's
         tree (a tuple over ``argnums`` when it is a tuple) of arrays of shape
         ``out_leaf.shape + in_leaf.shape``. With ``as_matrix=True`` it is a (m, n) array.
-        The dtype is that of the inputs.
+        The dtype follows JAX's rules, as with ``jax.jacfwd`` (forward mode: the output's) and
+        ``jax.jacrev`` (reverse mode: the input's); they differ only when ``f`` changes dtype.
 
     Cost: one linearisation of ``f`` (forward pass stored) plus min(n, m) JVPs/VJPs under
     ``mode="auto"``, batched with ``vmap``. Inputs are validated at call time, before any work.
@@ -146,7 +156,7 @@ def jacobian(
     _checks.check_chunking(chunk_size, max_memory_bytes)
 
     @functools.wraps(f)
-    def jacobian_fn(*args):
+    def jacobian_fn(*args, **kwargs):
         args, positions = _checks.check_args(args, argnums)
         diff = tuple(args[p] for p in positions) if isinstance(argnums, tuple) else args[positions[0]]
         x_flat, unravel_input = ravel_pytree(diff)
@@ -156,7 +166,7 @@ def jacobian(
             values = unravel_input(x)
             for p, value in zip(positions, values if isinstance(argnums, tuple) else (values,)):
                 call_args[p] = value
-            return f(*call_args)
+            return f(*call_args, **kwargs)
 
         out_shape = jax.eval_shape(full, x_flat)
         if has_aux:
@@ -173,9 +183,18 @@ def jacobian(
             return ravel_pytree(result)[0]
 
         chosen = auto_mode(x_flat.size, out_index.size) if mode == "auto" else mode
-        matrix, aux = _flat_jacobian(
-            flat_f, x_flat, chosen, chunk_size, max_memory_bytes, has_aux, out_index.size
-        )
+        try:
+            matrix, aux = _flat_jacobian(
+                flat_f, x_flat, chosen, chunk_size, max_memory_bytes, has_aux, out_index.size
+            )
+        except TypeError as exc:
+            # mode="auto" chose forward mode, but f (or a part of it) is a jax.custom_vjp,
+            # which has no forward mode: reverse mode gives the same Jacobian
+            if not (mode == "auto" and chosen == "fwd" and _CUSTOM_VJP_NO_JVP in str(exc)):
+                raise
+            matrix, aux = _flat_jacobian(
+                flat_f, x_flat, "rev", chunk_size, max_memory_bytes, has_aux, out_index.size
+            )
         result = matrix if as_matrix else _matrix_to_tree(matrix, out_index, TreeIndex(diff))
         return (result, aux) if has_aux else result
 
@@ -212,15 +231,15 @@ def hessian(
     )
 
     @functools.wraps(f)
-    def hessian_fn(*args):
+    def hessian_fn(*args, **kwargs):
         args, _ = _checks.check_args(args, argnums)
-        out = jax.eval_shape(f, *args)
+        out = jax.eval_shape(functools.partial(f, **kwargs), *args)
         if not (hasattr(out, "shape") and out.shape == ()):
             raise ValueError(
                 f"hessian needs f to return a scalar; it returned {jax.tree_util.tree_map(lambda o: o.shape, out)}"
             )
         _checks.check_floating_output(out, "hessian")
-        return hessian_of_grad(*args)
+        return hessian_of_grad(*args, **kwargs)
 
     return hessian_fn
 
@@ -268,8 +287,31 @@ def _is_traced(tree) -> bool:
 
 
 def _probe_tolerance(dtype, width: int) -> float:
-    """Allowed mismatch, relative to the probe's scale: rounding of two width-term sums."""
+    """Allowed mismatch, relative to each output element's own scale: rounding of two
+    width-term sums."""
     return 100.0 * (width + 10) * float(jnp.finfo(dtype).eps)
+
+
+def _probe_mismatch(response, predicted, scale, dtype, width: int):
+    """Per output element: ``(bad, unchecked, tolerance)``. ``bad`` marks a mismatch beyond the
+    rounding allowed at that element's own scale (the larger of ``|J| |t|`` and the response
+    there), so a large derivative elsewhere cannot hide one; ``unchecked`` marks elements where
+    a derivative or the response is not finite (inf at ``sqrt(0)``), which cannot be compared."""
+    unchecked = ~(np.isfinite(response) & np.isfinite(predicted) & np.isfinite(scale))
+    tolerance = _probe_tolerance(dtype, width) * np.maximum(
+        np.where(unchecked, 0.0, scale), float(np.finfo(dtype).tiny))
+    bad = ~unchecked & (np.abs(response - predicted) > tolerance)
+    if unchecked.all():
+        warnings.warn("check=True could not check anything: every derivative or response of the "
+                      "probe is inf or NaN.", stacklevel=4)
+    return bad, unchecked, tolerance
+
+
+def _as_probe_array(values) -> np.ndarray:
+    """NumPy float64 (float32 for narrower floats such as bfloat16, which NumPy's einsum does not
+    take) for the probe's arithmetic."""
+    arr = np.asarray(values)
+    return arr.astype(np.float64 if arr.dtype == np.float64 else np.float32)
 
 
 def batch_jacobian(
@@ -310,7 +352,7 @@ def batch_jacobian(
     _checks.check_chunking(chunk_size, None)
 
     @functools.wraps(f)
-    def batch_jacobian_fn(x, *args):
+    def batch_jacobian_fn(x, *args, **kwargs):
         x = _checks.check_differentiable(x, "argument 0 (x, the batch)")
         batch = _batch_leading(x, "batch_jacobian x")
         if check and _is_traced(x):
@@ -319,7 +361,7 @@ def batch_jacobian(
                 "run it once outside jit/vmap, then use check=False inside"
             )
         in_index = _per_sample_index(x)
-        out_shape = jax.eval_shape(f, x, *args)
+        out_shape = jax.eval_shape(functools.partial(f, **kwargs), x, *args)
         _checks.check_floating_output(out_shape, "batch_jacobian")
         out_batch = _batch_leading(out_shape, "batch_jacobian output")
         if out_batch != batch:
@@ -328,7 +370,7 @@ def batch_jacobian(
         d_in, d_out = in_index.size, out_index.size
 
         def g(x_rows):  # (B, d_in) -> (B, d_out)
-            return _rows_to_matrix(f(_matrix_to_rows(x_rows, in_index), *args), batch)
+            return _rows_to_matrix(f(_matrix_to_rows(x_rows, in_index), *args, **kwargs), batch)
 
         x_rows = _rows_to_matrix(x, batch)
         chosen = auto_mode(d_in, d_out) if mode == "auto" else mode
@@ -378,23 +420,24 @@ def _probe_rows(g, x_rows, per_row) -> None:
     the block-diagonal prediction J[b] @ v[b] on every row (see batch_jacobian's ``check``)."""
     tangent, support = _random_half_tangent(x_rows.shape, x_rows.dtype)
     _, response = jax.jvp(g, (x_rows,), (jnp.asarray(tangent),))
-    response, per_row = np.asarray(response), np.asarray(per_row)
-    predicted = np.einsum("boi,bi->bo", per_row, tangent)
-    scale = max(
-        np.einsum("boi,bi->bo", np.abs(per_row), np.abs(tangent)).max(initial=0.0),
-        np.abs(response).max(initial=0.0),
-    )
-    tolerance = _probe_tolerance(x_rows.dtype, x_rows.shape[1]) * max(scale, float(np.finfo(x_rows.dtype).tiny))
-    mismatch = np.abs(response - predicted).max(axis=1)
-    bad = np.flatnonzero(mismatch > tolerance)
-    if bad.size:
+    response, per_row, t = map(_as_probe_array, (response, per_row, tangent))
+    predicted = np.einsum("boi,bi->bo", per_row, t)
+    with np.errstate(invalid="ignore", over="ignore"):
+        scale = np.maximum(np.einsum("boi,bi->bo", np.abs(per_row), np.abs(t)), np.abs(response))
+        bad, _, tolerance = _probe_mismatch(response, predicted, scale, x_rows.dtype,
+                                            x_rows.shape[1])
+    bad_rows = np.flatnonzero(bad.any(axis=1))
+    if bad_rows.size:
+        mismatch = np.where(bad, np.abs(response - predicted), 0.0)
+        worst = np.unravel_index(np.argmax(mismatch), mismatch.shape)
         raise ValueError(
             "batch_jacobian(check=True): the rows of f interact, so the per-row Jacobians are not "
             f"the whole story. Perturbing rows {np.flatnonzero(support)[:8].tolist()} (a random "
-            f"half) changed output rows {bad[:8].tolist()} differently from the per-row Jacobians "
-            f"(largest mismatch {mismatch.max():.3g}, tolerance {tolerance:.3g}). batch_jacobian "
-            "assumes row i of the output depends only on row i of the input (no batch statistics, "
-            "no mixing along axis 0); use jacobian for the full Jacobian."
+            f"half) changed output rows {bad_rows[:8].tolist()} differently from the per-row "
+            f"Jacobians (largest mismatch {mismatch[worst]:.3g} in row {worst[0]}, tolerance there "
+            f"{tolerance[worst]:.3g}). batch_jacobian assumes row i of the output depends only on "
+            "row i of the input (no batch statistics, no mixing along axis 0); use jacobian for "
+            "the full Jacobian."
         )
 
 
@@ -415,14 +458,15 @@ def elementwise_grad(f: Callable, *, check: bool = False) -> Callable:
             raises ``ValueError`` otherwise. Needs concrete inputs (not inside ``jit``).
 
     Returns:
-        A function of ``(x, *args)`` returning the derivatives, shaped like x, in x's dtype.
+        A function of ``(x, *args)`` returning the derivatives, shaped like x, in the dtype of
+        f's output (as ``jax.jvp`` gives them). A non-floating output is a ``TypeError``.
 
     Cost: one JVP of f (about 1.5-3x f alone, memory about 2x), never the n x n Jacobian; with
     ``check=True`` one more JVP.
     """
 
     @functools.wraps(f)
-    def elementwise_grad_fn(x, *args):
+    def elementwise_grad_fn(x, *args, **kwargs):
         x = _checks.check_differentiable(x, "argument 0 (x)")
         if check and _is_traced(x):
             raise ValueError(
@@ -431,8 +475,9 @@ def elementwise_grad(f: Callable, *, check: bool = False) -> Callable:
             )
 
         def f_of_x(value):
-            return f(value, *args)
+            return f(value, *args, **kwargs)
 
+        _checks.check_floating_output(jax.eval_shape(f_of_x, x), "elementwise_grad")
         ones = jax.tree_util.tree_map(jnp.ones_like, x)
         _, diagonal = jax.jvp(f_of_x, (x,), (ones,))
         shapes_in = jax.tree_util.tree_map(jnp.shape, x)
@@ -454,20 +499,26 @@ def _probe_elementwise(f_of_x, x, diagonal) -> None:
     x_flat, unravel = ravel_pytree(x)
     tangent, support = _random_half_tangent(x_flat.shape, x_flat.dtype)
     _, response = jax.jvp(f_of_x, (x,), (unravel(jnp.asarray(tangent)),))
-    response = np.asarray(ravel_pytree(response)[0])
-    diag = np.asarray(ravel_pytree(diagonal)[0])
-    scale = max(np.abs(diag * tangent).max(initial=0.0), np.abs(response).max(initial=0.0))
-    tolerance = _probe_tolerance(x_flat.dtype, 1) * max(scale, float(np.finfo(x_flat.dtype).tiny))
-    mismatch = np.abs(response - diag * tangent)
-    bad = np.flatnonzero(mismatch > tolerance)
+    response = _as_probe_array(ravel_pytree(response)[0])
+    diag = _as_probe_array(ravel_pytree(diagonal)[0])
+    with np.errstate(invalid="ignore", over="ignore"):
+        predicted = diag * _as_probe_array(tangent)
+        bad, _, tolerance = _probe_mismatch(response, predicted,
+                                            np.maximum(np.abs(predicted), np.abs(response)),
+                                            x_flat.dtype, 1)
+    bad = np.flatnonzero(bad)
     if bad.size:
         outside = bad[~support[bad]]
+        mismatch = np.abs(response - predicted)[bad]
+        worst = int(np.argmax(mismatch))
+        example = outside if outside.size else bad
         raise ValueError(
             "elementwise_grad(check=True): f is not elementwise. A random tangent on a random "
             f"half of the {x_flat.size} elements changed {bad.size} output element(s) "
             f"differently from diag * tangent ({outside.size} of them outside the perturbed "
-            f"half, e.g. flat indices {bad[:8].tolist()}; largest mismatch {mismatch.max():.3g}, "
-            f"tolerance {tolerance:.3g}). Use jacobian (or batch_jacobian) instead."
+            f"half, e.g. flat indices {example[:8].tolist()}; largest mismatch "
+            f"{mismatch[worst]:.3g} at flat index {bad[worst]}, tolerance there "
+            f"{tolerance[bad[worst]]:.3g}). Use jacobian (or batch_jacobian) instead."
         )
 
 

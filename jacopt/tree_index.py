@@ -158,6 +158,10 @@ class TreeIndex:
         leaves, treedef = jax.tree_util.tree_flatten(tree)
         if treedef != self.treedef:
             raise ValueError(f"ravel: tree structure {treedef} differs from the indexed {self.treedef}")
+        for leaf, shape, path in zip(leaves, self.shapes, self._keystr):
+            if tuple(jnp.shape(leaf)) != tuple(shape):
+                raise ValueError(f"ravel: leaf {path or '<root>'} has shape {jnp.shape(leaf)}, "
+                                 f"the indexed tree has {tuple(shape)} there")
         if not leaves:
             return jnp.zeros((0,))
         return jnp.concatenate([jnp.ravel(leaf) for leaf in leaves])

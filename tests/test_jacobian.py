@@ -1,5 +1,7 @@
 """jacopt.jacobian and jacopt.hessian against independent values: hand-derived Jacobians
 (W x, log-softmax, a tanh MLP), central finite differences in float64, and forward vs reverse."""
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,14 +72,24 @@ def test_auto_uses_reverse_mode_on_wide_functions():
         jacopt.jacobian(f, mode="fwd")(x)
 
 
-def test_auto_uses_forward_mode_on_tall_functions():
-    """n = 2 <= m = 6: auto must run JVPs, so the reverse-only function fails in it."""
+def test_auto_uses_forward_mode_on_tall_functions(monkeypatch):
+    """n = 2 <= m = 6: auto runs JVPs first (a spy records the modes tried); the reverse-only
+    function has none, so auto then falls back to VJPs and still gives the Jacobian."""
+    module = sys.modules["jacopt.jacobian"]
+    tried, original = [], module._flat_jacobian
+
+    def spy(g, x, mode, *rest):
+        tried.append(mode)
+        return original(g, x, mode, *rest)
+
+    monkeypatch.setattr(module, "_flat_jacobian", spy)
     A = jax.random.normal(jax.random.PRNGKey(0), (6, 2))
-    f = lambda x: A @ _reverse_only(x)
     x = jnp.ones(2)
-    np.testing.assert_array_equal(jacopt.jacobian(f, mode="rev")(x), A)
-    with pytest.raises(TypeError):
-        jacopt.jacobian(f)(x)
+    np.testing.assert_array_equal(jacopt.jacobian(lambda x: A @ x)(x), A)
+    assert tried == ["fwd"]
+    tried.clear()
+    np.testing.assert_array_equal(jacopt.jacobian(lambda x: A @ _reverse_only(x))(x), A)
+    assert tried == ["fwd", "rev"]
 
 
 # --- analytic: tanh MLP -----------------------------------------------------------------------

@@ -153,3 +153,70 @@ def test_elementwise_grad_rejects_shape_change_and_bad_input():
         jacopt.elementwise_grad(jnp.sin)(jnp.arange(3))
     with pytest.raises(ValueError, match="empty"):
         jacopt.elementwise_grad(jnp.sin)(jnp.ones(0))
+
+
+def test_checks_compare_each_element_at_its_own_scale():
+    """A large derivative somewhere must not hide a coupling elsewhere: with derivatives from
+    exp(-1) to exp(10), a neighbour coupling of 1 is caught (it was within the old tolerance,
+    scaled by the largest value anywhere); float32, as JAX runs by default."""
+    x = jnp.linspace(-1.0, 10.0, 1000, dtype=jnp.float32)
+    with pytest.raises(ValueError, match="not elementwise"):
+        jacopt.elementwise_grad(lambda v: jnp.exp(v) + jnp.roll(v, 1), check=True)(x)
+    with pytest.raises(ValueError, match="rows of f interact"):
+        jacopt.batch_jacobian(lambda X: jnp.exp(X) + jnp.roll(X, 1, 0), check=True)(
+            x.reshape(500, 2))
+    d = jacopt.elementwise_grad(jnp.exp, check=True)(x)  # elementwise: still no false alarm
+    np.testing.assert_allclose(d, jnp.exp(x), rtol=1e-6)
+
+
+def test_checks_skip_infinite_derivatives_but_still_see_the_rest():
+    x = jnp.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])  # d sqrt / dx is inf at 0
+    with pytest.raises(ValueError, match="not elementwise"):
+        jacopt.elementwise_grad(lambda v: jnp.sqrt(v) + jnp.roll(v, 1), check=True)(x)
+    with pytest.raises(ValueError, match="rows of f interact"):
+        jacopt.batch_jacobian(lambda X: jnp.sqrt(X) + jnp.roll(X, 1, 0), check=True)(
+            x.reshape(3, 2))
+    d = jacopt.elementwise_grad(jnp.sqrt, check=True)(x)  # elementwise: inf, no alarm
+    assert np.isinf(d[0]) and np.allclose(d[1:], 0.5 / np.sqrt(x[1:]))
+    with pytest.warns(UserWarning, match="could not check anything"):
+        jacopt.elementwise_grad(jnp.sqrt, check=True)(-jnp.ones(4))  # every derivative NaN
+
+
+def test_batch_jacobian_check_takes_bfloat16():
+    X = jnp.linspace(-1.0, 1.0, 8).reshape(4, 2).astype(jnp.bfloat16)
+    J = jacopt.batch_jacobian(jnp.sin, check=True)(X)
+    assert J.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(J, np.float32)[:, [0, 1], [0, 1]],
+                               np.cos(np.asarray(X, np.float32)), atol=1e-2)
+
+
+def test_elementwise_grad_refuses_outputs_that_cannot_be_differentiated():
+    with pytest.raises(TypeError, match="elementwise_grad: output leaf <root> has dtype int32"):
+        jacopt.elementwise_grad(lambda v: (v > 0).astype(jnp.int32))(jnp.ones(3))
+    with pytest.raises(TypeError, match="complex64"):
+        jacopt.elementwise_grad(lambda v: v * 1j)(jnp.ones(3, jnp.float32))
+
+
+def test_keyword_arguments_reach_f_undifferentiated_as_in_jax():
+    x = jnp.array([0.3, -1.2, 2.0])
+    f = lambda v, s=1.0: s * jnp.sin(v) * v[0]
+    np.testing.assert_allclose(jacopt.jacobian(f)(x, s=2.0), jax.jacfwd(f)(x, s=2.0))
+    g = lambda v, s=1.0: s * jnp.sum(jnp.sin(v) * v[0])
+    np.testing.assert_allclose(jacopt.hessian(g)(x, s=3.0), jax.hessian(g)(x, s=3.0))
+    np.testing.assert_allclose(
+        jacopt.elementwise_grad(lambda v, s=1.0: s * jnp.sin(v))(x, s=2.0), 2.0 * jnp.cos(x))
+    np.testing.assert_allclose(
+        jacopt.batch_jacobian(lambda X, s=1.0: s * jnp.sin(X))(x[:, None], s=2.0)[:, 0, 0],
+        2.0 * jnp.cos(x))
+
+
+def test_auto_mode_falls_back_to_reverse_for_custom_vjp():
+    @jax.custom_vjp
+    def f(x):
+        return jnp.sin(x)
+
+    f.defvjp(lambda x: (jnp.sin(x), x), lambda x, g: (jnp.cos(x) * g,))
+    x = jnp.array([0.1, 0.7, -2.0])  # n = m: auto would pick forward mode
+    np.testing.assert_allclose(jacopt.jacobian(f)(x), jnp.diag(jnp.cos(x)))
+    with pytest.raises(TypeError, match="custom_vjp"):  # an explicit choice is respected
+        jacopt.jacobian(f, mode="fwd")(x)

@@ -96,6 +96,10 @@ def test_errors_name_the_problem():
         index.unravel(jnp.zeros(46))
     with pytest.raises(ValueError, match="structure"):
         index.ravel([jnp.zeros(2)])
+    wrong = jax.tree_util.tree_map(jnp.zeros_like, mlp_params())
+    wrong[0] = (jnp.zeros((4, 5)), wrong[0][1])  # W0 is (4, 6)
+    with pytest.raises(ValueError, match=r"leaf \[0\]\[0\] has shape \(4, 5\)"):
+        index.ravel(wrong)
     with pytest.raises(KeyError):
         index.leaf_slice((0,))
 
