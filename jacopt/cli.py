@@ -11,6 +11,7 @@ suite, problem or solver) prints the valid names and exits with code 2, without 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -50,7 +51,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="how to print the comparison (default: table)")
     bench.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
-    solve = sub.add_parser("solve", help="solve one problem and print a Ceres-like summary")
+    solve = sub.add_parser(
+        "solve", help="solve one problem and print a Ceres-like summary",
+        description="Solve one NIST StRD problem in float64 and print a Ceres-like summary "
+                    "against the certified values. Exit status: 0 when the solve succeeds, 1 "
+                    "when it stops on a failure status (the summary is printed either way), 2 "
+                    "for bad arguments.")
     solve.add_argument("family", metavar="FAMILY", help="problem family: nist")
     solve.add_argument("name", metavar="NAME", help="problem name (see `jacopt list`)")
     solve.add_argument("--start", type=int, default=1, metavar="1|2",
@@ -75,6 +81,11 @@ def main(argv=None) -> int:
     except _UsageError as exc:
         print(f"jacopt {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader closed stdout (`jacopt list | head -1`): stop without a traceback, and
+        # point stdout at devnull so that Python's exit-time flush does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def _enable_x64():
@@ -176,7 +187,7 @@ def _solve(args) -> int:
     per = nist.lre_per_param(params, problem.certified_params)
     for i, (est, cert) in enumerate(zip(params, problem.certified_params)):
         print(f"  b{i + 1:<9} {est:>22.12e} {cert:>22.12e} {per[i]:>6.2f}")
-    return 0
+    return 0 if bool(result.success) else 1
 
 
 def _list() -> int:

@@ -160,3 +160,20 @@ def test_bench_quick_end_to_end(tmp_path):
     assert (tmp_path / "plots" / "nist-lre.png").exists()
     assert any(p.startswith("mlp-") for p in os.listdir(tmp_path / "plots"))
     assert any(p.startswith("policy-") for p in os.listdir(tmp_path / "plots"))
+
+
+def test_solve_exit_status_says_whether_the_solve_succeeded(capsys):
+    assert cli.main(["solve", "nist", "Misra1a"]) == 0
+    assert "XTOL (success)" in capsys.readouterr().out
+    # plain Gauss-Newton from MGH09's far start fails (README, NIST section): exit 1, summary
+    # printed all the same
+    assert cli.main(["solve", "nist", "MGH09", "--solver", "gn"]) == 1
+    out = capsys.readouterr().out
+    assert "(failure)" in out and "LRE, worst parameter" in out
+
+
+def test_list_into_a_closed_pipe_ends_quietly():
+    proc = subprocess.run(f"{sys.executable} -m jacopt list | head -1", shell=True,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.stdout.startswith("Suites")
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
