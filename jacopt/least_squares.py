@@ -106,7 +106,12 @@ def least_squares(
         the ``(m, n)`` Jacobian of the flattened residuals with respect to the flattened
         parameters (ravel order of ``jax.flatten_util.ravel_pytree``).
       loss: ``"linear"``, ``"soft_l1"``, ``"huber"``, ``"cauchy"``, ``"arctan"`` (SciPy's) or a
-        callable ``rho(z) -> (rho, rho', rho'')``; see :mod:`jacopt.losses`.
+        callable ``rho(z) -> (rho, rho', rho'')``; see :mod:`jacopt.losses`. With the losses
+        that saturate (``"cauchy"``, ``"arctan"``) and residuals far above ``f_scale`` at the
+        start, use ``"lm"`` (the default): the corrected Jacobian then has almost no curvature,
+        and ``"gn"`` (no trust region) can crawl for its whole step budget, ``"dogleg"`` can
+        wander far off; on a three-parameter exponential fit with ``f_scale`` 0.1 both ended
+        far from the minimum that ``"lm"`` and SciPy's ``trf`` reach.
       f_scale: the residual scale of the robust loss (> 0).
       bounds: ``None`` or ``(lower, upper)``, each a scalar or a pytree like ``x0`` (``-inf``/
         ``inf`` for no bound). Needs ``lower <= x0 <= upper``. Solvers ``"lm"``, ``"gn"`` and

@@ -178,7 +178,7 @@ class Dogleg(LeastSquaresSolver):
 
         def fresh():
             system = factorise(problem, point, s.system.scale)
-            return system, cauchy_step(system, point.grad)
+            return system, cauchy_step(system, point.grad, point.cost)
 
         system, p_cauchy = lax.cond(s.factored, lambda: (s.system, s.p_cauchy), fresh)
         first = (s.num_accepted + s.num_rejected) == 0

@@ -160,17 +160,26 @@ def scaled_norm(scale, v):
     return jnp.sqrt(jnp.sum(dv * dv))
 
 
-def cauchy_step(system: GaussNewtonSystem, grad):
+def cauchy_step(system: GaussNewtonSystem, grad, cost):
     """The minimiser of the Gauss-Newton model along the scaled steepest-descent direction
     ``-D^{-2} g`` (fixed components zero): ``-t D^{-2} g`` with ``t = ||D^{-1} g||^2 /
-    ||J~ D^{-2} g||^2`` (``||J~ v|| = ||R v||`` for ``v`` zero on the fixed components).
-    O(n^2)."""
+    ||J~ D^{-2} g||^2`` (``||J~ v|| = ||R v||`` for ``v`` zero on the fixed components), and
+    ``t <= 2 C / ||D^{-1} g||^2``. For a plain sum of squares that bound never binds: the model
+    ``||r + J p||^2 / 2`` is at least 0, so the Cauchy step's predicted decrease ``t ||D^{-1}
+    g||^2 / 2`` is at most the cost ``C``. A robust loss's corrected Jacobian can lose nearly
+    all curvature where residuals saturate the loss (Cauchy, arctan), and ``t`` would then be
+    astronomically long (1e14 on a three-parameter fit, which backtracking could not bring
+    back in its trial budget); the bound keeps the step's linear decrease within twice the
+    cost. O(n^2)."""
     g = jnp.where(system.fixed, 0.0, grad)
     direction = g / (system.scale * system.scale)
     rv = system.R @ direction
     curvature = jnp.sum(rv * rv)
-    t = jnp.sum(g * direction) / jnp.where(curvature > 0, curvature, 1.0)
-    return -jnp.where(curvature > 0, t, 0.0) * direction
+    gdg = jnp.sum(g * direction)
+    t = gdg / jnp.where(curvature > 0, curvature, 1.0)
+    t = jnp.where(curvature > 0, t, jnp.inf)
+    t = jnp.minimum(t, 2.0 * cost / jnp.where(gdg > 0, gdg, 1.0))
+    return -jnp.where(gdg > 0, t, 0.0) * direction
 
 
 def model_decrease(system: GaussNewtonSystem, grad, step):
@@ -235,7 +244,7 @@ def _descent_direction(problem: LeastSquaresProblem, point: PointEvaluation,
     descent direction."""
     x = point.x
     d_gn = problem.project(x + system.p_gn) - x if problem.bounded else system.p_gn
-    d_cauchy = cauchy_step(system, point.grad)
+    d_cauchy = cauchy_step(system, point.grad, point.cost)
     if problem.bounded:
         d_cauchy = problem.project(x + d_cauchy) - x
     use_gn = ~steepest & (jnp.dot(point.grad, d_gn) < 0)

@@ -274,3 +274,25 @@ def test_rank_deficient_jacobian_takes_the_minimum_norm_step():
     assert bool(res.success), res.message
     np.testing.assert_allclose(res.params, [1.6, 1.6], rtol=1e-12)
     np.testing.assert_allclose(res.cost, 0.5 * (0.2**2 + 0.1**2), rtol=1e-12)
+
+
+def test_gauss_newton_steepest_descent_step_is_bounded_when_a_robust_loss_saturates():
+    """With Cauchy's loss and residuals far above f_scale, the corrected Jacobian has almost no
+    curvature and the Cauchy step was ~1e14 long: backtracking spent its trials and the solve
+    stopped at the start (LINE_SEARCH_FAILED, nothing accepted). Bounded by 2 C / ||g||^2 it
+    moves; the gradient of the robust cost at the start (jax.grad) says a short step descends."""
+    t = jnp.linspace(0.0, 2.0, 12)
+    y = 2.0 * jnp.exp(-1.3 * t) + 0.5 + 0.01 * jnp.sin(7.0 * t)
+
+    def res(p, y):
+        return p[0] * jnp.exp(-p[1] * t) + p[2] - y
+
+    x0 = jnp.array([1.0, 1.0, 0.0])
+    start_cost = 0.5 * jnp.sum(0.01 * jnp.log1p((res(x0, y) / 0.1) ** 2))
+    r = jacopt.least_squares(res, x0, args=(y,), solver="gn", loss="cauchy", f_scale=0.1,
+                             max_steps=200)
+    assert int(r.num_accepted) > 0
+    assert float(r.cost) < 0.9 * float(start_cost)
+    # a plain sum of squares: the bound never binds, the Cauchy step is unchanged
+    fit = jacopt.least_squares(res, x0, args=(y,), solver="gn")
+    assert fit.status_name in ("XTOL", "PRECISION_LIMIT", "GTOL") and float(fit.cost) < 1e-3
