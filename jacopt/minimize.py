@@ -54,7 +54,7 @@ from jacopt.solvers.bfgs import BFGS
 from jacopt.solvers.lbfgs import LBFGS
 from jacopt.solvers.minimize_problem import MinimizeProblem, Minimizer
 from jacopt.solvers.newton import Newton, NewtonCG
-from jacopt.status import is_success
+from jacopt.status import minimize_success
 
 SOLVERS = {"bfgs": BFGS, "lbfgs": LBFGS, "newton": Newton, "newton-cg": NewtonCG}
 """Solver names accepted by ``minimize(solver=...)``."""
@@ -102,7 +102,9 @@ def minimize(
     Returns:
       :class:`jacopt.MinimizeResult`: ``params``, ``value``, ``grad``, ``success``, ``status``
       (:class:`jacopt.Status`), ``message``, ``num_steps``, ``nfev``, ``ngev``, ``nhev``,
-      ``history``.
+      ``history``. ``success`` means a convergence test stopped the solve (``GTOL``, ``FTOL``
+      or ``XTOL``); ``PRECISION_LIMIT`` (no trial step decreases ``f`` in floating point) is
+      not one, as SciPy reports its "precision loss" (:func:`jacopt.status.minimize_success`).
 
     Raises (before any work): ``ValueError`` if ``fun`` does not return a scalar, ``x0`` is
     non-finite or empty, ``solver`` is an unknown name (the message lists the valid ones), a
@@ -172,7 +174,7 @@ def _solve_impl(x0, args, *, fun, solver, max_steps, history, verbose):
         params=unravel(x),
         value=state.value,
         grad=unravel(state.grad),
-        success=is_success(out.status),
+        success=minimize_success(out.status),
         status=out.status,
         num_steps=out.num_steps,
         nfev=state.nfev,

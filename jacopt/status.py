@@ -59,6 +59,19 @@ def is_success(status):
     return jnp.isin(status, jnp.asarray(SUCCESS_CODES))
 
 
+def minimize_success(status):
+    """Elementwise success of a :func:`jacopt.minimize` stop: :func:`is_success` except
+    ``PRECISION_LIMIT``. Least-squares solvers stop there by design once their steps reach
+    rounding level (it takes NIST fits to float64's accuracy); a minimiser stops there when no
+    trial step along its direction decreases ``f`` in floating point, which also happens short
+    of a minimum: at a NaN wall, on an objective unbounded below near overflow, or on a badly
+    scaled one. Without the gradient test met that is not a success, as SciPy reports "precision
+    loss" (``success=False``)."""
+    import jax.numpy as jnp
+
+    return is_success(status) & (jnp.asarray(status) != Status.PRECISION_LIMIT)
+
+
 def messages(status):
     """The message for a concrete status: a ``str`` for a scalar, an object array when batched."""
     s = np.asarray(status)

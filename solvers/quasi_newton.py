@@ -173,8 +173,11 @@ class QuasiNewton(Minimizer):
         identity = identity | ~descent
         gnorm = jnp.sqrt(gg)
         alpha0 = jnp.where(identity & (gnorm > 1.0), 1.0 / gnorm, 1.0).astype(dtype)
-        # Steps below eps ||x|| / ||d|| no longer change x.
-        min_step = jnp.finfo(dtype).eps * jnp.sqrt(xx) / jnp.where(dnorm > 0, dnorm, 1.0)
+        # Steps below eps |x_i| / |d_i| for every i no longer change x (per component: a norm
+        # of x would let one large component hide the resolution of the others).
+        ratio = jnp.abs(x) / jnp.where(d != 0, jnp.abs(d), 1.0)
+        min_step = jnp.finfo(dtype).eps * jnp.min(jnp.where(d != 0, ratio, jnp.inf))
+        min_step = jnp.where(jnp.isfinite(min_step), min_step, 0.0)
         search = self.line_search.init(value, slope, alpha0, grad, min_step=min_step)
         return d, dnorm, identity, search
 
