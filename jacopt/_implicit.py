@@ -83,12 +83,17 @@ def pinv_symmetric_apply(h, b):
     return v @ (inv * (v.T @ b))
 
 
-def with_implicit_gradient(solve: Callable, objective: Callable) -> Callable:
+def with_implicit_gradient(solve: Callable, objective: Callable,
+                           pinned: Callable | None = None) -> Callable:
     """Wrap ``solve(x0, args) -> (x_star, aux)`` (``x0`` and ``x_star`` flat 1-D arrays, ``aux``
     any pytree) so that ``x_star`` carries implicit derivatives with respect to ``args``.
 
     ``objective(x, args)`` is the scalar that ``x_star`` minimises. ``x0`` gets a zero derivative
     (a minimiser does not depend on where the search started). ``aux`` gets zero tangents.
+    ``pinned(x, args) -> (mask, values)``, when given, names the components held at values that
+    ``args`` set (the active bounds of a box-constrained solve; ``objective`` must not depend on
+    ``x`` there): their derivatives are those of ``values``, the others' come from the
+    stationarity of ``objective`` in the free components.
     """
 
     @jax.custom_jvp
@@ -107,6 +112,10 @@ def with_implicit_gradient(solve: Callable, objective: Callable) -> Callable:
         _, dg = jax.jvp(stationarity, (args,), (dargs,))
         h = jax.hessian(objective)(x_star, args)
         dx = -pinv_symmetric_apply(h, dg)
+        if pinned is not None:
+            mask = pinned(x_star, args)[0]
+            _, dvalues = jax.jvp(lambda a: pinned(x_star, a)[1], (args,), (dargs,))
+            dx = jnp.where(mask, dvalues, dx)
         return (x_star, aux), (dx, jax.tree.map(_zero_tangent, aux))
 
     return solved

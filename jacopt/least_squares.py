@@ -401,18 +401,28 @@ def _solve_impl(x0, args, lower, upper, x_scale, f_scale, *, solver, fun, jac, l
         return out.state.point.x, out
 
     if implicit_diff:
+        def pinned(x, d):
+            """Components fixed at a bound (Bertsekas' active set at ``x``) and the bound each
+            sits on: they move with the bounds only (a traced bound has derivative 1 there)."""
+            problem = problem_for(d)
+            xs, d_s = jax.lax.stop_gradient(x), jax.lax.stop_gradient(d)
+            fixed_problem = problem_for(d_s)
+            g = jax.grad(lambda v: fixed_problem.cost(residual(v, d_s[0])))(xs)
+            on_lower = xs <= fixed_problem.lower
+            return (problem.active_set(xs, g),
+                    jnp.where(on_lower, problem.lower, problem.upper))
+
         def objective(x, d):
             problem = problem_for(d)
             if problem.bounded:
-                # Components fixed at a bound (Bertsekas' active set at the solution) do not
-                # move with args: freeze them, so their Hessian rows and derivatives are zero.
-                xs, d_s = jax.lax.stop_gradient(x), jax.lax.stop_gradient(d)
-                fixed_problem = problem_for(d_s)
-                g = jax.grad(lambda v: fixed_problem.cost(residual(v, d_s[0])))(xs)
-                x = jnp.where(problem.active_set(xs, g), xs, x)
+                # the active components sit on their bounds: the objective sees the bounds
+                # there (so a traced bound moves the free components through it), not x
+                active, value = pinned(x, d)
+                x = jnp.where(active, value, x)
             return problem.cost(residual(x, d[0]))
 
-        x_star, out = with_implicit_gradient(solve, objective)(x_flat, data)
+        x_star, out = with_implicit_gradient(
+            solve, objective, pinned if lower is not None else None)(x_flat, data)
     else:
         x_star, out = solve(x_flat, data)
 

@@ -194,6 +194,28 @@ def test_implicit_gradient_with_an_active_bound_is_zero_for_the_fixed_component(
     np.testing.assert_allclose(J[:, 5], fd, rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.parametrize("solver", ["lm", "gn"])
+def test_implicit_gradient_with_respect_to_an_active_bound(outlier_data, solver):
+    """A traced bound that is active at the solution moves its component one for one, and the
+    free components through the fit (they were silently zero, found by a review): forward and
+    reverse mode against central differences, together with a derivative in the data."""
+    t, y = map(jnp.asarray, outlier_data)
+
+    def fitted(lower_b2, y):
+        lower = jnp.array([-jnp.inf, 1.0, -jnp.inf]).at[1].set(lower_b2)
+        return jacopt.least_squares(decay, jnp.array([3.0, 2.0, 0.4]), args=(t, y),
+                                    solver=solver, bounds=(lower, jnp.inf), gtol=1e-14).params
+
+    assert float(fitted(1.6, y)[1]) == 1.6  # active: the unconstrained optimum has b2 ~ 1.51
+    h = 1e-6
+    fd = (fitted(1.6 + h, y) - fitted(1.6 - h, y)) / (2 * h)
+    assert float(fd[1]) == pytest.approx(1.0) and float(np.max(np.abs(np.asarray(fd)[[0, 2]]))) > 1e-3
+    np.testing.assert_allclose(jax.jacfwd(fitted)(1.6, y), fd, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(jax.jacrev(fitted)(1.6, y), fd, rtol=1e-5, atol=1e-8)
+    J_y = jax.jacrev(fitted, argnums=1)(1.6, y)
+    assert np.all(np.asarray(J_y[1]) == 0.0)  # the data do not move the pinned component
+
+
 def test_vmap_batch_with_a_nan_member_keeps_the_others():
     def fun(b, y):
         return jnp.sqrt(b) - y  # NaN for b < 0
