@@ -48,7 +48,10 @@ def run(solver, problem, x0, *, max_steps: int, history: bool = False, verbose: 
     ``verbose=1`` prints one line at the end (status and steps); ``verbose>=2`` also prints one
     row per iteration (iteration, value, |grad|_inf, step norm, damping, accepted), like SciPy's
     ``verbose=2`` and Ceres' per-iteration log. Printing happens from inside the compiled loop
-    through ``jax.debug.callback``; under ``vmap`` each row shows every member of the batch.
+    through ``jax.debug.callback``. Under ``vmap`` each member prints its own rows (JAX runs the
+    callback once per member, in an order it chooses, without the member's index), and a member
+    that has stopped prints no more rows while the others go on; ``history=True`` is the way to
+    look at a batch.
     """
     max_steps = int(max_steps)
     if max_steps < 0:
@@ -73,14 +76,14 @@ def run(solver, problem, x0, *, max_steps: int, history: bool = False, verbose: 
                 row,
             )
         if verbose >= 2 and not lazy:
-            _print_row(0, row, title)
+            _print_row(0, row, title, jnp.asarray(True))
 
     def cond(carry):
         _, k, done, _, _ = carry
         return jnp.logical_and(jnp.logical_not(done), k < max_steps)
 
     def body(carry):
-        state, k, _, _, hist = carry
+        state, k, stopped, _, hist = carry  # stopped: only under vmap, for finished members
         state = solver.step(problem, state)
         k = k + 1
         done, status = solver.terminate(problem, state)
@@ -89,7 +92,7 @@ def run(solver, problem, x0, *, max_steps: int, history: bool = False, verbose: 
             if history:
                 hist = jax.tree.map(lambda buf, v: buf.at[k].set(v), hist, row)
             if verbose >= 2:
-                _print_row(k, row, title)
+                _print_row(k, row, title, jnp.logical_not(stopped))
         return state, k, jnp.asarray(done, bool), jnp.asarray(status, jnp.int32), hist
 
     carry = (state, jnp.asarray(-1 if lazy else 0, jnp.int32), done, status, hist)
@@ -100,11 +103,16 @@ def run(solver, problem, x0, *, max_steps: int, history: bool = False, verbose: 
     return LoopOutput(state, status, k, hist)
 
 
-def _print_row(k, row: History, title: str):
-    jax.debug.callback(
-        lambda k, v, g, s, d, a: _emit_row(k, v, g, s, d, a, title),
-        k, row.value, row.grad_norm, row.step_norm, row.damping, row.accepted,
-    )
+def _print_row(k, row: History, title: str, running):
+    """One verbose row, from inside the loop; skipped for a member that had already stopped
+    (under ``vmap`` the loop body also runs for finished members, and its values are
+    discarded)."""
+    def emit(k, v, g, s, d, a, running):
+        if bool(np.all(running)):
+            _emit_row(k, v, g, s, d, a, title)
+
+    jax.debug.callback(emit, k, row.value, row.grad_norm, row.step_norm, row.damping,
+                       row.accepted, running)
 
 
 def _fmt(x, spec):

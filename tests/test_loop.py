@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jacopt
 from jacopt import Status
 from jacopt._implicit import pinv_symmetric_apply, with_implicit_gradient
 from jacopt._loop import run
@@ -189,3 +190,22 @@ def test_result_message_for_scalar_and_batch():
     rb = r._replace(status=jnp.array([Status.GTOL, Status.MAX_STEPS]))
     assert list(rb.status_name) == ["GTOL", "MAX_STEPS"]
     assert Status.PRECISION_LIMIT.success and not Status.MAX_STEPS.success
+
+
+def test_verbose_rows_under_vmap_stop_with_each_member(capsys):
+    """Under vmap the loop body also runs for members that have stopped; their (discarded)
+    rows used to be printed too, one per extra iteration (found by a review)."""
+    ys = jnp.array([[1.0, 2.0], [3.0, 5.0]])
+    starts = jnp.array([[1.0, 2.0], [-30.0, 40.0]])
+
+    def fit(x0, y):
+        return jacopt.least_squares(lambda p, y: jnp.concatenate([p - y, 0.1 * p**3]), x0,
+                                    args=(y,), verbose=2)
+
+    result = jax.vmap(fit)(starts, ys)
+    jax.effects_barrier()
+    rows = [line for line in capsys.readouterr().out.splitlines()
+            if line.split() and line.split()[0].isdigit()]
+    steps = [int(s) for s in result.num_steps]
+    assert steps[0] != steps[1]
+    assert len(rows) == sum(k + 1 for k in steps)  # iterations 0..k of each member
