@@ -68,6 +68,7 @@ from jacopt.solvers.least_squares_problem import (
     LeastSquaresSolver,
     PointEvaluation,
     evaluate_point,
+    nonfinite_since_accept,
     with_counts,
 )
 from jacopt.status import Status
@@ -79,7 +80,8 @@ class DoglegState(NamedTuple):
     :class:`~jacopt.solvers.gauss_newton.GaussNewtonSystem` ``system`` and Cauchy step
     ``p_cauchy`` (valid when ``factored``), the ``radius``, the last trial's radius
     (``trial_radius``), step norm and acceptance, ``counts = [num_accepted, num_rejected, nfev,
-    njev]`` and ``status``."""
+    njev, nonfinite]`` (``nonfinite``: non-finite trials since the last accepted step) and
+    ``status``."""
 
     point: Any
     system: GaussNewtonSystem
@@ -120,12 +122,13 @@ def dogleg_step(scale, p_gn, p_cauchy, radius):
     return p, inside & finite_gn
 
 
-def trust_region_status(tols, point: PointEvaluation, trial: PointEvaluation, accepted, actual,
-                        predicted, ratio, new_radius, xnorm):
+def trust_region_status(tols, point: PointEvaluation, trial: PointEvaluation, accepted,
+                        nonfinite, actual, predicted, ratio, new_radius, xnorm):
     """MINPACK's stopping tests after one trust-region trial (as :class:`LevenbergMarquardt`),
     relative to the cost and the scaled norm ``xnorm = ||D x||`` of the point before it; ``tols``
     has ``ftol``, ``xtol``, ``gtol``. Returns the int32 :class:`Status` (``RUNNING`` if none
-    holds): ``NONFINITE`` when the region collapsed on a non-finite trial, then ``GTOL`` (an
+    holds): ``NONFINITE`` when the region collapsed with ``nonfinite`` (non-finite trials since
+    the last accepted step, :func:`nonfinite_since_accept`) positive, then ``GTOL`` (an
     accepted trial), ``FTOL``, ``XTOL`` (``new_radius <= xtol ||D x||``), ``PRECISION_LIMIT``
     (the same with machine epsilon)."""
     eps = jnp.finfo(jnp.result_type(xnorm)).eps
@@ -135,7 +138,7 @@ def trust_region_status(tols, point: PointEvaluation, trial: PointEvaluation, ac
     small_x = new_radius <= tols.xtol * xnorm
     limit = new_radius <= eps * xnorm
     small_g = accepted & (trial.gtol_measure <= tols.gtol)
-    collapsed_on_nan = ~trial.finite & (small_x | limit)
+    collapsed_on_nan = (nonfinite > 0) & (small_x | limit)
     return jnp.where(collapsed_on_nan, Status.NONFINITE,
            jnp.where(small_g, Status.GTOL,
            jnp.where(small_f, Status.FTOL,
@@ -168,7 +171,7 @@ class Dogleg(LeastSquaresSolver):
         return DoglegState(
             point=point, system=empty_system(x0.shape[0], x0.dtype), p_cauchy=jnp.zeros_like(x0),
             factored=jnp.asarray(False), radius=zero, trial_radius=zero, step_norm=zero,
-            accepted=jnp.asarray(False), counts=jnp.array([0, 0, 1, 1], jnp.int32),
+            accepted=jnp.asarray(False), counts=jnp.array([0, 0, 1, 1, 0], jnp.int32),
             status=status,
         )
 
@@ -209,11 +212,13 @@ class Dogleg(LeastSquaresSolver):
         accepted = accepted & trial.finite
 
         # 3. Stopping tests (MINPACK's, as LevenbergMarquardt), relative to the old point.
-        status = trust_region_status(self, point, trial, accepted, actual, predicted, ratio,
-                                     new_radius, xnorm)
+        nonfinite = nonfinite_since_accept(s.counts[4], trial.finite, accepted)
+        status = trust_region_status(self, point, trial, accepted, nonfinite, actual, predicted,
+                                     ratio, new_radius, xnorm)
         new_point = lax.cond(accepted, lambda: trial, lambda: point)
-        counts = s.counts + jnp.where(accepted, jnp.array([1, 0, 1, 1], jnp.int32),
-                                      jnp.array([0, 1, 1, 1], jnp.int32))
+        counts = s.counts + jnp.where(accepted, jnp.array([1, 0, 1, 1, 0], jnp.int32),
+                                      jnp.array([0, 1, 1, 1, 0], jnp.int32))
+        counts = counts.at[4].set(nonfinite)
         return DoglegState(
             point=new_point, system=system, p_cauchy=p_cauchy, factored=~accepted,
             radius=new_radius, trial_radius=radius, step_norm=jnp.sqrt(jnp.sum(step * step)),

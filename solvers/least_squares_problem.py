@@ -46,6 +46,14 @@ def with_counts(state_class):
     return state_class
 
 
+def nonfinite_since_accept(previous, trial_finite, accepted):
+    """The trust-region solvers' count of non-finite trials since the last accepted step (0
+    after one). A region that collapses while it is positive collapsed on non-finite values
+    (``NONFINITE``), even when the very last, tiny trial happened to be finite: the status must
+    not depend on that luck."""
+    return jnp.where(accepted, 0, previous + (~trial_finite).astype(jnp.int32))
+
+
 class LeastSquaresProblem(NamedTuple):
     """``minimise C(x) = 0.5 * sum(f_scale**2 * rho((r_i(x) / f_scale)**2))`` over the box
     ``lower <= x <= upper``.

@@ -134,6 +134,7 @@ from jacopt.solvers.least_squares_problem import (
     solve_upper,
     solve_upper_transposed,
     updated_scale,
+    nonfinite_since_accept,
     with_counts,
 )
 from jacopt.status import Status
@@ -190,8 +191,9 @@ class LMState(NamedTuple):
     start), its :class:`Factorisation` ``fac``, the pending :class:`Trial` ``trial``, the
     radius, the damping and length of the last evaluated trial (``damping``, ``step_norm``),
     whether it was ``accepted``, the counters ``counts = [num_accepted, num_rejected, nfev,
-    njev, stalled]`` (one int32 array; ``stalled`` counts the accepted steps in a row without
-    progress), ``shortest``, the shortest accepted step so far (``||D step||``), ``lowest``,
+    njev, stalled, nonfinite]`` (one int32 array; ``stalled`` counts the accepted steps in a row
+    without progress, ``nonfinite`` the non-finite trials since the last accepted step),
+    ``shortest``, the shortest accepted step so far (``||D step||``), ``lowest``,
     the lowest accepted cost so far, ``started`` (the start has been evaluated) and
     ``status``."""
 
@@ -363,7 +365,7 @@ class LevenbergMarquardt(LeastSquaresSolver):
                       qn2=zeros(), xnorm=zeros())
         return LMState(point=point, fac=fac, trial=trial, radius=zeros(), damping=zeros(),
                        step_norm=zeros(), accepted=jnp.asarray(False),
-                       counts=jnp.zeros((5,), jnp.int32), shortest=jnp.asarray(jnp.inf, dtype),
+                       counts=jnp.zeros((6,), jnp.int32), shortest=jnp.asarray(jnp.inf, dtype),
                        lowest=jnp.asarray(jnp.inf, dtype), started=jnp.asarray(False),
                        status=jnp.asarray(Status.RUNNING, jnp.int32))
 
@@ -431,7 +433,8 @@ class LevenbergMarquardt(LeastSquaresSolver):
         progress = (trial.cost < s.lowest) | (pending.pnorm < s.shortest)
         stalled = jnp.where(accepted, jnp.where(progress, 0, s.counts[4] + 1), s.counts[4])
         limit = limit | (stalled >= self.stall_limit)
-        collapsed_on_nan = ~finite & (small_x | limit)
+        nonfinite = nonfinite_since_accept(s.counts[5], finite, accepted)
+        collapsed_on_nan = (nonfinite > 0) & (small_x | limit)
         status = jnp.where(collapsed_on_nan, Status.NONFINITE,
                  jnp.where(small_g, Status.GTOL,
                  jnp.where(small_f, Status.FTOL,
@@ -525,10 +528,10 @@ class LevenbergMarquardt(LeastSquaresSolver):
 
         extra = 1 + int(self.geodesic)
         counts = s.counts + jnp.where(
-            first, jnp.array([0, 0, 1, 1, 0], jnp.int32),
-            jnp.where(accepted, jnp.array([1, 0, extra, 1, 0], jnp.int32),
-                      jnp.array([0, 1, extra, 1, 0], jnp.int32)))
-        counts = counts.at[4].set(stalled)
+            first, jnp.array([0, 0, 1, 1, 0, 0], jnp.int32),
+            jnp.where(accepted, jnp.array([1, 0, extra, 1, 0, 0], jnp.int32),
+                      jnp.array([0, 1, extra, 1, 0, 0], jnp.int32)))
+        counts = counts.at[4].set(stalled).at[5].set(jnp.where(first, 0, nonfinite))
         zero = jnp.zeros((), dtype)
         return LMState(
             point=point, fac=fac, trial=next_trial, radius=radius,

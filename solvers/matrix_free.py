@@ -106,6 +106,7 @@ from jacopt.solvers.least_squares_problem import (
     LeastSquaresSolver,
     PointEvaluation,
     updated_scale,
+    nonfinite_since_accept,
     with_counts,
 )
 from jacopt.status import Status
@@ -119,9 +120,10 @@ class MatrixFreeLMState(NamedTuple):
     """Loop carry: the accepted ``point`` (:class:`PointEvaluation` with ``J = None`` and
     ``column_norms = None``), the scaling ``D`` (n,), the damping ``lam`` and its growth
     factor ``nu``, the last trial's step norm and acceptance, ``counts = [num_accepted,
-    num_rejected, nfev, njev, num_inner_steps]`` (int32; ``nfev`` counts evaluations of the
-    residual function, a linearisation counting as one, and ``njev`` linearisations, each
-    giving ``J`` as an operator) and the status."""
+    num_rejected, nfev, njev, num_inner_steps, nonfinite]`` (int32; ``nfev`` counts evaluations
+    of the residual function, a linearisation counting as one, ``njev`` linearisations, each
+    giving ``J`` as an operator, and ``nonfinite`` the non-finite trials since the last accepted
+    step) and the status."""
 
     point: Any
     scale: Any
@@ -343,7 +345,7 @@ class MatrixFreeLevenbergMarquardt(LeastSquaresSolver):
         zero = jnp.zeros((), x0.dtype)
         return MatrixFreeLMState(
             point=point, scale=scale, lam=lam, nu=jnp.asarray(2.0, x0.dtype), step_norm=zero,
-            accepted=jnp.asarray(False), counts=jnp.array([0, 0, 1, 1, 0], jnp.int32),
+            accepted=jnp.asarray(False), counts=jnp.array([0, 0, 1, 1, 0, 0], jnp.int32),
             status=status)
 
     def step(self, problem: LeastSquaresProblem, s: MatrixFreeLMState) -> MatrixFreeLMState:
@@ -394,7 +396,10 @@ class MatrixFreeLevenbergMarquardt(LeastSquaresSolver):
         small_g = accepted & (new_point.gtol_measure <= self.gtol)
         small_x = dstep <= self.xtol * (dx + self.xtol)
         limit = dstep <= eps * dx
-        collapsed_on_nan = ~trial_finite & (small_x | limit)
+        nonfinite = nonfinite_since_accept(s.counts[5], trial_finite, accepted)
+        # the step tests here judge the trial's own step (not a radius): a tiny step accepted
+        # right after non-finite trials drove lam up has collapsed on them too
+        collapsed_on_nan = (jnp.maximum(s.counts[5], nonfinite) > 0) & (small_x | limit)
         status = jnp.where(broken | collapsed_on_nan, Status.NONFINITE,
                  jnp.where(small_g, Status.GTOL,
                  jnp.where(small_f, Status.FTOL,
@@ -402,7 +407,8 @@ class MatrixFreeLevenbergMarquardt(LeastSquaresSolver):
                  jnp.where(limit, Status.PRECISION_LIMIT, Status.RUNNING))))).astype(jnp.int32)
 
         one = accepted.astype(jnp.int32)
-        counts = s.counts + jnp.stack([one, 1 - one, 2 + one, 1 + one, inner])
+        counts = s.counts + jnp.stack([one, 1 - one, 2 + one, 1 + one, inner, jnp.zeros_like(one)])
+        counts = counts.at[5].set(nonfinite)
         return MatrixFreeLMState(
             point=new_point, scale=new_scale, lam=lam, nu=nu, step_norm=_norm(step),
             accepted=accepted, counts=counts, status=status)

@@ -298,3 +298,19 @@ def test_results_are_consistent_and_cached():
     assert before > 0
     jacopt.least_squares(fun, jnp.array([2.0, 0.5]), args=(t, 2 * y))
     assert _solve.cache_size() == before
+
+
+@pytest.mark.parametrize("solver", ["lm", "dogleg", "lm-matrix-free", "gn"])
+def test_a_nan_wall_is_reported_whatever_the_last_trial(solver):
+    """sqrt(p0) is NaN for p0 < 0, and the fit's minimum lies on that edge: every trial that
+    moves p0 past 0 is NaN, so the steps collapse there. The status must say so (NONFINITE, not
+    a success) even when the last, tiny trial happens to be finite: lm-matrix-free reported
+    XTOL, success, with p1 stuck at 0.63 where the fit wants 2 (found by a review)."""
+    def res(p):
+        return jnp.array([jnp.sqrt(p[0]) + 1.0, p[1] - 2.0])
+
+    x0 = jnp.array([1.0, 0.0])
+    result = jacopt.least_squares(res, x0, solver=solver)
+    assert result.status_name == "NONFINITE" and not bool(result.success)
+    assert np.all(np.isfinite(np.asarray(result.params)))
+    assert float(result.cost) < 0.5 * float(jnp.sum(res(x0) ** 2))  # the best point, kept
