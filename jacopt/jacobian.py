@@ -295,11 +295,18 @@ def _probe_tolerance(dtype, width: int) -> float:
 def _probe_mismatch(response, predicted, scale, dtype, width: int):
     """Per output element: ``(bad, unchecked, tolerance)``. ``bad`` marks a mismatch beyond the
     rounding allowed at that element's own scale (the larger of ``|J| |t|`` and the response
-    there), so a large derivative elsewhere cannot hide one; ``unchecked`` marks elements where
-    a derivative or the response is not finite (inf at ``sqrt(0)``), which cannot be compared."""
+    there), floored at the probe's 10th-percentile scale (an element whose derivative cancels
+    to nearly zero still carries the rounding of the terms that cancelled); large derivatives
+    elsewhere cannot hide a mismatch, as they did when the tolerance followed the largest
+    scale, unless they are over 90% of the probe.
+    ``unchecked`` marks elements where a derivative or the response is not finite (inf at
+    ``sqrt(0)``), which cannot be compared."""
     unchecked = ~(np.isfinite(response) & np.isfinite(predicted) & np.isfinite(scale))
+    checked = scale[~unchecked & (scale > 0)]  # (outside a probe's support both are 0)
+    floor = max(float(np.percentile(checked, 10)) if checked.size else 0.0,
+                float(np.finfo(dtype).tiny))
     tolerance = _probe_tolerance(dtype, width) * np.maximum(
-        np.where(unchecked, 0.0, scale), float(np.finfo(dtype).tiny))
+        np.where(unchecked, 0.0, scale), floor)
     bad = ~unchecked & (np.abs(response - predicted) > tolerance)
     if unchecked.all():
         warnings.warn("check=True could not check anything: every derivative or response of the "
