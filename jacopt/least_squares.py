@@ -395,9 +395,12 @@ def _solve_impl(x0, args, lower, upper, x_scale, f_scale, *, solver, fun, jac, l
         a, lo, up, xs, fs = d
         return LeastSquaresProblem(residual, jac_flat, a, loss, fs, lo, up, xs, batched)
 
+    title = (f"jacopt.least_squares ({type(solver).__name__}, loss {loss.name}, m = {m}, "
+             f"n = {n})")
+
     def solve(x_start, d):
         out = _loop.run(solver, problem_for(d), x_start, max_steps=max_steps, history=history,
-                        verbose=verbose)
+                        verbose=verbose, title=title)
         return out.state.point.x, out
 
     if implicit_diff:

@@ -262,6 +262,8 @@ def test_history_and_verbose(capsys):
     out = capsys.readouterr().out
     rows = [ln for ln in out.splitlines() if ln.split() and ln.split()[0].isdigit()]
     assert len(rows) == k + 1 and "Stopped after" in out
+    # a title line, as minimize prints: solver, loss and sizes
+    assert "jacopt.least_squares (LevenbergMarquardt, loss linear, m = 2, n = 2)" in out
 
 
 def test_float32_runs_in_float32():
