@@ -58,6 +58,9 @@ class LeastSquaresResult(NamedTuple):
       ``num_steps``.
     - ``nfev``, ``njev``: residual and Jacobian evaluations.
     - ``history``: a :class:`History`, or ``None`` unless ``history=True``.
+
+    SciPy's names are aliases: ``x`` is ``params``, ``fun`` is ``residuals``, ``nit`` is
+    ``num_steps``.
     """
 
     params: Any
@@ -85,6 +88,9 @@ class MinimizeResult(NamedTuple):
     - ``num_steps``: iterations; ``nfev``, ``ngev``, ``nhev``: evaluations of the function, its
       gradient and its Hessian (or Hessian-vector products, counted as Hessians).
     - ``history``: a :class:`History`, or ``None`` unless ``history=True``.
+
+    SciPy's names are aliases: ``x`` is ``params``, ``fun`` is ``value``, ``jac`` is ``grad``,
+    ``nit`` is ``num_steps``.
     """
 
     params: Any
@@ -113,3 +119,12 @@ def _status_name(self):
 for _cls in (LeastSquaresResult, MinimizeResult):
     _cls.message = property(_message)
     _cls.status_name = property(_status_name)
+
+# scipy.optimize's names for the same things (OptimizeResult), read-only
+LeastSquaresResult.x = property(lambda self: self.params, doc="``params`` (SciPy's name).")
+LeastSquaresResult.fun = property(lambda self: self.residuals, doc="``residuals`` (SciPy's name).")
+MinimizeResult.x = property(lambda self: self.params, doc="``params`` (SciPy's name).")
+MinimizeResult.fun = property(lambda self: self.value, doc="``value`` (SciPy's name).")
+MinimizeResult.jac = property(lambda self: self.grad, doc="``grad`` (SciPy's name).")
+for _cls in (LeastSquaresResult, MinimizeResult):
+    _cls.nit = property(lambda self: self.num_steps, doc="``num_steps`` (SciPy's name).")

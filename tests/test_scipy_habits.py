@@ -176,3 +176,21 @@ def test_float32_mode_takes_python_numbers_and_refuses_numpy_float64():
                          env={"JAX_ENABLE_X64": "0", "JAX_PLATFORMS": "cpu",
                               "PATH": "/usr/bin:/bin"}, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_results_answer_to_scipy_names():
+    fit = jacopt.least_squares(residual, [1.0, 0.1], args=(T, Y))
+    ref = scipy.optimize.least_squares(lambda p: p[0] * np.exp(-p[1] * T) - Y, [1.0, 0.1],
+                                       xtol=1e-15, ftol=1e-15, gtol=1e-15)
+    np.testing.assert_allclose(fit.x, ref.x, rtol=1e-8)
+    np.testing.assert_allclose(fit.fun, ref.fun, atol=1e-10)
+    assert fit.nit == fit.num_steps and fit.x is fit.params
+    result = jacopt.minimize(lambda x: jnp.sum((x - 1.0) ** 2) + x[0] * x[1], jnp.zeros(2))
+    ref = scipy.optimize.minimize(lambda x: np.sum((x - 1.0) ** 2) + x[0] * x[1], np.zeros(2))
+    np.testing.assert_allclose(result.x, ref.x, atol=1e-5)
+    assert float(result.fun) == pytest.approx(ref.fun, abs=1e-9)
+    assert result.jac is result.grad and result.nit == result.num_steps
+    # the aliases are properties, not fields: vmapped results batch exactly as before
+    batched = jax.vmap(lambda c: jacopt.minimize(lambda x: jnp.sum((x - c) ** 2), jnp.zeros(2)))(
+        jnp.array([1.0, 2.0]))
+    np.testing.assert_allclose(batched.x, [[1.0, 1.0], [2.0, 2.0]], atol=1e-5)
