@@ -28,19 +28,29 @@ def all_finite(values) -> bool:
     return bool(np.all(np.isfinite(np.asarray(values))))
 
 
+def _is_number(v) -> bool:
+    """A Python, NumPy or JAX scalar (a 0-d array, a tracer inside ``jit``/``vmap``/``grad``)."""
+    if isinstance(v, (numbers.Number, np.bool_)):
+        return True
+    return isinstance(v, (np.ndarray, jax.Array)) and np.ndim(v) == 0
+
+
 def numbers_as_array(value):
     """A plain ``list`` or ``tuple`` of numbers (``x0=[1.0, 0.1]``, as SciPy users write it) as a
-    1-D NumPy array; anything else (arrays, pytrees, named tuples, empty lists) unchanged. As a
-    pytree such a list would reach ``fun`` as a list, on which arithmetic fails, and come back as
-    a list of 0-d arrays; SciPy turns it into an array. Plain Python floats take JAX's default
-    float dtype, as JAX treats them (weakly typed)."""
-    if type(value) not in (list, tuple) or not value or not all(
-            isinstance(v, numbers.Number) for v in value):
+    1-D array; anything else (arrays, pytrees, named tuples, empty lists) unchanged. As a pytree
+    such a list would reach ``fun`` as a list, on which arithmetic fails, and come back as a list
+    of 0-d arrays; SciPy turns it into an array. Entries may be Python, NumPy or JAX scalars and
+    tracers (``[a, 1.0]`` inside ``jit`` stacks like ``[1.0, 1.0]`` outside it). The dtype follows
+    JAX's promotion, Python numbers being weakly typed, except that an explicit NumPy float64
+    entry keeps float64 (so that :func:`check_x64` can refuse it when x64 is off)."""
+    if type(value) not in (list, tuple) or not value or not all(_is_number(v) for v in value):
         return value
-    arr = np.asarray(value)
-    if arr.dtype.kind == "f" and all(type(v) in (bool, int, float) for v in value):
-        arr = arr.astype(jnp.result_type(float))
-    return arr
+    if any(isinstance(v, jax.Array) for v in value):  # JAX scalars or tracers
+        return jnp.stack([jnp.asarray(v) for v in value])
+    explicit = [np.asarray(v).dtype for v in value if type(v) not in (bool, int, float)]
+    dtype = (np.dtype(np.float64) if any(d == np.float64 for d in explicit)
+             else jnp.result_type(*value))
+    return np.asarray(value, dtype=dtype)
 
 
 def check_x64(dtype, name: str) -> None:
@@ -61,7 +71,8 @@ def static_number(value, name: str, *, positive: bool = False) -> float:
                         f"pass a concrete number.")
     ok = not isinstance(value, bool) and (isinstance(value, numbers.Real) or (
         isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0
-        and np.asarray(value).dtype.kind in "iuf"))
+        and (np.asarray(value).dtype.kind in "iu"
+             or jnp.issubdtype(np.asarray(value).dtype, jnp.floating))))
     number = float(np.asarray(value)) if ok else math.nan
     if not (number > 0 and math.isfinite(number) if positive else number >= 0):
         kind = "positive finite" if positive else "non-negative"

@@ -46,8 +46,8 @@ Errors (raised before any work, naming the argument): ``ydata`` not a non-empty 
 non-finite; ``xdata`` non-finite or, for an array ``xdata``, neither its first nor its last axis
 of length ``len(ydata)``; ``model`` output shape different from ``ydata``'s; ``sigma`` of the wrong
 shape, non-positive, non-finite or (2-D) not positive definite; ``ydata``/``sigma`` with a
-floating dtype different from ``p0``'s (integers are converted to ``p0``'s dtype), or NumPy float64
-while x64 is off; ``p0`` missing; a keyword of SciPy's ``curve_fit`` with no counterpart here
+floating dtype different from ``p0``'s (integers are converted to ``p0``'s dtype); ``p0`` NumPy
+float64 while x64 is off (the data follow JAX's rules, as ``args`` do); ``p0`` missing; a keyword of SciPy's ``curve_fit`` with no counterpart here
 (the message names what to use instead). A scalar ``sigma`` applies to every point, and a list
 of numbers (``p0``, ``xdata``) is a 1-D array, as in SciPy.
 """
@@ -65,7 +65,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.scipy.linalg import solve_triangular
 
-from jacopt._validate import all_finite, as_float_tree, check_x64, numbers_as_array
+from jacopt._validate import all_finite, as_float_tree, numbers_as_array
 from jacopt.least_squares import least_squares
 from jacopt.linalg import gram_pinv
 from jacopt.results import LeastSquaresResult
@@ -169,6 +169,7 @@ def _concrete(a) -> bool:
 _SCIPY_ONLY = {
     "method": "solver= chooses the method ('lm', 'gn', 'dogleg')",
     "maxfev": "max_steps= caps the iterations",
+    "max_nfev": "max_steps= caps the iterations",
     "full_output": "the returned CurveFitResult holds everything (the solve as .result)",
     "check_finite": "inputs are always checked for NaN and inf",
     "nan_policy": "NaN in the data is an error; drop those points first",
@@ -185,8 +186,6 @@ def _least_squares_keywords() -> frozenset:
 
 def _as_data(value, name: str, dtype):
     """``value`` as a JAX array of ``dtype``: integers converted, other floats refused."""
-    if isinstance(value, np.ndarray):  # JAX would truncate float64 to float32 silently
-        check_x64(value.dtype, name)
     try:
         arr = value if isinstance(value, jax.Array) else jnp.asarray(value)
     except TypeError as exc:
@@ -394,8 +393,9 @@ def curve_fit(model: Callable, xdata, ydata, p0, *, sigma=None, absolute_sigma: 
         raise TypeError(f"model must be callable as model(xdata, params), got "
                         f"{type(model).__name__}.")
     if jac is not None and not callable(jac):
-        raise TypeError(f"jac must be None or callable as jac(xdata, params), got "
-                        f"{type(jac).__name__}.")
+        raise TypeError(f"jac must be None (JAX differentiates the model) or callable as "
+                        f"jac(xdata, params), got {jac!r}; SciPy's '2-point', '3-point' and "
+                        f"'cs' have no use here: leave jac out.")
     for key in least_squares_kwargs:
         if key in ("args", "fun", "x0"):
             raise TypeError(f"curve_fit does not take {key!r}: the residuals are built from "

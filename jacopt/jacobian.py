@@ -292,21 +292,25 @@ def _probe_tolerance(dtype, width: int) -> float:
     return 100.0 * (width + 10) * float(jnp.finfo(dtype).eps)
 
 
-def _probe_mismatch(response, predicted, scale, dtype, width: int):
-    """Per output element: ``(bad, unchecked, tolerance)``. ``bad`` marks a mismatch beyond the
-    rounding allowed at that element's own scale (the larger of ``|J| |t|`` and the response
-    there), floored at the probe's 10th-percentile scale (an element whose derivative cancels
-    to nearly zero still carries the rounding of the terms that cancelled); large derivatives
-    elsewhere cannot hide a mismatch, as they did when the tolerance followed the largest
-    scale, unless they are over 90% of the probe.
-    ``unchecked`` marks elements where a derivative or the response is not finite (inf at
-    ``sqrt(0)``), which cannot be compared."""
+def _probe_mismatch(response, predicted, scale, perturbed, dtype, width: int):
+    """Per output element: ``(bad, unchecked, tolerance)``, ``perturbed`` marking the elements
+    (or rows) the probe's tangent touched.
+
+    Outside them an elementwise (row-wise) ``f`` responds with exactly zero, so any response
+    there beyond the rounding of the probe's median scale is a coupling; a large derivative
+    elsewhere cannot hide it (it did when every tolerance followed the largest scale, unless
+    large derivatives are over half of the probe). On the perturbed elements the response is
+    compared with ``J t`` within the rounding of the largest scale, as before: a derivative
+    that cancels to nearly zero keeps the rounding of the terms that cancelled there (a floor
+    at each element's own scale raised false alarms). ``unchecked`` marks elements where a
+    derivative or the response is not finite (inf at ``sqrt(0)``), which cannot be compared."""
     unchecked = ~(np.isfinite(response) & np.isfinite(predicted) & np.isfinite(scale))
-    checked = scale[~unchecked & (scale > 0)]  # (outside a probe's support both are 0)
-    floor = max(float(np.percentile(checked, 10)) if checked.size else 0.0,
-                float(np.finfo(dtype).tiny))
-    tolerance = _probe_tolerance(dtype, width) * np.maximum(
-        np.where(unchecked, 0.0, scale), floor)
+    checked = scale[~unchecked & (scale > 0)]
+    tiny = float(np.finfo(dtype).tiny)
+    median = max(float(np.median(checked)) if checked.size else 0.0, tiny)
+    largest = max(float(checked.max()) if checked.size else 0.0, tiny)
+    tolerance = _probe_tolerance(dtype, width) * np.where(
+        np.broadcast_to(perturbed, response.shape), largest, median)
     bad = ~unchecked & (np.abs(response - predicted) > tolerance)
     if unchecked.all():
         warnings.warn("check=True could not check anything: every derivative or response of the "
@@ -431,7 +435,8 @@ def _probe_rows(g, x_rows, per_row) -> None:
     predicted = np.einsum("boi,bi->bo", per_row, t)
     with np.errstate(invalid="ignore", over="ignore"):
         scale = np.maximum(np.einsum("boi,bi->bo", np.abs(per_row), np.abs(t)), np.abs(response))
-        bad, _, tolerance = _probe_mismatch(response, predicted, scale, x_rows.dtype,
+        bad, _, tolerance = _probe_mismatch(response, predicted, scale, support[:, None],
+                                            x_rows.dtype,
                                             x_rows.shape[1])
     bad_rows = np.flatnonzero(bad.any(axis=1))
     if bad_rows.size:
@@ -512,7 +517,7 @@ def _probe_elementwise(f_of_x, x, diagonal) -> None:
         predicted = diag * _as_probe_array(tangent)
         bad, _, tolerance = _probe_mismatch(response, predicted,
                                             np.maximum(np.abs(predicted), np.abs(response)),
-                                            x_flat.dtype, 1)
+                                            support, x_flat.dtype, 1)
     bad = np.flatnonzero(bad)
     if bad.size:
         outside = bad[~support[bad]]

@@ -411,9 +411,10 @@ def _solve_impl(x0, args, lower, upper, x_scale, f_scale, *, solver, fun, jac, l
             xs, d_s = jax.lax.stop_gradient(x), jax.lax.stop_gradient(d)
             fixed_problem = problem_for(d_s)
             g = jax.grad(lambda v: fixed_problem.cost(residual(v, d_s[0])))(xs)
-            on_lower = xs <= fixed_problem.lower
+            # the side the gradient pushes against (it decides when lower == upper)
+            on_upper = (xs >= fixed_problem.upper) & (g < 0)
             return (problem.active_set(xs, g),
-                    jnp.where(on_lower, problem.lower, problem.upper))
+                    jnp.where(on_upper, problem.upper, problem.lower))
 
         def objective(x, d):
             problem = problem_for(d)

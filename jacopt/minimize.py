@@ -105,6 +105,8 @@ def minimize(
       ``history``. ``success`` means a convergence test stopped the solve (``GTOL``, ``FTOL``
       or ``XTOL``); ``PRECISION_LIMIT`` (no trial step decreases ``f`` in floating point) is
       not one, as SciPy reports its "precision loss" (:func:`jacopt.status.minimize_success`).
+      In float32 the default ``gtol = 1e-5`` can lie below the gradient's resolution: such runs
+      reach the minimiser but end with ``PRECISION_LIMIT``; pass a larger ``gtol``.
 
     Raises (before any work): ``ValueError`` if ``fun`` does not return a scalar, ``x0`` is
     non-finite or empty, ``solver`` is an unknown name (the message lists the valid ones), a

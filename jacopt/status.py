@@ -25,6 +25,9 @@ class Status(enum.IntEnum):
 
     @property
     def success(self) -> bool:
+        """Whether this stop is a success for the least-squares solvers. For
+        :func:`jacopt.minimize`, ``PRECISION_LIMIT`` is not (:func:`minimize_success`): read
+        ``result.success``."""
         return self in _SUCCESS
 
     @property

@@ -316,3 +316,22 @@ def test_a_nan_wall_is_reported_whatever_the_last_trial(solver):
     assert result.status_name == "NONFINITE" and not bool(result.success)
     assert np.all(np.isfinite(np.asarray(result.params)))
     assert float(result.cost) < 0.5 * float(jnp.sum(res(x0) ** 2))  # the best point, kept
+
+
+def test_implicit_gradient_picks_the_bound_the_gradient_presses_on_when_lower_equals_upper():
+    """lower == upper == 1.2 for a slope that wants 2: the component sits on the upper bound
+    (the gradient pushes up), so d params / d upper is (1, -1/2) here, not 0 (found by a
+    review; one-sided differences, raising the upper bound)."""
+    t = jnp.linspace(0.0, 1.0, 10)
+    y = 2.0 * t + 1.0
+
+    def fitted(u):
+        return jacopt.least_squares(lambda p, t, y: p[0] * t + p[1] - y, jnp.array([1.2, 0.5]),
+                                    args=(t, y), bounds=(jnp.array([1.2, -jnp.inf]),
+                                                         jnp.array([u, jnp.inf]))).params
+
+    h = 1e-6
+    one_sided = (fitted(1.2 + h) - fitted(1.2)) / h
+    np.testing.assert_allclose(one_sided, [1.0, -0.5], atol=1e-5)
+    np.testing.assert_allclose(jax.jacfwd(fitted)(1.2), one_sided, atol=1e-5)
+    np.testing.assert_allclose(jax.jacrev(fitted)(1.2), one_sided, atol=1e-5)

@@ -61,7 +61,7 @@ def test_vmap_over_args():
 
 @pytest.mark.parametrize("solver", ["bfgs", pytest.param("lbfgs", marks=pytest.mark.slow),
                                     "newton"])
-def test_float32_stays_float32_and_succeeds(solver):
+def test_float32_stays_float32_and_reaches_the_minimiser(solver):
     p = tf.get("rosenbrock")
     x0 = jnp.asarray(p.x0, jnp.float32)
     result = jacopt.minimize(p.fun, x0, solver=solver, history=True, max_steps=500)

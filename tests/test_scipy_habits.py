@@ -47,6 +47,17 @@ def test_minimize_takes_a_list_start_as_an_array():
     np.testing.assert_allclose(result.params, [1.0, 1.0], atol=1e-5)  # |grad| <= gtol = 1e-5
 
 
+def test_a_list_start_with_a_traced_entry_is_an_array_too():
+    def fit(a):
+        return jacopt.least_squares(lambda p: p - jnp.array([2.0, 3.0]), [a, 1.0]).params
+
+    np.testing.assert_allclose(jax.jit(fit)(1.0), [2.0, 3.0])
+    np.testing.assert_allclose(jax.grad(lambda a: jnp.sum(fit(a)))(1.0), 0.0, atol=1e-12)
+    params = jax.jit(lambda a: jacopt.minimize(lambda x: jnp.sum((x - 1.0) ** 2),
+                                               (a, 0.0)).params)(0.5)
+    assert isinstance(params, jax.Array) and params.shape == (2,)
+
+
 def test_a_tuple_of_arrays_and_a_named_tuple_stay_pytrees():
     import collections
 
@@ -83,6 +94,10 @@ def test_curve_fit_names_scipy_keywords_it_does_not_take_and_a_missing_p0():
         jacopt.curve_fit(model, T, Y, [1.0, 0.1], method="trf")
     with pytest.raises(TypeError, match=r"'maxfev'; here max_steps="):
         jacopt.curve_fit(model, T, Y, [1.0, 0.1], maxfev=100)
+    with pytest.raises(TypeError, match=r"'max_nfev'; here max_steps="):
+        jacopt.curve_fit(model, T, Y, [1.0, 0.1], max_nfev=100)
+    with pytest.raises(TypeError, match=r"got '2-point'; SciPy's '2-point'"):
+        jacopt.curve_fit(model, T, Y, [1.0, 0.1], jac="2-point")
     with pytest.raises(TypeError, match=r"curve_fit\(\) got an unexpected keyword argument 'nope'"):
         jacopt.curve_fit(model, T, Y, [1.0, 0.1], nope=1)
     with pytest.raises(ValueError, match="p0 is required"):
@@ -103,6 +118,12 @@ def test_numpy_and_jax_scalars_as_settings_give_the_python_float_answer(make):
     np.testing.assert_allclose(scalars.params, reference.params, rtol=1e-12)
     minimised = jacopt.minimize(lambda x: jnp.sum((x - 2.0) ** 2), jnp.zeros(2), gtol=make(1e-9))
     np.testing.assert_allclose(minimised.params, [2.0, 2.0], atol=1e-8)
+
+
+def test_a_bfloat16_scalar_is_a_number_too():
+    result = jacopt.minimize(lambda x: jnp.sum((x - 2.0) ** 2), jnp.zeros(2),
+                             gtol=jnp.asarray(1e-3, jnp.bfloat16))
+    assert result.status_name == "GTOL" and float(jnp.max(jnp.abs(result.grad))) <= 1.01e-3
 
 
 def test_f_scale_can_be_batched_and_differentiated():
@@ -145,7 +166,8 @@ def test_bad_settings_name_themselves():
 
 def test_float32_mode_takes_python_numbers_and_refuses_numpy_float64():
     """With x64 off (JAX's default), in a fresh process: plain Python numbers take float32, as
-    in JAX; NumPy float64 starts and curve_fit data are refused instead of truncated."""
+    in JAX; NumPy float64 starts are refused instead of truncated; data follow JAX's rules, so
+    SciPy's usual curve_fit call on NumPy float64 data works."""
     script = textwrap.dedent("""
         import jax.numpy as jnp, numpy as np, jacopt
         t = np.linspace(0.0, 4.0, 25, dtype=np.float32)
@@ -158,11 +180,15 @@ def test_float32_mode_takes_python_numbers_and_refuses_numpy_float64():
         popt, _ = jacopt.curve_fit(lambda t, p: p[0] * jnp.exp(-p[1] * t), list(t), list(y),
                                    [1.0, 0.1])
         assert popt.dtype == jnp.float32
+        x64 = np.linspace(0.0, 1.0, 20)
+        popt, _ = jacopt.curve_fit(lambda x, p: p[0] * x + p[1], x64, 2.0 * x64 + 1.0, [1.0, 1.0])
+        assert popt.dtype == jnp.float32 and np.allclose(popt, [2.0, 1.0], atol=1e-4), popt
+        assert jacopt.least_squares(res, [np.float32(1), 0.1], args=(t, y)).params.dtype == \
+            jnp.float32
         for call, name in [
             (lambda: jacopt.least_squares(res, np.array([1.0, 0.1]), args=(t, y)), "x0"),
             (lambda: jacopt.minimize(lambda x: jnp.sum(x ** 2), np.zeros(2)), "x0"),
-            (lambda: jacopt.curve_fit(lambda t, p: p[0] * t, t, y.astype(np.float64),
-                                      np.ones(1, np.float32)), "ydata"),
+            (lambda: jacopt.curve_fit(lambda t, p: p[0] * t, t, y, np.ones(1)), "p0"),
         ]:
             try:
                 call()
