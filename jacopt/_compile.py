@@ -5,10 +5,9 @@ XLA's classic CPU fusion emitters compile a solver loop's many small fused kerne
 the default emitters and run them as fast: ``python -m jacopt.benchmarks.overhead`` prints
 first-call and compile times with both (Misra1a and Thurber LM compiles 1.5x-1.7x faster,
 ``minimize``'s first call on Rosenbrock 0.36 -> 0.21 s with BFGS, 0.51 -> 0.40 s with Newton,
-2 CPU cores). Compiler
-options only apply to a top-level ``jit``: inside a user's own ``jit`` (or ``vmap`` under it)
-the user's options apply and the plain ``jit`` is used. If this XLA does not know the option,
-the plain ``jit`` is used from then on.
+2 CPU cores). Compiler options only apply to a top-level ``jit``: inside a user's own ``jit``
+(or ``vmap`` under it) the user's options apply and the plain ``jit`` is used. If this XLA does
+not know the option, the plain ``jit`` is used from then on.
 """
 from __future__ import annotations
 

@@ -112,9 +112,8 @@ def with_implicit_gradient(solve: Callable, objective: Callable,
         _, dg = jax.jvp(stationarity, (args,), (dargs,))
         h = jax.hessian(objective)(x_star, args)
         dx = -pinv_symmetric_apply(h, dg)
-        if pinned is not None:
-            mask = pinned(x_star, args)[0]
-            _, dvalues = jax.jvp(lambda a: pinned(x_star, a)[1], (args,), (dargs,))
+        if pinned is not None:  # one evaluation gives the mask and the values' tangents
+            (mask, _), (_, dvalues) = jax.jvp(lambda a: pinned(x_star, a), (args,), (dargs,))
             dx = jnp.where(mask, dvalues, dx)
         return (x_star, aux), (dx, jax.tree.map(_zero_tangent, aux))
 

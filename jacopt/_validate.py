@@ -80,13 +80,44 @@ def static_number(value, name: str, *, positive: bool = False) -> float:
     return number
 
 
+def float_leaf(leaf, where: str, *, check_finite: bool = True):
+    """One leaf of a start as a floating array, or raise naming it (``where``, e.g. ``x0['a']``).
+
+    Plain Python numbers and integer or boolean arrays take JAX's default float dtype (Python
+    numbers are weakly typed, as in JAX); other concrete values stay NumPy arrays on the host,
+    and JAX arrays and tracers stay as they are. Raises ``TypeError`` for a non-numeric or
+    complex leaf, ``ValueError`` for an empty leaf or (when concrete and ``check_finite``) a
+    non-finite value. The float64-while-x64-is-off rule is the caller's (:func:`check_x64`)."""
+    if type(leaf) in (float, int, bool):
+        arr = np.asarray(leaf, dtype=jnp.result_type(float))
+    elif isinstance(leaf, jax.Array):  # concrete JAX arrays and tracers
+        arr = leaf
+    else:
+        try:
+            arr = np.asarray(leaf)
+        except Exception as exc:  # pragma: no cover - numpy rarely fails here
+            raise TypeError(f"{where} is not an array: {type(leaf).__name__}.") from exc
+        if arr.dtype == object or arr.dtype.kind in "USV":
+            raise TypeError(
+                f"{where} must be numeric, got {type(leaf).__name__} (dtype {arr.dtype})."
+            )
+    if arr.dtype.kind == "c":
+        raise TypeError(f"{where} is complex; jacopt solves over the reals.")
+    if arr.dtype.kind in "biu":
+        arr = arr.astype(jnp.result_type(float))
+    if arr.size == 0:
+        raise ValueError(f"{where} is empty (shape {arr.shape}).")
+    if check_finite and not isinstance(arr, jax.core.Tracer) and not all_finite(arr):
+        raise ValueError(f"{where} contains non-finite values (NaN or inf).")
+    return arr
+
+
 def as_float_tree(tree, name: str = "x0", *, check_finite: bool = True):
     """Return ``tree`` with every leaf a floating JAX array, or raise naming the bad leaf.
 
-    A plain list of numbers becomes an array first (:func:`numbers_as_array`). Raises
-    ``TypeError`` for a non-numeric leaf or a NumPy float64 leaf while x64 is off
-    (:func:`check_x64`), ``ValueError`` for an empty tree, an empty leaf or (when the values are
-    concrete and ``check_finite``) a non-finite value.
+    A plain list of numbers becomes an array first (:func:`numbers_as_array`); each leaf goes
+    through :func:`float_leaf` and :func:`check_x64` (a NumPy float64 leaf while x64 is off is a
+    ``TypeError``). An empty tree is a ``ValueError``.
     """
     leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(numbers_as_array(tree))
     if not leaves_with_path:
@@ -94,33 +125,9 @@ def as_float_tree(tree, name: str = "x0", *, check_finite: bool = True):
     out = []
     for path, leaf in leaves_with_path:
         where = _leaf_name(name, path)
-        if isinstance(leaf, jax.core.Tracer):
-            arr = leaf
-        elif type(leaf) in (float, int, bool):  # weakly typed, as in JAX
-            arr = np.asarray(leaf, dtype=jnp.result_type(float))
-        else:
-            try:
-                arr = np.asarray(leaf) if not isinstance(leaf, jax.Array) else leaf
-            except Exception as exc:  # pragma: no cover - numpy rarely fails here
-                raise TypeError(f"{where} is not an array: {type(leaf).__name__}.") from exc
-            if arr.dtype == object or arr.dtype.kind in "USV":
-                raise TypeError(
-                    f"{where} must be numeric, got {type(leaf).__name__} "
-                    f"(dtype {arr.dtype})."
-                )
-        if arr.dtype.kind == "c":
-            raise TypeError(f"{where} is complex; jacopt solves over the reals.")
+        arr = float_leaf(leaf, where, check_finite=check_finite)
         check_x64(arr.dtype, where)
-        if arr.dtype.kind in "biu":
-            arr = jnp.asarray(arr, dtype=jnp.result_type(float))
-        else:
-            arr = jnp.asarray(arr)
-        if arr.size == 0:
-            raise ValueError(f"{where} is empty (shape {arr.shape}).")
-        if check_finite and not isinstance(arr, jax.core.Tracer):
-            if not all_finite(arr):
-                raise ValueError(f"{where} contains non-finite values (NaN or inf).")
-        out.append(arr)
+        out.append(jnp.asarray(arr))
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
@@ -159,6 +166,12 @@ def resolve_solver(solver, registry: Mapping[str, Callable], base: type, argumen
         f"{argument} must be a name ({valid}) or a {base.__name__} instance, "
         f"got {type(solver).__name__}."
     )
+
+
+def check_verbose(verbose) -> None:
+    """``verbose`` must be 0, 1 or 2 (the entry points' shared setting)."""
+    if not isinstance(verbose, (int, np.integer)) or verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}.")
 
 
 def check_args(args, argument: str = "args"):

@@ -47,9 +47,10 @@ non-finite; ``xdata`` non-finite or, for an array ``xdata``, neither its first n
 of length ``len(ydata)``; ``model`` output shape different from ``ydata``'s; ``sigma`` of the wrong
 shape, non-positive, non-finite or (2-D) not positive definite; ``ydata``/``sigma`` with a
 floating dtype different from ``p0``'s (integers are converted to ``p0``'s dtype); ``p0`` NumPy
-float64 while x64 is off (the data follow JAX's rules, as ``args`` do); ``p0`` missing; a keyword of SciPy's ``curve_fit`` with no counterpart here
-(the message names what to use instead). A scalar ``sigma`` applies to every point, and a list
-of numbers (``p0``, ``xdata``) is a 1-D array, as in SciPy.
+float64 while x64 is off (the data follow JAX's rules, as ``args`` do); ``p0`` missing; a
+keyword of SciPy's ``curve_fit`` with no counterpart here (the message names what to use
+instead). A scalar ``sigma`` applies to every point, and a list of numbers (``p0``, ``xdata``)
+is a 1-D array, as in SciPy.
 """
 from __future__ import annotations
 

@@ -287,14 +287,14 @@ def _is_traced(tree) -> bool:
 
 
 def _probe_tolerance(dtype, width: int) -> float:
-    """Allowed mismatch, relative to each output element's own scale: rounding of two
+    """Allowed mismatch, relative to a scale (:func:`_probe_mismatch`): rounding of two
     width-term sums."""
     return 100.0 * (width + 10) * float(jnp.finfo(dtype).eps)
 
 
 def _probe_mismatch(response, predicted, scale, perturbed, dtype, width: int):
-    """Per output element: ``(bad, unchecked, tolerance)``, ``perturbed`` marking the elements
-    (or rows) the probe's tangent touched.
+    """Per output element: ``(bad, tolerance)``, ``perturbed`` marking the elements (or rows)
+    the probe's tangent touched.
 
     Outside them an elementwise (row-wise) ``f`` responds with exactly zero, so any response
     there beyond the rounding of the probe's median scale is a coupling; a large derivative
@@ -302,8 +302,8 @@ def _probe_mismatch(response, predicted, scale, perturbed, dtype, width: int):
     large derivatives are over half of the probe). On the perturbed elements the response is
     compared with ``J t`` within the rounding of the largest scale, as before: a derivative
     that cancels to nearly zero keeps the rounding of the terms that cancelled there (a floor
-    at each element's own scale raised false alarms). ``unchecked`` marks elements where a
-    derivative or the response is not finite (inf at ``sqrt(0)``), which cannot be compared."""
+    at each element's own scale raised false alarms). Elements where a derivative or the
+    response is not finite (inf at ``sqrt(0)``) cannot be compared and are never ``bad``."""
     unchecked = ~(np.isfinite(response) & np.isfinite(predicted) & np.isfinite(scale))
     checked = scale[~unchecked & (scale > 0)]
     tiny = float(np.finfo(dtype).tiny)
@@ -315,7 +315,7 @@ def _probe_mismatch(response, predicted, scale, perturbed, dtype, width: int):
     if unchecked.all():
         warnings.warn("check=True could not check anything: every derivative or response of the "
                       "probe is inf or NaN.", stacklevel=4)
-    return bad, unchecked, tolerance
+    return bad, tolerance
 
 
 def _as_probe_array(values) -> np.ndarray:
@@ -435,9 +435,8 @@ def _probe_rows(g, x_rows, per_row) -> None:
     predicted = np.einsum("boi,bi->bo", per_row, t)
     with np.errstate(invalid="ignore", over="ignore"):
         scale = np.maximum(np.einsum("boi,bi->bo", np.abs(per_row), np.abs(t)), np.abs(response))
-        bad, _, tolerance = _probe_mismatch(response, predicted, scale, support[:, None],
-                                            x_rows.dtype,
-                                            x_rows.shape[1])
+        bad, tolerance = _probe_mismatch(response, predicted, scale, support[:, None],
+                                         x_rows.dtype, x_rows.shape[1])
     bad_rows = np.flatnonzero(bad.any(axis=1))
     if bad_rows.size:
         mismatch = np.where(bad, np.abs(response - predicted), 0.0)
@@ -515,9 +514,9 @@ def _probe_elementwise(f_of_x, x, diagonal) -> None:
     diag = _as_probe_array(ravel_pytree(diagonal)[0])
     with np.errstate(invalid="ignore", over="ignore"):
         predicted = diag * _as_probe_array(tangent)
-        bad, _, tolerance = _probe_mismatch(response, predicted,
-                                            np.maximum(np.abs(predicted), np.abs(response)),
-                                            support, x_flat.dtype, 1)
+        bad, tolerance = _probe_mismatch(response, predicted,
+                                         np.maximum(np.abs(predicted), np.abs(response)),
+                                         support, x_flat.dtype, 1)
     bad = np.flatnonzero(bad)
     if bad.size:
         outside = bad[~support[bad]]

@@ -40,8 +40,8 @@ from jax.flatten_util import ravel_pytree
 from jacopt import _loop
 from jacopt._compile import cpu_fast_jit
 from jacopt._implicit import hoist_closure, with_implicit_gradient
-from jacopt._validate import (all_finite, check_args, check_x64, numbers_as_array,
-                              resolve_solver, static_number)
+from jacopt._validate import (check_args, check_verbose, check_x64, float_leaf,
+                              numbers_as_array, resolve_solver, static_number)
 from jacopt.losses import get_loss
 from jacopt.results import LeastSquaresResult
 from jacopt.solvers.dogleg import Dogleg
@@ -177,8 +177,7 @@ def least_squares(
             )
         lower, upper = _check_bounds(bounds, x0, treedef, sizes, dtype)
     scale = _check_x_scale(x_scale, treedef, sizes, dtype)
-    if not isinstance(verbose, (int, np.integer)) or verbose not in (0, 1, 2):
-        raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}.")
+    check_verbose(verbose)
 
     (fun, jac), args = hoist_closure((fun, jac), x0, args)
     return _solve(
@@ -210,41 +209,19 @@ def _is_traced(a) -> bool:
 
 
 def _check_x0(x0):
-    x0 = numbers_as_array(x0)
-    leaves, treedef = jax.tree_util.tree_flatten(x0)
-    if not leaves:
+    """``(x0, dtype, treedef, sizes)``: each leaf through :func:`jacopt._validate.float_leaf`
+    (concrete leaves stay on the host), one floating dtype for all, and :func:`check_x64`."""
+    leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(numbers_as_array(x0))
+    if not leaves_with_path:
         raise ValueError("x0 is empty: it must hold at least one number.")
-    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(x0)[0]]
-    out, dtypes, sizes = [], set(), []
-    for path, leaf in zip(paths, leaves):
-        where = "x0" + path
-        if _is_traced(leaf):
-            arr = leaf
-        elif type(leaf) in (float, int, bool):  # weakly typed, as in JAX
-            arr = np.asarray(leaf, dtype=jnp.result_type(float))
-        else:
-            arr = leaf if isinstance(leaf, (np.ndarray, jax.Array)) else np.asarray(leaf)
-            kind = arr.dtype.kind
-            if kind in "USVO":
-                raise TypeError(f"{where} must be numeric, got {type(leaf).__name__}.")
-            if kind == "c":
-                raise TypeError(f"{where} is complex; jacopt solves over the reals.")
-            if kind in "biu":
-                arr = np.asarray(arr, dtype=jnp.result_type(float))
-            if arr.size and not all_finite(arr):
-                raise ValueError(f"{where} contains non-finite values (NaN or inf).")
-        if jnp.issubdtype(arr.dtype, jnp.integer) or arr.dtype == bool:
-            arr = arr.astype(jnp.result_type(float))
-        if arr.size == 0:
-            raise ValueError(f"{where} is empty (shape {arr.shape}).")
-        out.append(arr)
-        dtypes.add(jnp.dtype(arr.dtype))
-        sizes.append(int(np.prod(arr.shape)))
+    out = [float_leaf(leaf, "x0" + jax.tree_util.keystr(path)) for path, leaf in leaves_with_path]
+    dtypes = {jnp.dtype(arr.dtype) for arr in out}
     if len(dtypes) != 1:
         raise TypeError(f"x0 mixes dtypes {sorted(map(str, dtypes))}; give every leaf the same "
                         "floating dtype.")
     dtype = dtypes.pop()
     check_x64(dtype, "x0")
+    sizes = [int(np.prod(arr.shape)) for arr in out]
     return jax.tree_util.tree_unflatten(treedef, out), dtype, treedef, sizes
 
 

@@ -47,8 +47,8 @@ import numpy as np
 from jacopt._compile import cpu_fast_jit
 from jacopt._implicit import hoist_closure, with_implicit_gradient
 from jacopt._loop import run
-from jacopt._validate import (as_float_tree, check_args, common_dtype, ravel, resolve_solver,
-                              static_number)
+from jacopt._validate import (as_float_tree, check_args, check_verbose, common_dtype, ravel,
+                              resolve_solver, static_number)
 from jacopt.results import MinimizeResult
 from jacopt.solvers.bfgs import BFGS
 from jacopt.solvers.lbfgs import LBFGS
@@ -124,8 +124,7 @@ def minimize(
     if (isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer))
             or max_steps < 0):
         raise ValueError(f"max_steps must be an int >= 0, got {max_steps!r}.")
-    if not isinstance(verbose, (int, np.integer)) or verbose not in (0, 1, 2):
-        raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}.")
+    check_verbose(verbose)
     (fun,), args = hoist_closure((fun,), x0, args)
     return _solve(x0, args, fun=fun, solver=solver, max_steps=int(max_steps),
                   history=bool(history), verbose=int(verbose))

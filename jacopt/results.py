@@ -116,15 +116,12 @@ def _status_name(self):
 
 
 # NamedTuple allows no mixin base, so the shared properties are attached here.
+# scipy.optimize's names for the same things (OptimizeResult) are read-only aliases.
 for _cls in (LeastSquaresResult, MinimizeResult):
     _cls.message = property(_message)
     _cls.status_name = property(_status_name)
-
-# scipy.optimize's names for the same things (OptimizeResult), read-only
-LeastSquaresResult.x = property(lambda self: self.params, doc="``params`` (SciPy's name).")
+    _cls.x = property(lambda self: self.params, doc="``params`` (SciPy's name).")
+    _cls.nit = property(lambda self: self.num_steps, doc="``num_steps`` (SciPy's name).")
 LeastSquaresResult.fun = property(lambda self: self.residuals, doc="``residuals`` (SciPy's name).")
-MinimizeResult.x = property(lambda self: self.params, doc="``params`` (SciPy's name).")
 MinimizeResult.fun = property(lambda self: self.value, doc="``value`` (SciPy's name).")
 MinimizeResult.jac = property(lambda self: self.grad, doc="``grad`` (SciPy's name).")
-for _cls in (LeastSquaresResult, MinimizeResult):
-    _cls.nit = property(lambda self: self.num_steps, doc="``num_steps`` (SciPy's name).")

@@ -130,11 +130,11 @@ from jacopt.solvers.least_squares_problem import (
     PointEvaluation,
     evaluate_point,
     factor_point,
+    nonfinite_since_accept,
     r_factor,
     solve_upper,
     solve_upper_transposed,
     updated_scale,
-    nonfinite_since_accept,
     with_counts,
 )
 from jacopt.status import Status

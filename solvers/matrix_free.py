@@ -105,8 +105,8 @@ from jacopt.solvers.least_squares_problem import (
     LeastSquaresProblem,
     LeastSquaresSolver,
     PointEvaluation,
-    updated_scale,
     nonfinite_since_accept,
+    updated_scale,
     with_counts,
 )
 from jacopt.status import Status

@@ -165,7 +165,7 @@ class QuasiNewton(Minimizer):
         identity. Returns ``(direction, direction_norm, identity, search)``."""
         dtype = x.dtype
         d = jnp.where(identity, -grad, direction)
-        slope, gg, dd, xx = dots([(grad, d), (grad, grad), (d, d), (x, x)])
+        slope, gg, dd = dots([(grad, d), (grad, grad), (d, d)])
         descent = slope < 0
         d = jnp.where(descent, d, -grad)
         slope = jnp.where(descent, slope, -gg)
