@@ -49,9 +49,11 @@ Yuan's update solves it with ``gtol = 7e-6``, in 72 evaluations against 73): the
 solved count would drop from 21 to 20, under its peers'.
 
 Alternatives measured on the 23 benchmark problems (median evaluations, default 41; none kept):
-the first trial step ``min(1, c / ||g||)`` (``c = 1``, the unit-length step, is SciPy's
-``alpha1 = min(1, 1.01 * 2 (f - f_prev) / phi'(0))`` with its ``f_prev = f + ||g|| / 2``):
-37 to 45 for ``c`` in 0.1 .. 100 with no trend a unit-free argument could pick; SciPy's
+the first trial step ``c / ||g||`` (``c = 1``, the unit-length step, is the default; with
+``||g|| > 1`` it is SciPy's ``alpha1 = min(1, 1.01 * 2 (f - f_prev) / phi'(0))`` with its
+``f_prev = f + ||g|| / 2``, whose cap at 1 the default drops so that a tiny gradient still moves
+``x``, at the same medians): 37 to 45 for ``c`` in 0.1 .. 100 with no trend a unit-free
+argument could pick; SciPy's
 (N&W eq. 3.60) interpolated first trial ``min(1, 1.01 * 2 (f_k - f_{k-1}) / phi'(0))`` on
 every search: 49 (it only shortens steps, and after the scaling the steps are short rather
 than long; with ``H0 = I`` it reproduces SciPy's 39, units and all); Oren-Luenberger

@@ -25,7 +25,8 @@ The start itself is evaluated by the first iteration (``evaluates_start_in_loop`
 :mod:`jacopt._loop`), so the user's function is traced and compiled once, inside the loop.
 So ``nfev == ngev == num_steps + 1``. The first trial step is 1 (the quasi-Newton step) except
 when ``H`` is the unscaled identity (the first iteration, or after a reset): then it is
-``min(1, 1 / ||g||_2)``, at most a unit-length step in ``x``, as SciPy's BFGS effectively does.
+``1 / ||g||_2``, a unit-length step in ``x`` (:meth:`QuasiNewton.first_trial`), so the first
+search is invariant to the scale of ``f`` and moves ``x`` even when ``|g|`` is tiny.
 
 Safeguards (never raising inside the loop):
 
@@ -123,6 +124,15 @@ def curvature_ok(sy, ss, yy):
     return (sy > eps * jnp.sqrt(ss * yy)) & jnp.isfinite(sy)
 
 
+def min_step(x, d):
+    """The smallest step along ``d`` that still changes ``x``: below ``eps |x_i| / |d_i|`` for
+    every ``i`` it no longer does (per component: a norm of ``x`` would let one large component
+    hide the resolution of the others); 0 when ``d`` is zero."""
+    ratio = jnp.abs(x) / jnp.where(d != 0, jnp.abs(d), 1.0)
+    step = jnp.finfo(x.dtype).eps * jnp.min(jnp.where(d != 0, ratio, jnp.inf))
+    return jnp.where(jnp.isfinite(step), step, 0.0)
+
+
 class QuasiNewton(Minimizer):
     """Base of :class:`BFGS` and :class:`LBFGS`; subclasses are frozen dataclasses with the
     fields ``gtol``, ``ftol``, ``xtol`` and ``line_search`` and the three hooks above."""
@@ -157,6 +167,14 @@ class QuasiNewton(Minimizer):
         h = self.update_inverse_hessian(h, s, y, Pair(sy, yy, ok, identity))
         return h, -self.apply_inverse_hessian(h, grad), identity & ~ok
 
+    def first_trial(self, gg):
+        """The first trial step along ``-g`` while ``H`` is the unscaled identity
+        (``gg = ||g||_2^2``): ``1 / ||g||``, a step of unit length in ``x`` whatever the scale
+        of ``f``. (Capping it at 1, a step of length ``||g||`` when ``||g|| < 1``, leaves a
+        badly scaled ``f`` with a step below the resolution of ``x``: on
+        ``1e-50 (x - 1)^2`` the search could not move from ``x0``.)"""
+        return 1.0 / jnp.where(gg > 0, jnp.sqrt(gg), 1.0)
+
     # --- the loop ----------------------------------------------------------------------
     def _new_search(self, x, value, grad, direction, identity):
         """A line search along ``direction`` (``-grad`` when ``identity``; also, with
@@ -171,14 +189,8 @@ class QuasiNewton(Minimizer):
         slope = jnp.where(descent, slope, -gg)
         dnorm = jnp.sqrt(jnp.where(descent, dd, gg))
         identity = identity | ~descent
-        gnorm = jnp.sqrt(gg)
-        alpha0 = jnp.where(identity & (gnorm > 1.0), 1.0 / gnorm, 1.0).astype(dtype)
-        # Steps below eps |x_i| / |d_i| for every i no longer change x (per component: a norm
-        # of x would let one large component hide the resolution of the others).
-        ratio = jnp.abs(x) / jnp.where(d != 0, jnp.abs(d), 1.0)
-        min_step = jnp.finfo(dtype).eps * jnp.min(jnp.where(d != 0, ratio, jnp.inf))
-        min_step = jnp.where(jnp.isfinite(min_step), min_step, 0.0)
-        search = self.line_search.init(value, slope, alpha0, grad, min_step=min_step)
+        alpha0 = jnp.where(identity, self.first_trial(gg), 1.0).astype(dtype)
+        search = self.line_search.init(value, slope, alpha0, grad, min_step=min_step(x, d))
         return d, dnorm, identity, search
 
     evaluates_start_in_loop = True  # see jacopt._loop: the objective is traced once

@@ -264,6 +264,19 @@ def test_bfgs_is_invariant_to_the_scale_of_the_objective(update):
         np.testing.assert_allclose(r.params, runs[1].params, rtol=1e-6)
 
 
+@pytest.mark.parametrize("solver", ["bfgs", "lbfgs"])
+@pytest.mark.parametrize("x0", [0.0, 3.0])
+def test_first_step_moves_x_when_the_gradient_is_tiny(solver, x0):
+    """f = 1e-50 (x - 1)^2 with gtol 1e-58: a first trial of length |g| ~ 1e-50 is below the
+    resolution of x (or of f), and the search stopped at x0 (PRECISION_LIMIT); SciPy's BFGS
+    solves it in 3 iterations. The unit-length first step reaches the minimiser."""
+    r = jacopt.minimize(lambda x: 1e-50 * jnp.sum((x - 1.0) ** 2), jnp.array([x0]),
+                        solver=solver, gtol=1e-58)
+    assert int(r.status) == Status.GTOL, r.message
+    np.testing.assert_allclose(r.params, [1.0], atol=1e-12)
+    assert int(r.nfev) <= 5
+
+
 def test_lbfgs_two_loop_recursion_equals_dense_bfgs_with_full_memory():
     """With memory >= the number of pairs and the same H0 = gamma I, the two-loop recursion
     applies exactly the dense BFGS inverse (N&W section 7.2)."""
