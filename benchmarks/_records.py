@@ -7,7 +7,8 @@ optax baselines over a learning-rate grid, and the ``python -m`` entry point.
 - Methods: :func:`first_order_grid` / :func:`grid_record` (optax over an lr grid),
   :func:`jacopt_run` / :func:`jacopt_record` (a jacopt solve with history),
   :func:`run_methods` (progress callback, and :func:`guarded` turns a failing or unwritten
-  method into a record with a ``note`` instead of stopping the suite).
+  method into a record with a ``note`` instead of stopping the suite); :func:`expect` tells
+  the progress line how many items a suite will show.
 - :func:`main`: ``python -m jacopt.benchmarks.SUITE [--quick] [--out DIR]``.
 
 A record (:func:`make_record`) is a dict with the fields of
@@ -308,11 +309,21 @@ def jacopt_record(*, suite: str, problem: str, method: str, target_loss: float,
                        compile_s=run["compile_s"], num_steps=run["num_steps"], **extra)
 
 
+def expect(progress: Optional[Callable[[str], None]], count: int) -> None:
+    """Announce ``count`` more ``progress(...)`` calls in this suite, so that the progress line
+    counts them ("nist 12/54"); a no-op for ``None`` or a plain callable."""
+    announce = getattr(progress, "expect", None)
+    if announce is not None:
+        announce(count)
+
+
 def run_methods(suite: str, methods, progress: Optional[Callable[[str], None]] = None
                 ) -> list[dict]:
     """Run ``methods``, an iterable of ``(problem, method, order, target_loss, thunk)``, each
     ``thunk()`` returning one record, under :func:`guarded`; ``progress("problem / method")``
-    is called before each."""
+    is called before each (and their count announced with :func:`expect`)."""
+    methods = list(methods)
+    expect(progress, len(methods))
     records = []
     for problem, method, order, target_loss, thunk in methods:
         if progress is not None:

@@ -291,6 +291,7 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -
     names = QUICK_PROBLEMS if quick else tf.names()
     repeats = 3 if quick else 5
     optimistix_missing = _peer_missing("optimistix")
+    _records.expect(progress, len(names) * len(methods_for(tf.get(names[0]), repeats)) + 1)
     records = []
     for name in names:
         problem = tf.get(name)

@@ -227,6 +227,7 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -
     peers = {"optimistix-lm": ("optimistix", _optimistix_solve),
              "jaxopt-lm": ("jaxopt", _jaxopt_solve)}
     missing = {method: _peer_available(module) for method, (module, _) in peers.items()}
+    _records.expect(progress, len(names) * (len(JACOPT_SOLVERS) + 2 + len(peers)))  # 2: SciPy
     records = []
     for name in names:
         problem = nist.load(name)

@@ -3,6 +3,11 @@
 - ``jacopt bench [SUITE ...] [--quick] [--out DIR] [--format table|json|markdown]``
 - ``jacopt solve nist NAME [--start 1|2] [--solver lm|gn|dogleg]``
 - ``jacopt list``
+- ``jacopt --version``
+
+``list`` reads the solver registries (``SOLVERS`` of :mod:`jacopt.least_squares` and
+:mod:`jacopt.minimize`), so a solver added there is listed and accepted without a change here;
+it lists the problem families that ``solve`` accepts (:data:`SOLVE_FAMILIES`).
 
 The commands run in float64 (NIST's certificates carry 11 digits). The benchmark logic lives in
 ``jacopt.benchmarks``; this module only parses arguments and prints. Bad input (an unknown
@@ -11,12 +16,15 @@ suite, problem or solver) prints the valid names and exits with code 2, without 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
 
-LEAST_SQUARES_SOLVERS = ("lm", "gn", "dogleg", "lm-matrix-free")
-MINIMIZE_SOLVERS = ("bfgs", "lbfgs", "newton")
+from jacopt import __version__
+
+# problem families ``jacopt solve`` accepts: (what they are, which entry point solves them)
+SOLVE_FAMILIES = {"nist": ("NIST StRD nonlinear regression", "least_squares")}
 
 
 class _UsageError(Exception):
@@ -30,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="jacopt",
         description="jacopt: second-order optimisers built on Jacobians, in JAX.",
     )
+    parser.add_argument("--version", action="version", version=f"jacopt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -57,12 +66,13 @@ def _parser() -> argparse.ArgumentParser:
                     "against the certified values. Exit status: 0 when the solve succeeds, 1 "
                     "when it stops on a failure status (the summary is printed either way), 2 "
                     "for bad arguments.")
-    solve.add_argument("family", metavar="FAMILY", help="problem family: nist")
+    solve.add_argument("family", metavar="FAMILY",
+                       help="problem family: " + ", ".join(SOLVE_FAMILIES))
     solve.add_argument("name", metavar="NAME", help="problem name (see `jacopt list`)")
     solve.add_argument("--start", type=int, default=1, metavar="1|2",
                        help="NIST starting point: 1 (far) or 2 (near); default 1")
-    solve.add_argument("--solver", default="lm", metavar="|".join(LEAST_SQUARES_SOLVERS),
-                       help="least-squares solver (default lm)")
+    solve.add_argument("--solver", default="lm", metavar="SOLVER",
+                       help="least-squares solver (default lm; see `jacopt list`)")
 
     sub.add_parser("list", help="show the problems, suites and solvers available")
     return parser
@@ -86,6 +96,12 @@ def main(argv=None) -> int:
         # point stdout at devnull so that Python's exit-time flush does not raise again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+def solver_registry(entry: str) -> dict:
+    """``{name: solver class}`` of an entry point (``"least_squares"`` or ``"minimize"``), read
+    from its module (the package attribute of the same name is the function)."""
+    return importlib.import_module(f"jacopt.{entry}").SOLVERS
 
 
 def _enable_x64():
@@ -123,8 +139,9 @@ def _bench(args) -> int:
 
 
 def _solve(args) -> int:
-    if args.family.lower() != "nist":
-        raise _UsageError(f"unknown problem family {args.family!r}; valid families are: nist")
+    if args.family.lower() not in SOLVE_FAMILIES:
+        raise _UsageError(f"unknown problem family {args.family!r}; valid families are: "
+                          + ", ".join(SOLVE_FAMILIES))
     from jacopt.problems import nist
 
     lookup = {n.lower(): n for n in nist.NAMES}
@@ -134,9 +151,10 @@ def _solve(args) -> int:
     if args.start not in (1, 2):
         raise _UsageError(f"--start must be 1 or 2, got {args.start}")
     solver = args.solver.lower()
-    if solver not in LEAST_SQUARES_SOLVERS:
+    solvers = solver_registry(SOLVE_FAMILIES["nist"][1])
+    if solver not in solvers:
         raise _UsageError(f"unknown solver {args.solver!r}; valid solvers are "
-                          + ", ".join(LEAST_SQUARES_SOLVERS))
+                          + ", ".join(solvers))
     _enable_x64()
     import jax
     import jax.numpy as jnp
@@ -195,34 +213,37 @@ def _list() -> int:
     from jacopt.problems import nist
 
     print("Suites (jacopt bench SUITE ...; default: " + ", ".join(DEFAULT_SUITES) + "):")
-    for name, text in SUITES.items():
-        print(f"  {name:<10} {text}")
-    print("\nSolvers:")
-    print("  least_squares: " + ", ".join(LEAST_SQUARES_SOLVERS))
-    print("  minimize:      " + ", ".join(MINIMIZE_SOLVERS))
-    print("\nProblems:")
-    for level in ("lower", "average", "higher"):
-        names = [n for n in nist.NAMES if nist.DIFFICULTY[n] == level]
-        print(f"  nist ({level}): " + ", ".join(names))
-    for module in ("test_functions", "mlp", "softmax_policy"):
-        names = _problem_names(module)
-        if names:
-            print(f"  {module}: " + ", ".join(names))
+    for name, suite in SUITES.items():
+        print(f"  {name:<10} {suite.description}")
+    print("\nSolvers (solver=NAME; names on one line are aliases):")
+    solvers = {entry: _solver_lines(solver_registry(entry))
+               for entry in ("least_squares", "minimize")}
+    width = max(len(names) for lines in solvers.values() for names, _ in lines)
+    for entry, lines in solvers.items():
+        print(f"  {entry}:")
+        for names, summary in lines:
+            print(f"    {names:<{width}}  {summary}")
+    print("\nProblems (jacopt solve FAMILY NAME):")
+    for family, (text, entry) in SOLVE_FAMILIES.items():
+        print(f"  {family}: {text}, solved by {entry}")
+        for level in ("lower", "average", "higher"):
+            names = [n for n in nist.NAMES if nist.DIFFICULTY[n] == level]
+            print(f"    {level}: " + ", ".join(names))
     return 0
 
 
-def _problem_names(module: str) -> list[str]:
-    import importlib
-
-    try:
-        mod = importlib.import_module(f"jacopt.problems.{module}")
-    except ImportError:
-        return []
-    names = getattr(mod, "names", None)
-    if callable(names):
-        return list(names())
-    registry = getattr(mod, "PROBLEMS", None)
-    return list(registry) if isinstance(registry, dict) else []
+def _solver_lines(registry: dict) -> list[tuple[str, str]]:
+    """One ``(names, summary)`` per solver class: its registry names joined (aliases share a
+    class) and the first line of its docstring without the trailing cross-reference."""
+    by_class: dict[type, list[str]] = {}
+    for name, cls in registry.items():
+        by_class.setdefault(cls, []).append(name)
+    lines = []
+    for cls, names in by_class.items():
+        summary = ((cls.__doc__ or cls.__name__).strip().splitlines() or [cls.__name__])[0]
+        summary = summary.split(" (")[0].rstrip(".:")
+        lines.append((", ".join(names), summary))
+    return lines
 
 
 if __name__ == "__main__":  # pragma: no cover

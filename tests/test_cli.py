@@ -10,13 +10,14 @@ import types
 import pytest
 
 from jacopt import cli
-from jacopt.benchmarks import runner
+from jacopt.benchmarks import _records, runner
 
 
 def _fake_suite_module():
     """A suite with one problem, one first-order and one second-order method."""
 
     def run(quick=False, progress=None):
+        _records.expect(progress, 2)
         recs = []
         for method, order, scale in (("adam", "first", 1.0), ("lm", "second", 0.01)):
             if progress:
@@ -41,7 +42,7 @@ def _fake_suite_module():
 @pytest.fixture
 def fake_suite(monkeypatch):
     monkeypatch.setitem(sys.modules, "jacopt.benchmarks.fake", _fake_suite_module())
-    monkeypatch.setitem(runner.SUITES, "fake", "a toy suite for the CLI tests")
+    monkeypatch.setitem(runner.SUITES, "fake", runner.Suite("a toy suite for the CLI tests"))
 
 
 def test_bench_writes_complete_results_and_plots(fake_suite, tmp_path, capsys):
@@ -68,8 +69,9 @@ def test_bench_writes_complete_results_and_plots(fake_suite, tmp_path, capsys):
         assert runner.missing_fields(rec) == []
     assert (tmp_path / "plots" / "fake-toy.png").stat().st_size > 1000
     # the comparison line is computed from the records: 0.5 s vs 0.005 s = 100x
-    assert "lm reached the target in 0.005 s, 100.0x sooner than the best first-order" in out.out
-    assert "#2 toy / lm" in out.err  # progress line
+    assert ("lm reached the target in 5.00 ms, 100.0x sooner than the best first-order method "
+            "(adam, 500 ms)") in out.out
+    assert "fake 2/2 " in out.err and out.err.rstrip().endswith("toy / lm")  # progress line
 
 
 def test_summary_names_first_order_when_it_wins():
@@ -80,8 +82,8 @@ def test_summary_names_first_order_when_it_wins():
          "time_to_target_s": 4.0},
     ]
     (line,) = runner.comparison_summary(recs)
-    assert line == ("s/p: first-order adam reached the target in 0.1 s, 40.0x sooner than the "
-                    "best second-order method (ggn, 4 s)")
+    assert line == ("s/p: first-order adam reached the target in 100 ms, 40.0x sooner than the "
+                    "best second-order method (ggn, 4.00 s)")
 
 
 def test_bench_markdown_and_json_formats(fake_suite, tmp_path, capsys):
@@ -101,7 +103,7 @@ def test_failing_suite_is_recorded_not_fatal(monkeypatch, tmp_path, capsys):
         raise RuntimeError("boom")
 
     monkeypatch.setitem(sys.modules, "jacopt.benchmarks.fake", types.SimpleNamespace(run=broken))
-    monkeypatch.setitem(runner.SUITES, "fake", "broken")
+    monkeypatch.setitem(runner.SUITES, "fake", runner.Suite("broken"))
     assert cli.main(["bench", "fake", "--out", str(tmp_path), "--no-plots"]) == 1
     records = json.loads((tmp_path / "results.json").read_text())
     assert records[1]["error"] == "RuntimeError: boom"
@@ -113,7 +115,7 @@ def test_failing_suite_is_recorded_not_fatal(monkeypatch, tmp_path, capsys):
     [
         (["bench", "nosuch"], "valid suites are nist, mlp, policy"),
         (["solve", "nist", "NoSuchProblem"], "valid names are Misra1a"),
-        (["solve", "nist", "Misra1a", "--solver", "bfgs"], "valid solvers are lm, gn, dogleg"),
+        (["solve", "nist", "Misra1a", "--solver", "bfgs"], "valid solvers are lm, "),
         (["solve", "cute", "Misra1a"], "valid families are: nist"),
         (["solve", "nist", "Misra1a", "--start", "3"], "--start must be 1 or 2"),
     ],
