@@ -326,21 +326,26 @@ _REGISTERED = [
     MghProblem("helical_valley", 7, helical_valley_residual, [-1.0, 0.0, 0.0], 3, (0.0,)),
     MghProblem("bard", 8, bard_residual, [1.0, 1.0, 1.0], 15, (8.21487e-3, 17.4286),
                notes=_AT_INFINITY + "17.4286 at (0.8406, -inf, -inf); MINPACK's lmder ends "
-                                    "there from 10 x0 and 100 x0."),
+                                    "there from 10 x0 and 100 x0. Not accepted: 17.0549, "
+                                    "approached along x2 -> +inf, x3 -> -inf."),
     MghProblem("gaussian", 9, gaussian_residual, [0.4, 1.0, 0.0], 15, (1.12793e-8,)),
     MghProblem("meyer", 10, meyer_residual, [0.02, 4000.0, 250.0], 16, (87.9458,)),
     MghProblem("gulf", 11, gulf_residual, [5.0, 2.5, 0.15], 99, (0.0,),
                notes="0 at (50, 25, 1.5); m = 99 keeps t_i < 1, where |y_i - x2| = 0 at the "
                      "minimiser would make the derivative in x3 undefined."),
     MghProblem("box_3d", 12, box_3d_residual, [0.0, 10.0, 20.0], 10, (0.0,),
-               notes="0 at (1, 10, 1), (10, 1, -1) and on the line (a, a, 0)."),
+               notes="0 at (1, 10, 1), (10, 1, -1) and on the line (a, a, 0). Not accepted: "
+                     "0.0755887, approached as x2 -> +inf with x1 = 0.6136, x3 = 1.320, where "
+                     "MINPACK's lmder stops from 10 x0 and 100 x0 (MGH list no such value)."),
     MghProblem("powell_singular", 13, powell_singular_residual, [3.0, -1.0, 0.0, 1.0], 4,
                (0.0,), notes="Singular Jacobian at the minimiser 0."),
     MghProblem("wood", 14, wood_residual, [-3.0, -1.0, -3.0, -1.0], 6, (0.0,)),
     MghProblem("kowalik_osborne", 15, kowalik_osborne_residual, [0.25, 0.39, 0.415, 0.39], 11,
                (3.07505e-4, 1.02734e-3),
                notes=_AT_INFINITY + "1.02734e-3 at (+inf, -14.07, -inf, -inf); MINPACK's "
-                                    "lmder ends there from 10 x0."),
+                                    "lmder ends there from 10 x0. Not accepted: a local "
+                                    "minimum 4.23675e-4 at (0.2254, -0.4148, -0.0245, "
+                                    "-0.1780), where the model has a pole between the data."),
     MghProblem("brown_dennis", 16, brown_dennis_residual, [25.0, 5.0, -5.0, -1.0], 20,
                (85822.2,)),
     MghProblem("osborne_1", 17, osborne_1_residual, [0.5, 1.5, -1.0, 0.01, 0.02], 33,
