@@ -218,6 +218,15 @@ def test_minimize_suite_announces_as_many_items_as_it_shows(monkeypatch):
 # The suite registry
 # ------------------------------------------------------------------------------------------
 
+def test_every_registered_suite_has_a_run_with_quick_and_progress():
+    import inspect
+
+    for name, suite in runner.SUITES.items():
+        module = importlib.import_module(suite.module or f"jacopt.benchmarks.{name}")
+        parameters = inspect.signature(module.run).parameters
+        assert {"quick", "progress"} <= set(parameters), name
+
+
 def test_registry_decides_the_default_run_and_the_module(monkeypatch, tmp_path, capsys):
     assert runner.DEFAULT_SUITES == tuple(n for n, s in runner.SUITES.items() if s.default)
     assert set(runner.DEFAULT_SUITES) == {"nist", "mlp", "policy"}
