@@ -20,6 +20,7 @@ from jacopt.jacobian import (
 )
 from jacopt.tree_index import TreeIndex
 from jacopt.status import Status
+from jacopt._validate import PrecisionWarning
 from jacopt.results import History, LeastSquaresResult, MinimizeResult
 from jacopt.least_squares import least_squares
 from jacopt.curve_fit import CovarianceWarning, CurveFitResult, curve_fit
@@ -46,6 +47,7 @@ __all__ = [
     "curve_fit",
     "CurveFitResult",
     "CovarianceWarning",
+    "PrecisionWarning",
     "linalg",
     "minimize",
 ]

@@ -83,6 +83,14 @@ def pinv_symmetric_apply(h, b):
     return v @ (inv * (v.T @ b))
 
 
+def active_bounds(x, grad, lower, upper):
+    """``(mask, values)`` for ``pinned``: the components of ``x`` at a bound whose negative
+    gradient points out of the box (Bertsekas' active set), and the bound each sits on (the
+    side the gradient presses on, which decides when ``lower == upper``)."""
+    on_upper = (x >= upper) & (grad < 0)
+    return ((x <= lower) & (grad > 0)) | on_upper, jnp.where(on_upper, upper, lower)
+
+
 def with_implicit_gradient(solve: Callable, objective: Callable,
                            pinned: Callable | None = None) -> Callable:
     """Wrap ``solve(x0, args) -> (x_star, aux)`` (``x0`` and ``x_star`` flat 1-D arrays, ``aux``

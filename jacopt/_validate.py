@@ -2,20 +2,75 @@
 
 Dtype rule (documented in the README): floating leaves of ``x0`` keep their dtype; integer and
 boolean leaves, and plain Python numbers (``x0=[1, 2]`` or ``[1.0, 0.1]``, as SciPy accepts), take
-JAX's default float dtype (float32, or float64 with ``jax_enable_x64``); a NumPy float64 leaf
-while ``jax_enable_x64`` is off is a ``TypeError`` (JAX would truncate it silently); anything else
-is a ``TypeError`` naming the argument.
+JAX's default float dtype (float32, or float64 with ``jax_enable_x64``); anything else is a
+``TypeError`` naming the argument. Double-precision input while ``jax_enable_x64`` is off (a NumPy
+float64 start or data, a start of Python floats) runs in float32, as JAX would run it, with one
+:class:`PrecisionWarning` per process (:func:`warn_float32`) instead of JAX's silence.
 """
 from __future__ import annotations
 
 import math
 import numbers
+import os
+import sys
+import warnings
 from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
+
+
+class PrecisionWarning(UserWarning):
+    """Double-precision input (NumPy float64 arrays, Python floats) runs in float32 because
+    ``jax_enable_x64`` is off. Issued once per process: a SciPy script ported as it is keeps
+    working, and says once that it computes in single precision."""
+
+
+_warned_float32 = False
+_PACKAGE_DIRS = (os.path.dirname(os.path.abspath(__file__)),)
+
+
+def warn_float32(where: str) -> None:
+    """The one :class:`PrecisionWarning` of the process, naming the first argument met
+    (``where``, e.g. ``"x0"`` or ``"args[1]"``); later calls return at once."""
+    global _warned_float32
+    if _warned_float32:
+        return
+    _warned_float32 = True
+    level, frame = 2, sys._getframe(1)  # stacklevel 2: warn_float32's caller
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIRS):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(
+        f"{where} is double precision (NumPy float64 or Python floats) but JAX computes in "
+        f"float32 (jax_enable_x64 is off): the solve runs in float32, with about 7 significant "
+        f"digits, and tolerances below float32's resolution cannot be met. Enable float64 with "
+        f"jax.config.update('jax_enable_x64', True) at start-up, or pass float32 arrays to run "
+        f"in float32 without this warning (shown once per process).",
+        PrecisionWarning, stacklevel=level)
+
+
+def as_float32_if_needed(arr, where: str):
+    """A concrete NumPy float64 array as float32 (with :func:`warn_float32`) while x64 is off;
+    anything else unchanged. JAX arrays are left alone: they already have JAX's dtype."""
+    if (not isinstance(arr, jax.Array) and np.dtype(getattr(arr, "dtype", object)) == np.float64
+            and not jax.config.jax_enable_x64):
+        warn_float32(where)
+        return np.asarray(arr, np.float32)
+    return arr
+
+
+def warn_float64_leaves(tree, name: str) -> None:
+    """:func:`warn_float32` for the first NumPy float64 leaf of ``tree`` (data in ``args``,
+    which JAX would truncate to float32 without a word) while x64 is off; nothing once warned
+    or with x64 on, so warm calls pay nothing."""
+    if _warned_float32 or jax.config.jax_enable_x64:
+        return
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if isinstance(leaf, (np.ndarray, np.floating)) and leaf.dtype == np.float64:
+            warn_float32(_leaf_name(name, path))
+            return
 
 
 def _leaf_name(name, path):
@@ -42,24 +97,17 @@ def numbers_as_array(value):
     of 0-d arrays; SciPy turns it into an array. Entries may be Python, NumPy or JAX scalars and
     tracers (``[a, 1.0]`` inside ``jit`` stacks like ``[1.0, 1.0]`` outside it). The dtype follows
     JAX's promotion, Python numbers being weakly typed, except that an explicit NumPy float64
-    entry keeps float64 (so that :func:`check_x64` can refuse it when x64 is off)."""
+    entry, or Python floats with no explicitly typed entry, give float64 (so that
+    :func:`as_float32_if_needed` can say so when x64 is off)."""
     if type(value) not in (list, tuple) or not value or not all(_is_number(v) for v in value):
         return value
     if any(isinstance(v, jax.Array) for v in value):  # JAX scalars or tracers
         return jnp.stack([jnp.asarray(v) for v in value])
     explicit = [np.asarray(v).dtype for v in value if type(v) not in (bool, int, float)]
-    dtype = (np.dtype(np.float64) if any(d == np.float64 for d in explicit)
-             else jnp.result_type(*value))
+    double = (any(d == np.float64 for d in explicit)
+              or (not explicit and any(type(v) is float for v in value)))
+    dtype = np.dtype(np.float64) if double else jnp.result_type(*value)
     return np.asarray(value, dtype=dtype)
-
-
-def check_x64(dtype, name: str) -> None:
-    """A float64 input while ``jax_enable_x64`` is off would be truncated to float32 by JAX
-    without a word: raise instead, naming the argument."""
-    if np.dtype(dtype) == np.float64 and not jax.config.jax_enable_x64:
-        raise TypeError(f"{name} is float64 but JAX runs in float32 (jax_enable_x64 is off); "
-                        f"enable x64 with jax.config.update('jax_enable_x64', True) or pass "
-                        f"float32.")
 
 
 def static_number(value, name: str, *, positive: bool = False) -> float:
@@ -87,8 +135,11 @@ def float_leaf(leaf, where: str, *, check_finite: bool = True):
     numbers are weakly typed, as in JAX); other concrete values stay NumPy arrays on the host,
     and JAX arrays and tracers stay as they are. Raises ``TypeError`` for a non-numeric or
     complex leaf, ``ValueError`` for an empty leaf or (when concrete and ``check_finite``) a
-    non-finite value. The float64-while-x64-is-off rule is the caller's (:func:`check_x64`)."""
-    if type(leaf) in (float, int, bool):
+    non-finite value. Double precision while x64 is off becomes float32 with the one
+    :class:`PrecisionWarning` (:func:`as_float32_if_needed`)."""
+    if type(leaf) is float:
+        arr = np.asarray(leaf, dtype=np.float64)
+    elif type(leaf) in (int, bool):
         arr = np.asarray(leaf, dtype=jnp.result_type(float))
     elif isinstance(leaf, jax.Array):  # concrete JAX arrays and tracers
         arr = leaf
@@ -107,6 +158,7 @@ def float_leaf(leaf, where: str, *, check_finite: bool = True):
         arr = arr.astype(jnp.result_type(float))
     if arr.size == 0:
         raise ValueError(f"{where} is empty (shape {arr.shape}).")
+    arr = as_float32_if_needed(arr, where)
     if check_finite and not isinstance(arr, jax.core.Tracer) and not all_finite(arr):
         raise ValueError(f"{where} contains non-finite values (NaN or inf).")
     return arr
@@ -116,8 +168,7 @@ def as_float_tree(tree, name: str = "x0", *, check_finite: bool = True):
     """Return ``tree`` with every leaf a floating JAX array, or raise naming the bad leaf.
 
     A plain list of numbers becomes an array first (:func:`numbers_as_array`); each leaf goes
-    through :func:`float_leaf` and :func:`check_x64` (a NumPy float64 leaf while x64 is off is a
-    ``TypeError``). An empty tree is a ``ValueError``.
+    through :func:`float_leaf`. An empty tree is a ``ValueError``.
     """
     leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(numbers_as_array(tree))
     if not leaves_with_path:
@@ -126,7 +177,6 @@ def as_float_tree(tree, name: str = "x0", *, check_finite: bool = True):
     for path, leaf in leaves_with_path:
         where = _leaf_name(name, path)
         arr = float_leaf(leaf, where, check_finite=check_finite)
-        check_x64(arr.dtype, where)
         out.append(jnp.asarray(arr))
     return jax.tree_util.tree_unflatten(treedef, out)
 
@@ -182,3 +232,63 @@ def check_args(args, argument: str = "args"):
             f"write args=(value,) for a single one."
         )
     return args
+
+
+TRACING_ERRORS = (jax.errors.TracerArrayConversionError, jax.errors.TracerBoolConversionError,
+                  jax.errors.TracerIntegerConversionError)
+"""JAX's errors for a function written for NumPy meeting traced values; the entry points turn
+them into :func:`tracing_error`."""
+
+
+def tracing_error(exc: Exception, name: str) -> TypeError:
+    """What to do about one of :data:`TRACING_ERRORS` raised while tracing the user's function
+    ``name`` (raise it ``from exc``, so JAX's own message and the line stay in the chain)."""
+    if isinstance(exc, jax.errors.TracerArrayConversionError):
+        what = ("converts a traced array to NumPy (a NumPy function such as np.exp, or "
+                "np.asarray, applied to the parameters)")
+        fix = "use jax.numpy inside it: jnp.exp instead of np.exp, jnp.asarray for np.asarray"
+    else:
+        what = ("needs a concrete value of a traced array (a Python if, bool(), int() or "
+                "float() on a value that depends on the parameters)")
+        fix = ("use jnp.where or jax.lax.cond for a branch, and pass data that set shapes or "
+               "counts as Python numbers")
+    return TypeError(f"{name} {what}: jacopt traces {name} with JAX to differentiate and "
+                     f"compile it; {fix}. JAX's message: {type(exc).__name__}.")
+
+
+def outer_broadcast_error(who: str, shape, first, second) -> ValueError:
+    """The error for output of shape ``shape`` made by broadcasting ``first`` against
+    ``second`` (each ``(name, shape)``), e.g. data of shape ``(m, 1)`` against ``(m,)``."""
+    (name_a, shape_a), (name_b, shape_b) = first, second
+    return ValueError(
+        f"{who} of shape {tuple(shape)} is the broadcast of {name_a} of shape {tuple(shape_a)} "
+        f"against {name_b} of shape {tuple(shape_b)}: data of shape (m, 1) (as from "
+        f"df[['y']].values) against (m,) make an (m, m) matrix instead of m residuals, and the "
+        f"fit goes wrong without a word. Give both the same shape (y.ravel() or y[:, 0]); if a "
+        f"{tuple(shape)} residual is really meant, return it ravelled (jnp.ravel(r)).")
+
+
+def check_outer_broadcast(out_shapes, inputs, fun_name: str, inputs_name: str) -> None:
+    """Raise :func:`outer_broadcast_error` for a leaf ``fun_name`` returns (shapes, at trace
+    time) that can only be an accident of broadcasting two leaves of ``inputs`` (the data):
+    a leaf of two or more dimensions, with more elements than any input leaf, whose shape is
+    the broadcast of two input leaves of other shapes, as ``(m, 1)`` against ``(m,)`` gives
+    ``(m, m)``. Residuals that are images or stacks of curves keep working: their data have
+    the residual's shape (or as many elements). A ravelled residual is never refused."""
+    leaves = [(_leaf_name(inputs_name, path), tuple(np.shape(leaf)))
+              for path, leaf in jax.tree_util.tree_flatten_with_path(inputs)[0]]
+    largest = max((math.prod(shape) for _, shape in leaves), default=0)
+    for path, out in jax.tree_util.tree_flatten_with_path(out_shapes)[0]:
+        shape = tuple(np.shape(out))
+        if len(shape) < 2 or math.prod(shape) <= largest:
+            continue
+        parts = [leaf for leaf in leaves if leaf[1] and leaf[1] != shape]
+        for i, first in enumerate(parts):
+            for second in parts[i + 1:]:
+                try:
+                    joint = np.broadcast_shapes(first[1], second[1])
+                except ValueError:
+                    continue
+                if joint == shape:
+                    who = f"{fun_name} returned residuals" + jax.tree_util.keystr(path)
+                    raise outer_broadcast_error(who, shape, first, second)

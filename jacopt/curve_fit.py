@@ -46,10 +46,12 @@ Errors (raised before any work, naming the argument): ``ydata`` not a non-empty 
 non-finite; ``xdata`` non-finite or, for an array ``xdata``, neither its first nor its last axis
 of length ``len(ydata)``; ``model`` output shape different from ``ydata``'s; ``sigma`` of the wrong
 shape, non-positive, non-finite or (2-D) not positive definite; ``ydata``/``sigma`` with a
-floating dtype different from ``p0``'s (integers are converted to ``p0``'s dtype); ``p0`` NumPy
-float64 while x64 is off (the data follow JAX's rules, as ``args`` do); ``p0`` missing; a
-keyword of SciPy's ``curve_fit`` with no counterpart here (the message names what to use
-instead). A scalar ``sigma`` applies to every point, and a list of numbers (``p0``, ``xdata``)
+floating dtype different from ``p0``'s (integers are converted to ``p0``'s dtype); ``p0``
+missing; a keyword of SciPy's ``curve_fit`` (or ``least_squares``) with no counterpart here (the
+message names what to use instead); ``model`` calling NumPy on the parameters (use
+``jax.numpy``). Errors raised by the model itself propagate unchanged. With x64 off, NumPy
+float64 ``p0`` or data run in float32 with one :class:`jacopt.PrecisionWarning` per process.
+A scalar ``sigma`` applies to every point, and a list of numbers (``p0``, ``xdata``)
 is a 1-D array, as in SciPy.
 """
 from __future__ import annotations
@@ -66,7 +68,10 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.scipy.linalg import solve_triangular
 
-from jacopt._validate import all_finite, as_float_tree, numbers_as_array
+from jacopt import _scipy_keywords
+from jacopt._compile import cpu_fast_jit
+from jacopt._validate import (TRACING_ERRORS, all_finite, as_float32_if_needed, as_float_tree,
+                              numbers_as_array, outer_broadcast_error, tracing_error)
 from jacopt.least_squares import least_squares
 from jacopt.linalg import gram_pinv
 from jacopt.results import LeastSquaresResult
@@ -91,8 +96,9 @@ class CurveFitResult:
     ``vmap``). Iterating gives ``(params, covariance)``, so ``popt, pcov = curve_fit(...)`` works
     as in SciPy.
 
-    - ``params``: the fitted parameters, shaped like ``p0`` (SciPy's ``popt``).
-    - ``covariance``: ``(n, n)`` parameter covariance in ravel order (SciPy's ``pcov``); all
+    - ``params``: the fitted parameters, shaped like ``p0`` (SciPy's ``popt``, an alias).
+    - ``covariance``: ``(n, n)`` parameter covariance in ravel order (SciPy's ``pcov``, an
+      alias); all
       ``inf`` when it cannot be estimated (see the module docstring).
     - ``stderr``: standard errors ``sqrt(diag(covariance))``, shaped like ``p0``; ``inf`` for
       parameters that are not identifiable.
@@ -120,6 +126,16 @@ class CurveFitResult:
 
     def __iter__(self):
         return iter((self.params, self.covariance))
+
+    popt = property(lambda self: self.params, doc="``params`` (SciPy's name).")
+    pcov = property(lambda self: self.covariance, doc="``covariance`` (SciPy's name).")
+
+    def __repr__(self):
+        from jacopt.results import _short
+
+        fields = ", ".join(f"{f.name}={_short(getattr(self, f.name))}"
+                           for f in dataclasses.fields(self) if f.name != "result")
+        return f"CurveFitResult({fields}, result={self.result!r})"
 
     @property
     def success(self):
@@ -167,27 +183,19 @@ def _concrete(a) -> bool:
     return not isinstance(a, jax.core.Tracer)
 
 
-_SCIPY_ONLY = {
-    "method": "solver= chooses the method ('lm', 'gn', 'dogleg')",
-    "maxfev": "max_steps= caps the iterations",
-    "max_nfev": "max_steps= caps the iterations",
-    "full_output": "the returned CurveFitResult holds everything (the solve as .result)",
-    "check_finite": "inputs are always checked for NaN and inf",
-    "nan_policy": "NaN in the data is an error; drop those points first",
-    "diff_step": "the Jacobian comes from automatic differentiation (or jac=)",
-}
-"""``scipy.optimize.curve_fit`` keywords with no counterpart here, and what to use instead."""
-
-
 @functools.lru_cache(maxsize=None)
 def _least_squares_keywords() -> frozenset:
     """The keyword arguments :func:`jacopt.least_squares` accepts."""
-    return frozenset(inspect.signature(least_squares).parameters)
+    return frozenset(name for name, p in inspect.signature(least_squares).parameters.items()
+                     if p.kind is not inspect.Parameter.VAR_KEYWORD)
 
 
 def _as_data(value, name: str, dtype):
-    """``value`` as a JAX array of ``dtype``: integers converted, other floats refused."""
+    """``value`` as a JAX array of ``dtype``: integers converted, other floats refused (NumPy
+    float64 while x64 is off runs in float32 with the one PrecisionWarning, as JAX runs it)."""
     try:
+        if not isinstance(value, jax.Array):
+            value = as_float32_if_needed(np.asarray(value), name)
         arr = value if isinstance(value, jax.Array) else jnp.asarray(value)
     except TypeError as exc:
         raise TypeError(f"{name} must be a numeric array, got {type(value).__name__}.") from exc
@@ -210,6 +218,8 @@ def _as_data(value, name: str, dtype):
 def _check_xdata(xdata, length: int):
     def convert(leaf):
         if isinstance(leaf, (jax.Array, np.ndarray)) or np.isscalar(leaf):
+            if isinstance(leaf, np.ndarray):
+                leaf = as_float32_if_needed(leaf, "xdata")
             arr = leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf)
             if (_concrete(arr) and jnp.issubdtype(arr.dtype, jnp.inexact)
                     and not all_finite(arr)):
@@ -249,6 +259,18 @@ def _check_sigma(sigma, ydata, dtype):
         f"sigma has shape {sigma.shape}; expected ydata's shape {ydata.shape} (standard "
         f"deviations) or ({m}, {m}) (the covariance matrix of the flattened ydata)."
     )
+
+
+def _takes_two(model) -> bool:
+    """Whether ``model`` can be called with two positional arguments (True when its
+    signature cannot be read)."""
+    try:
+        inspect.signature(model).bind(None, None)
+    except TypeError:
+        return False
+    except ValueError:
+        return True
+    return True
 
 
 def _model_output(model, xdata, p0):
@@ -295,7 +317,7 @@ def _robust_jacobian(result: LeastSquaresResult, loss, f_scale):
     return row_weight[:, None] * J
 
 
-@functools.partial(jax.jit, static_argnames="absolute_sigma")
+@functools.partial(cpu_fast_jit, static_argnames=("absolute_sigma",))
 def _covariance(J, cost, absolute_sigma: bool, params=None):
     """(pcov, identifiable, rank, valid, residual_variance, stderr) from the weighted Jacobian,
     ``stderr`` flat or, given ``params``, shaped like them: one compiled function (run eagerly,
@@ -401,11 +423,8 @@ def curve_fit(model: Callable, xdata, ydata, p0, *, sigma=None, absolute_sigma: 
         if key in ("args", "fun", "x0"):
             raise TypeError(f"curve_fit does not take {key!r}: the residuals are built from "
                             f"model, xdata and ydata.")
-        if key in _SCIPY_ONLY:
-            raise TypeError(f"curve_fit() got SciPy's keyword argument {key!r}; here "
-                            f"{_SCIPY_ONLY[key]}.")
         if key not in _least_squares_keywords():
-            raise TypeError(f"curve_fit() got an unexpected keyword argument {key!r}.")
+            _scipy_keywords.refuse("curve_fit", [key])
     if p0 is None:
         raise ValueError("p0 is required: its structure defines the parameters (SciPy's "
                          "default of ones reads the model's signature, which model(xdata, "
@@ -424,12 +443,23 @@ def curve_fit(model: Callable, xdata, ydata, p0, *, sigma=None, absolute_sigma: 
     weighting, weight = _check_sigma(sigma, ydata, dtype)
     try:
         out = _model_output(model, xdata, p0)
-    except Exception as exc:
-        raise ValueError(f"model(xdata, p0) failed: {type(exc).__name__}: {exc}. The model is "
-                         f"called as model(xdata, params); a SciPy model f(x, *p) is "
-                         f"lambda x, p: f(x, *p).") from exc
+    except TRACING_ERRORS as exc:
+        raise tracing_error(exc, "model") from exc
+    except TypeError as exc:  # the user's own errors propagate unchanged; a SciPy signature
+        if _takes_two(model):  # f(x, a, b, c) called as model(xdata, params) gets a hint
+            raise
+        raise TypeError(f"model(xdata, p0) failed: {exc}. The model is called as "
+                        f"model(xdata, params); a SciPy model f(x, *p) is "
+                        f"lambda x, p: f(x, *p).") from exc
     if not hasattr(out, "shape") or tuple(out.shape) != tuple(ydata.shape):
         got = getattr(out, "shape", type(out).__name__)
+        try:
+            joint = np.broadcast_shapes(tuple(got), tuple(ydata.shape))
+        except (TypeError, ValueError):
+            joint = None
+        if joint is not None and joint not in (tuple(got), tuple(ydata.shape)):
+            raise outer_broadcast_error("the residual model(xdata, p0) - ydata", joint,
+                                        ("model(xdata, p0)", got), ("ydata", ydata.shape))
         raise ValueError(f"model(xdata, p0) returns shape {got} but ydata has shape "
                          f"{ydata.shape}; they must match.")
 
@@ -440,7 +470,8 @@ def curve_fit(model: Callable, xdata, ydata, p0, *, sigma=None, absolute_sigma: 
     fun = _residual_function(model, weighting)
     residual_jac = None if jac is None else _jacobian_function(jac, weighting)
     result = least_squares(fun, p0, args=(xdata, ydata, weight), solver=solver,
-                           jac=residual_jac, bounds=bounds, **least_squares_kwargs)
+                           jac=residual_jac, bounds=bounds, _x0_name="p0",
+                           **least_squares_kwargs)
 
     J = _robust_jacobian(result, least_squares_kwargs.get("loss", "linear"),
                          least_squares_kwargs.get("f_scale", 1.0))

@@ -40,8 +40,10 @@ from jax.flatten_util import ravel_pytree
 from jacopt import _loop
 from jacopt._compile import cpu_fast_jit
 from jacopt._implicit import hoist_closure, with_implicit_gradient
-from jacopt._validate import (check_args, check_verbose, check_x64, float_leaf,
-                              numbers_as_array, resolve_solver, static_number)
+from jacopt import _scipy_keywords
+from jacopt._validate import (TRACING_ERRORS, check_args, check_outer_broadcast, check_verbose,
+                              float_leaf, numbers_as_array, resolve_solver, static_number,
+                              tracing_error, warn_float64_leaves)
 from jacopt.losses import get_loss
 from jacopt.results import LeastSquaresResult
 from jacopt.solvers.dogleg import Dogleg
@@ -82,6 +84,7 @@ def least_squares(
     history=False,
     verbose=0,
     implicit_diff=True,
+    **scipy_keywords,
 ) -> LeastSquaresResult:
     """Minimise ``C(x) = 0.5 * sum(f_scale**2 * rho((r_i / f_scale)**2))`` with ``r =
     fun(x, *args)`` (``0.5 * sum(r**2)`` for the default linear loss), optionally inside a box.
@@ -93,7 +96,7 @@ def least_squares(
         once per function and shapes, as by ``jax.jit``: data it reads from globals or object
         attributes are frozen at the first call; pass data that change through ``args``.
       x0: the start, an array or pytree of arrays (``n`` elements in total); finite. A list
-        of numbers is a 1-D array, as in SciPy.
+        of numbers is a 1-D array and a lone number a 1-element array, as in SciPy.
       args: tuple of extra arguments of ``fun`` (arrays/pytrees; traced, so new values do not
         recompile).
       solver: ``"lm"`` (Levenberg-Marquardt, default), ``"gn"`` (Gauss-Newton with a line
@@ -113,9 +116,9 @@ def least_squares(
         wander far off; on a three-parameter exponential fit with ``f_scale`` 0.1 both ended
         far from the minimum that ``"lm"`` and SciPy's ``trf`` reach.
       f_scale: the residual scale of the robust loss (> 0).
-      bounds: ``None`` or ``(lower, upper)``, each a scalar or a pytree like ``x0`` (``-inf``/
-        ``inf`` for no bound). Needs ``lower <= x0 <= upper``. Solvers ``"lm"``, ``"gn"`` and
-        ``"lm-matrix-free"``.
+      bounds: ``None`` or ``(lower, upper)``, each a scalar or a pytree like ``x0`` whose leaves
+        are scalars or have the shape of ``x0``'s (``-inf``/``inf`` for no bound). Needs
+        ``lower <= x0 <= upper``. Solvers ``"lm"``, ``"gn"`` and ``"lm-matrix-free"``.
       x_scale: ``"jac"`` (Moré's scaling by the Jacobian's column norms, updated as their
         running maximum) or the characteristic scale of each parameter: a positive scalar or a
         pytree like ``x0`` (the scaling is ``1 / x_scale``).
@@ -127,6 +130,9 @@ def least_squares(
       verbose: 0 silent, 1 one line at the end, 2 one row per iteration (printed from inside
         the compiled loop).
       implicit_diff: attach implicit derivatives of ``params`` with respect to ``args``.
+      **scipy_keywords: SciPy's keywords with no counterpart here (``method``, ``max_nfev``,
+        ``tr_solver``, ``tr_options``, ``diff_step``, ``jac_sparsity``...) raise a
+        ``TypeError`` that names what to use instead (:mod:`jacopt._scipy_keywords`).
 
     Returns:
       A :class:`jacopt.LeastSquaresResult` (``params``, ``cost``, ``residuals``, ``jac``,
@@ -135,12 +141,21 @@ def least_squares(
 
     Raises (before any solving):
       ``ValueError`` naming the argument: non-finite ``x0``; ``bounds`` with ``lower > upper``
-      or of the wrong shape; ``x0`` outside the bounds; bad ``x_scale``/``f_scale``/
-      ``max_steps``; ``fun`` returning a scalar; ``jac`` returning the wrong shape; unknown
-      ``solver`` or ``loss`` names. ``TypeError`` for non-numeric ``x0`` leaves, a non-tuple
-      ``args``, or ``fun`` returning a dtype different from ``x0``'s.
+      or of the wrong shape (SciPy: "Inconsistent shapes"); ``x0`` outside the bounds; bad
+      ``x_scale``/``f_scale``/``max_steps``; ``fun`` returning a scalar, or residuals that
+      broadcast into a matrix (data of shape ``(m, 1)`` against ``(m,)``,
+      :func:`jacopt._validate.check_outer_broadcast`); ``jac`` returning the wrong shape;
+      unknown ``solver`` or ``loss`` names. ``TypeError`` for non-numeric or complex ``x0``
+      or ``x_scale``, a non-tuple ``args``, ``fun`` returning a dtype different from
+      ``x0``'s, ``fun`` calling NumPy on the parameters (use ``jax.numpy``), or a SciPy
+      keyword. With x64 off, double-precision ``x0`` or NumPy float64 ``args`` run in float32
+      with one :class:`jacopt.PrecisionWarning` per process.
     """
+    x0_name = scipy_keywords.pop("_x0_name", "x0")  # curve_fit's p0
+    if scipy_keywords:
+        _scipy_keywords.refuse("least_squares", scipy_keywords)
     check_args(args)
+    warn_float64_leaves(args, "args")
     solver = resolve_solver(solver, SOLVERS, LeastSquaresSolver)
     overrides = {k: static_number(v, k) for k, v in (("ftol", ftol), ("xtol", xtol),
                                                       ("gtol", gtol)) if v is not None}
@@ -160,8 +175,8 @@ def least_squares(
     else:
         f_scale = static_number(f_scale, "f_scale", positive=True)
 
-    x0, dtype, treedef, sizes = _check_x0(x0)
-    n = int(sum(sizes))
+    x0, dtype, treedef, shapes = _check_x0(x0)
+    n = int(sum(int(np.prod(shape)) for shape in shapes))
     if max_steps is None:
         max_steps = max(1000, 100 * (n + 1))
     if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) \
@@ -175,17 +190,20 @@ def least_squares(
                 f"bounds are supported by solver='lm', 'gn' and 'lm-matrix-free', not "
                 f"{type(solver).__name__}."
             )
-        lower, upper = _check_bounds(bounds, x0, treedef, sizes, dtype)
-    scale = _check_x_scale(x_scale, treedef, sizes, dtype)
+        lower, upper = _check_bounds(bounds, x0, treedef, shapes, dtype, x0_name)
+    scale = _check_x_scale(x_scale, treedef, shapes, dtype)
     check_verbose(verbose)
 
-    (fun, jac), args = hoist_closure((fun, jac), x0, args)
-    return _solve(
-        x0, args, lower, upper, scale, f_scale,
-        solver=solver, fun=fun, jac=jac, loss=loss, max_steps=int(max_steps),
-        history=bool(history), verbose=int(verbose), implicit_diff=bool(implicit_diff),
-        batched=_under_vmap(x0, args, lower, upper, scale),
-    )
+    try:
+        (fun, jac), args = hoist_closure((fun, jac), x0, args)
+        return _solve(
+            x0, args, lower, upper, scale, f_scale,
+            solver=solver, fun=fun, jac=jac, loss=loss, max_steps=int(max_steps),
+            history=bool(history), verbose=int(verbose), implicit_diff=bool(implicit_diff),
+            batched=_under_vmap(x0, args, lower, upper, scale),
+        )
+    except TRACING_ERRORS as exc:
+        raise tracing_error(exc, "fun") from exc
 
 
 def _under_vmap(*trees) -> bool:
@@ -209,9 +227,14 @@ def _is_traced(a) -> bool:
 
 
 def _check_x0(x0):
-    """``(x0, dtype, treedef, sizes)``: each leaf through :func:`jacopt._validate.float_leaf`
-    (concrete leaves stay on the host), one floating dtype for all, and :func:`check_x64`."""
-    leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(numbers_as_array(x0))
+    """``(x0, dtype, treedef, shapes)``: each leaf through :func:`jacopt._validate.float_leaf`
+    (concrete leaves stay on the host), one floating dtype for all; a lone number (or 0-d
+    array) is a 1-element array, as SciPy's ``np.atleast_1d(x0)``."""
+    x0 = numbers_as_array(x0)
+    if hasattr(x0, "shape") and np.ndim(x0) == 0 or type(x0) in (float, int) or \
+            isinstance(x0, np.generic):
+        x0 = jnp.reshape(x0, (1,)) if isinstance(x0, jax.Array) else np.reshape(x0, (1,))
+    leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(x0)
     if not leaves_with_path:
         raise ValueError("x0 is empty: it must hold at least one number.")
     out = [float_leaf(leaf, "x0" + jax.tree_util.keystr(path)) for path, leaf in leaves_with_path]
@@ -220,46 +243,59 @@ def _check_x0(x0):
         raise TypeError(f"x0 mixes dtypes {sorted(map(str, dtypes))}; give every leaf the same "
                         "floating dtype.")
     dtype = dtypes.pop()
-    check_x64(dtype, "x0")
-    sizes = [int(np.prod(arr.shape)) for arr in out]
-    return jax.tree_util.tree_unflatten(treedef, out), dtype, treedef, sizes
+    shapes = [tuple(arr.shape) for arr in out]
+    return jax.tree_util.tree_unflatten(treedef, out), dtype, treedef, shapes
 
 
-def _flat_like(value, treedef, sizes, dtype, name):
-    """A scalar or a pytree with x0's structure -> flat (n,) array (numpy when concrete)."""
+def _real(leaf, name):
+    """A concrete leaf of bounds or x_scale as a float64 NumPy array, or a TypeError naming
+    ``name`` (complex, strings, objects)."""
+    a = np.asarray(leaf)
+    if a.dtype.kind not in "biuf":
+        kind = "complex" if a.dtype.kind == "c" else f"not a real number (dtype {a.dtype})"
+        raise TypeError(f"{name} must hold real numbers; got {leaf!r}, {kind}.")
+    return a.astype(np.float64)
+
+
+def _flat_like(value, treedef, shapes, dtype, name):
+    """A scalar or a pytree with x0's structure whose leaves are scalars or have the shapes of
+    x0's leaves -> flat (n,) array (numpy when concrete). Any other shape is an error, as in
+    SciPy ("Inconsistent shapes between bounds and x0"): a length-1 array is not a scalar."""
+    sizes = [int(np.prod(shape)) for shape in shapes]
     n = int(sum(sizes))
     leaves = jax.tree_util.tree_leaves(value)
     if len(leaves) == 1 and np.ndim(leaves[0]) == 0 and treedef.num_leaves != 1 or \
             (not isinstance(value, (list, tuple, dict)) and np.ndim(value) == 0):
         if _is_traced(value):
             return jnp.full((n,), value, dtype)
-        return np.full((n,), float(np.asarray(value)), dtype)
+        return np.full((n,), float(_real(value, name)), dtype)
     try:
         value_leaves = treedef.flatten_up_to(value)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{name} must be a scalar or have the structure of x0: {exc}") from None
     parts = []
-    for leaf, size in zip(value_leaves, sizes):
+    for leaf, shape, size in zip(value_leaves, shapes, sizes):
+        leaf_shape = tuple(np.shape(leaf))
+        if leaf_shape not in ((), shape):
+            raise ValueError(f"{name} has a leaf of shape {leaf_shape} where x0's leaf has "
+                             f"shape {shape} (inconsistent shapes: give a scalar or one value "
+                             f"per element of x0).")
         if _is_traced(leaf):
-            if leaf.size not in (1, size):
-                raise ValueError(f"{name} has a leaf of size {leaf.size} where x0 has {size}.")
             parts.append(jnp.broadcast_to(jnp.ravel(leaf), (size,)).astype(dtype))
         else:
-            a = np.asarray(leaf, dtype=np.float64)
-            if a.size not in (1, size):
-                raise ValueError(f"{name} has a leaf of shape {a.shape} where x0's leaf has "
-                                 f"{size} elements.")
+            a = _real(leaf, name)
             parts.append(np.broadcast_to(a.ravel(), (size,)).astype(dtype))
     if any(_is_traced(p) for p in parts):
         return jnp.concatenate([jnp.asarray(p) for p in parts])
     return np.concatenate(parts)
 
 
-def _check_bounds(bounds, x0, treedef, sizes, dtype):
+def _check_bounds(bounds, x0, treedef, shapes, dtype, x0_name="x0"):
     if not (isinstance(bounds, (tuple, list)) and len(bounds) == 2):
-        raise ValueError("bounds must be a pair (lower, upper) of scalars or pytrees like x0.")
-    lower = _flat_like(bounds[0], treedef, sizes, dtype, "bounds[0] (lower)")
-    upper = _flat_like(bounds[1], treedef, sizes, dtype, "bounds[1] (upper)")
+        raise ValueError(f"bounds must be a pair (lower, upper) of scalars or pytrees like "
+                         f"{x0_name}.")
+    lower = _flat_like(bounds[0], treedef, shapes, dtype, "bounds[0] (lower)")
+    upper = _flat_like(bounds[1], treedef, shapes, dtype, "bounds[1] (upper)")
     concrete = not (_is_traced(lower) or _is_traced(upper))
     if concrete:
         if np.any(np.isnan(lower)) or np.any(np.isnan(upper)):
@@ -276,17 +312,17 @@ def _check_bounds(bounds, x0, treedef, sizes, dtype):
             outside = np.nonzero((x < lower) | (x > upper))[0]
             if outside.size:
                 i = int(outside[0])
-                raise ValueError(f"x0 is outside bounds at flat index {i}: {x[i]} not in "
-                                 f"[{lower[i]}, {upper[i]}].")
+                raise ValueError(f"{x0_name} is outside bounds at flat index {i}: {x[i]} not "
+                                 f"in [{lower[i]}, {upper[i]}].")
     return lower, upper
 
 
-def _check_x_scale(x_scale, treedef, sizes, dtype):
+def _check_x_scale(x_scale, treedef, shapes, dtype):
     if isinstance(x_scale, str):
         if x_scale != "jac":
             raise ValueError(f"x_scale must be 'jac' or positive numbers, got {x_scale!r}.")
         return None
-    scale = _flat_like(x_scale, treedef, sizes, dtype, "x_scale")
+    scale = _flat_like(x_scale, treedef, shapes, dtype, "x_scale")
     if not _is_traced(scale) and not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
         raise ValueError("x_scale must be 'jac' or positive finite numbers.")
     return scale
@@ -358,7 +394,9 @@ def _solve_impl(x0, args, lower, upper, x_scale, f_scale, *, solver, fun, jac, l
     residual = _flat_residual_function(fun, unravel, dtype)
     r_shape = jax.eval_shape(residual, x_flat, args)
     m, n = r_shape.shape[0], x_flat.shape[0]
-    unravel_residuals = _unraveler(jax.eval_shape(lambda x: fun(unravel(x), *args), x_flat))
+    residual_shapes = jax.eval_shape(lambda x: fun(unravel(x), *args), x_flat)
+    check_outer_broadcast(residual_shapes, args, "fun", "args")
+    unravel_residuals = _unraveler(residual_shapes)
     jac_flat = None if jac is None else _flat_jacobian_function(jac, unravel, n, m)
     if jac_flat is not None:
         jax.eval_shape(jac_flat, x_flat, args)  # shape check at trace time

@@ -1,4 +1,5 @@
-"""``jacopt.minimize``: unconstrained minimisation of a smooth scalar function of a pytree.
+"""``jacopt.minimize``: minimisation of a smooth scalar function of a pytree, unconstrained or
+within bounds.
 
 Quick start::
 
@@ -20,6 +21,8 @@ Solvers (a name or an instance from :mod:`jacopt.solvers`):
 - ``"lbfgs"`` (:class:`~jacopt.solvers.LBFGS`): limited memory, for large ``n``.
 - ``"newton"`` (:class:`~jacopt.solvers.Newton`): exact Hessians by forward-over-reverse
   differentiation, trust region solved exactly (Moré-Sorensen); small ``n``.
+- ``"lbfgsb"`` or ``"l-bfgs-b"`` (:class:`~jacopt.solvers.LBFGSB`): L-BFGS-B, limited memory
+  with bounds (``bounds=``); the only solver that takes them.
 - ``"newton-cg"`` (:class:`~jacopt.solvers.NewtonCG`): Hessian-vector products, trust region
   solved by Steihaug-Toint truncated conjugate gradients; large ``n``.
 
@@ -45,18 +48,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from jacopt._compile import cpu_fast_jit
-from jacopt._implicit import hoist_closure, with_implicit_gradient
+from jacopt._bounds import parse_bounds
+from jacopt._implicit import active_bounds, hoist_closure, with_implicit_gradient
 from jacopt._loop import run
 from jacopt._validate import (as_float_tree, check_args, check_verbose, common_dtype, ravel,
                               resolve_solver, static_number)
 from jacopt.results import MinimizeResult
 from jacopt.solvers.bfgs import BFGS
 from jacopt.solvers.lbfgs import LBFGS
+from jacopt.solvers.lbfgsb import LBFGSB
 from jacopt.solvers.minimize_problem import MinimizeProblem, Minimizer
 from jacopt.solvers.newton import Newton, NewtonCG
 from jacopt.status import minimize_success
 
-SOLVERS = {"bfgs": BFGS, "lbfgs": LBFGS, "newton": Newton, "newton-cg": NewtonCG}
+SOLVERS = {"bfgs": BFGS, "lbfgs": LBFGS, "newton": Newton, "newton-cg": NewtonCG,
+           "lbfgsb": LBFGSB, "l-bfgs-b": LBFGSB}
 """Solver names accepted by ``minimize(solver=...)``."""
 
 DEFAULT_MAX_STEPS = 2000
@@ -67,7 +73,8 @@ def minimize(
     x0: Any,
     *,
     args: tuple = (),
-    solver: str | Minimizer = "bfgs",
+    bounds: Any = None,
+    solver: str | Minimizer | None = None,
     gtol: float | None = None,
     ftol: float | None = None,
     xtol: float | None = None,
@@ -87,8 +94,15 @@ def minimize(
         SciPy). ``params`` in the result has the same structure.
       args: a tuple of extra arguments (pytrees, traced: changing their values does not
         recompile). The solution is differentiable with respect to them.
-      solver: a name (``"bfgs"``, ``"lbfgs"``, ``"newton"``, ``"newton-cg"``) or a solver
-        instance (e.g. ``jacopt.solvers.LBFGS(memory=20)``).
+      bounds: ``None``, or bounds ``lower <= x <= upper`` (solver ``"lbfgsb"``): a pair
+        ``(lower, upper)``, each ``None``, a scalar, or an array or pytree like ``x0``
+        (``-inf``/``inf`` for no bound); SciPy's sequence of ``(min, max)`` pairs (``None``
+        for no bound); or a :class:`scipy.optimize.Bounds`. An ``x0`` outside is clipped into
+        the box, as SciPy does. ``gtol`` then applies to the projected gradient, and a
+        component held at an active bound has the bound's derivative (:mod:`jacopt._bounds`).
+      solver: a name (``"bfgs"``, ``"lbfgs"``, ``"newton"``, ``"newton-cg"``, ``"lbfgsb"`` or
+        ``"l-bfgs-b"``) or a solver instance (e.g. ``jacopt.solvers.LBFGS(memory=20)``).
+        Default: ``"bfgs"``, or ``"lbfgsb"`` when ``bounds`` are given (SciPy's choice).
       gtol, ftol, xtol: override the solver's tolerances when given: stop when
         ``max|grad| <= gtol`` (default 1e-5), when an accepted step reduces ``f`` by at most
         ``ftol * max(|f|, |f_prev|, 1)`` (default 0: off), or when an accepted step ``s`` has
@@ -109,16 +123,23 @@ def minimize(
       reach the minimiser but end with ``PRECISION_LIMIT``; pass a larger ``gtol``.
 
     Raises (before any work): ``ValueError`` if ``fun`` does not return a scalar, ``x0`` is
-    non-finite or empty, ``solver`` is an unknown name (the message lists the valid ones), a
+    non-finite or empty, ``bounds`` cannot be read, do not match ``x0``, hold NaN or have
+    ``lower > upper``, or are given to a solver other than ``"lbfgsb"``, ``solver`` is an
+    unknown name (the message lists the valid ones), a
     tolerance is not a number >= 0 or ``verbose`` is not 0, 1 or 2; ``TypeError`` if ``x0`` or
     ``fun``'s output is not real floating, their dtypes differ, ``x0`` is a NumPy float64 array
     while x64 is off, a tolerance is traced, or ``args`` is not a tuple. A non-finite
     ``fun(x0)`` is not an exception: the result has ``status == Status.NONFINITE``.
     """
+    if solver is None:  # SciPy's choice: BFGS, or L-BFGS-B when there are bounds
+        solver = "bfgs" if bounds is None else "lbfgsb"
     solver = _resolve(solver, gtol=gtol, ftol=ftol, xtol=xtol)
     args = check_args(args)
     x0 = as_float_tree(x0, "x0")
-    common_dtype(x0, "x0")
+    lower, upper = parse_bounds(bounds, x0, common_dtype(x0, "x0"))
+    if lower is not None and not solver.takes_bounds:
+        raise ValueError(f"solver {type(solver).__name__} does not take bounds; use "
+                         f"solver='lbfgsb' (L-BFGS-B) for bounded minimisation.")
     if not callable(fun):
         raise TypeError(f"fun must be callable, got {type(fun).__name__}.")
     if (isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer))
@@ -126,7 +147,7 @@ def minimize(
         raise ValueError(f"max_steps must be an int >= 0, got {max_steps!r}.")
     check_verbose(verbose)
     (fun,), args = hoist_closure((fun,), x0, args)
-    return _solve(x0, args, fun=fun, solver=solver, max_steps=int(max_steps),
+    return _solve(x0, args, lower, upper, fun=fun, solver=solver, max_steps=int(max_steps),
                   history=bool(history), verbose=int(verbose))
 
 
@@ -155,7 +176,7 @@ def _check_fun(fun, x0, args) -> None:
                         f"the dtypes of args and constants) or give x0 dtype {out.dtype}.")
 
 
-def _solve_impl(x0, args, *, fun, solver, max_steps, history, verbose):
+def _solve_impl(x0, args, lower, upper, *, fun, solver, max_steps, history, verbose):
     _check_fun(fun, x0, args)
     x0_flat, unravel = ravel(x0)
 
@@ -164,12 +185,24 @@ def _solve_impl(x0, args, *, fun, solver, max_steps, history, verbose):
 
     title = f"jacopt.minimize ({type(solver).__name__}, n = {x0_flat.shape[0]})"
 
-    def solve(x_start, args):
-        out = run(solver, MinimizeProblem(flat_fun, args), x_start, max_steps=max_steps,
+    def solve(x_start, data):
+        out = run(solver, MinimizeProblem(flat_fun, *data), x_start, max_steps=max_steps,
                   history=history, verbose=verbose, title=title)
         return out.state.x, out
 
-    x, out = with_implicit_gradient(solve, flat_fun)(x0_flat, args)
+    def pinned(x, data):
+        """The active bounds at the solution pin their components (derivative: the bound's)."""
+        xs, a = jax.lax.stop_gradient(x), jax.lax.stop_gradient(data[0])
+        return active_bounds(xs, jax.grad(flat_fun)(xs, a), data[1], data[2])
+
+    def objective(x, data):
+        if lower is not None:  # pinned components read their bounds (traced ones move them)
+            mask, values = pinned(x, data)
+            x = jnp.where(mask, values, x)
+        return flat_fun(x, data[0])
+
+    x, out = with_implicit_gradient(solve, objective, None if lower is None else pinned)(
+        x0_flat, (args, lower, upper))
     state = out.state
     return MinimizeResult(
         params=unravel(x),

@@ -75,6 +75,59 @@ def minimize_success(status):
     return is_success(status) & (jnp.asarray(status) != Status.PRECISION_LIMIT)
 
 
+# SciPy's status numbers for the same stops (``scipy_status`` on the results). SciPy's numbers
+# from scipy/optimize/_lsq/least_squares.py (TERMINATION_MESSAGES) and _optimize.py (BFGS's
+# warnflag, _status_message). A stop SciPy has no number for takes the nearest failure.
+#
+# least_squares (SciPy: ``success = status > 0``):
+#   -1  SciPy: improper input. jacopt raises on improper input before any work; here: the
+#       residuals turned non-finite (SciPy raises when they are at x0), the line search
+#       failed, or the solve stalled.
+#    0  SciPy: max_nfev reached.                       jacopt: MAX_STEPS (RUNNING: unfinished)
+#    1  `gtol` satisfied.                              jacopt: GTOL
+#    2  `ftol` satisfied.                              jacopt: FTOL
+#    3  `xtol` satisfied.                              jacopt: XTOL; PRECISION_LIMIT (steps at
+#       rounding level: SciPy's trf stops there by its xtol test)
+#    4  both `ftol` and `xtol` (jacopt reports the test it met first).
+# minimize (SciPy's BFGS, L-BFGS and trust-region ``status``; ``success = status == 0``):
+#    0  success.                                       jacopt: GTOL, FTOL, XTOL
+#    1  maximum number of iterations.                  jacopt: MAX_STEPS (RUNNING: unfinished)
+#    2  "Desired error not necessarily achieved due to precision loss" (the line search
+#       failed).                                       jacopt: PRECISION_LIMIT,
+#                                                      LINE_SEARCH_FAILED, a stall
+#    3  NaN result encountered.                        jacopt: NONFINITE
+_SCIPY_LEAST_SQUARES = {
+    Status.RUNNING: 0, Status.GTOL: 1, Status.FTOL: 2, Status.XTOL: 3,
+    Status.PRECISION_LIMIT: 3, Status.MAX_STEPS: 0, Status.NONFINITE: -1,
+    Status.LINE_SEARCH_FAILED: -1,
+}
+_SCIPY_MINIMIZE = {
+    Status.RUNNING: 1, Status.GTOL: 0, Status.FTOL: 0, Status.XTOL: 0,
+    Status.PRECISION_LIMIT: 2, Status.MAX_STEPS: 1, Status.NONFINITE: 3,
+    Status.LINE_SEARCH_FAILED: 2,
+}
+_OTHER = {"least_squares": -1, "minimize": 2}  # any other stop (a stall) is a failure
+
+
+def _scipy_table(kind: str) -> np.ndarray:
+    """SciPy's numbers indexed by jacopt's status value."""
+    table = {"least_squares": _SCIPY_LEAST_SQUARES, "minimize": _SCIPY_MINIMIZE}[kind]
+    codes = np.full(max(Status) + 1, _OTHER[kind], np.int32)
+    for member, code in table.items():
+        codes[member] = code
+    return codes
+
+
+def scipy_status(status, kind: str):
+    """SciPy's status number for jacopt's ``status`` (elementwise; traced values too), for
+    ``kind`` ``"least_squares"`` or ``"minimize"`` (the table above)."""
+    import jax.numpy as jnp
+
+    if isinstance(status, (np.ndarray, np.integer, int)):
+        return _scipy_table(kind)[np.asarray(status)]
+    return jnp.asarray(_scipy_table(kind))[status]
+
+
 def messages(status):
     """The message for a concrete status: a ``str`` for a scalar, an object array when batched."""
     s = np.asarray(status)

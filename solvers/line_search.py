@@ -65,7 +65,7 @@ import jax
 import jax.numpy as jnp
 
 __all__ = ["LineSearchState", "StrongWolfe", "BacktrackingArmijo", "cubic_minimizer",
-           "quadratic_minimizer"]
+           "quadratic_minimizer", "capped"]
 
 
 # Phases of a search (the ``phase`` field).
@@ -302,6 +302,21 @@ class StrongWolfe:
                          _phase(code, give_up, converged, zooming), num_trials),
             payload_lo=payload_lo,
         )
+
+
+def capped(state: LineSearchState, max_step) -> LineSearchState:
+    """``state`` (just updated) with its next trial kept at or below ``max_step`` (traced; the
+    farthest feasible step of a bound-constrained search, as ``stpmax`` in Moré & Thuente's
+    search that L-BFGS-B uses): a search that would extrapolate past it tries ``max_step``, and
+    one whose best step already is ``max_step`` (sufficient decrease, still descending) stops
+    there and takes it."""
+    t = state.table
+    beyond = ~state.finished & (state.alpha > max_step)
+    stop = beyond & (state.alpha_lo >= max_step)
+    alpha = jnp.where(stop, state.alpha_lo, jnp.where(beyond, max_step, state.alpha))
+    phase = jnp.where(stop, CONVERGED, t[7])
+    return state._replace(table=t.at[3].set(alpha.astype(t.dtype)).at[7].set(
+        phase.astype(t.dtype)))
 
 
 @dataclasses.dataclass(frozen=True)

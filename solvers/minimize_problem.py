@@ -30,13 +30,17 @@ from jacopt.status import Status
 
 
 class MinimizeProblem(NamedTuple):
-    """Minimise the scalar ``fun(x, args)`` over flat ``x`` of shape ``(n,)``.
+    """Minimise the scalar ``fun(x, args)`` over flat ``x`` of shape ``(n,)``, within
+    ``lower <= x <= upper`` when those are given (``(n,)`` arrays, ``-inf``/``inf`` for no
+    bound; only solvers with ``takes_bounds`` read them).
 
     ``fun`` is traced inside the solver's loop body; ``args`` is any pytree (traced).
     """
 
     fun: Callable
     args: Any
+    lower: Any = None
+    upper: Any = None
 
     def value(self, x):
         """``f(x)``: one evaluation."""
@@ -62,6 +66,9 @@ class Minimizer:
     gtol: float
     ftol: float
     xtol: float
+
+    takes_bounds = False
+    """Whether the solver honours ``MinimizeProblem.lower/upper`` (``minimize(bounds=...)``)."""
 
     def check_termination(self, state):
         """``(done, status)`` from the tests in the module docstring."""

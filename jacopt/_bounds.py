@@ -1,0 +1,115 @@
+"""``minimize(bounds=...)``: the forms SciPy users write, read into flat ``(lower, upper)``.
+
+Accepted (``n`` the number of elements of ``x0``):
+
+- ``(lower, upper)``: each ``None`` (no bound), a scalar, or an array or pytree shaped like
+  ``x0`` (each leaf a scalar or of its ``x0`` leaf's shape); ``-inf``/``inf`` mean no bound.
+- SciPy's sequence of ``n`` pairs ``[(lo_0, hi_0), ...]`` of numbers or ``None`` (a list or
+  tuple of ``n`` lists or tuples of two numbers; with ``n == 2`` such a pair of pairs is read
+  this way too: write arrays for ``(lower, upper)``).
+- a :class:`scipy.optimize.Bounds` (``lb``, ``ub``, broadcast to ``n``).
+
+Bounds are flat ``(n,)`` arrays in ``x0``'s dtype (NumPy when concrete, so they are checked
+before any work; traced ones, under ``jit``/``vmap``/``grad``, are passed through unchecked).
+"""
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _traced(v) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(v))
+
+
+def _number_or_none(v) -> bool:
+    return v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool)) or (
+        isinstance(v, (np.ndarray, np.generic)) and np.ndim(v) == 0)
+
+
+def _scipy_pairs(bounds, n: int) -> bool:
+    return (isinstance(bounds, (list, tuple)) and len(bounds) == n and n > 0
+            and all(isinstance(b, (list, tuple)) and len(b) == 2
+                    and all(_number_or_none(v) for v in b) for b in bounds))
+
+
+def _side(value, x0, n: int, dtype, name: str, fill: float):
+    """One side as a flat ``(n,)`` array."""
+    if value is None:
+        return np.full((n,), fill, dtype)
+    if not isinstance(value, (list, tuple, dict)) and np.ndim(value) == 0:
+        if _traced(value):
+            return jnp.full((n,), value, dtype)
+        return np.full((n,), fill if value is None else float(value), dtype)
+    treedef = jax.tree_util.tree_structure(x0)
+    x_leaves = jax.tree_util.tree_leaves(x0)
+    if treedef.num_leaves == 1 and not isinstance(value, dict):
+        value_leaves = [value]
+    else:
+        try:
+            value_leaves = treedef.flatten_up_to(value)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{name} must be None, a scalar, an array shaped like x0 or a "
+                             f"pytree like x0: {exc}") from None
+    parts = []
+    for leaf, x in zip(value_leaves, x_leaves):
+        shape = np.shape(x)
+        if leaf is None:
+            parts.append(np.full((int(np.prod(shape)),), fill, dtype))
+            continue
+        traced = _traced(leaf)
+        a = jnp.asarray(leaf) if traced else np.asarray(leaf, dtype=np.float64)
+        if a.ndim != 0 and a.shape != shape:
+            raise ValueError(f"{name} has shape {a.shape} where x0 has shape {shape} (give a "
+                             f"scalar or an array of x0's shape).")
+        size = int(np.prod(shape))
+        if traced:
+            parts.append(jnp.broadcast_to(jnp.ravel(a), (size,)).astype(dtype))
+        else:
+            parts.append(np.broadcast_to(a.ravel(), (size,)).astype(dtype))
+    if any(_traced(p) for p in parts):
+        return jnp.concatenate([jnp.asarray(p) for p in parts])
+    return np.concatenate(parts)
+
+
+def parse_bounds(bounds, x0, dtype):
+    """``(lower, upper)`` flat ``(n,)`` arrays for ``x0`` (a pytree), or ``(None, None)`` for
+    ``bounds=None`` or bounds that are all infinite. Raises ``ValueError`` naming ``bounds`` for
+    a form it cannot read, a shape that does not match ``x0``, NaN, or ``lower > upper``."""
+    if bounds is None:
+        return None, None
+    n = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(x0))
+    if hasattr(bounds, "lb") and hasattr(bounds, "ub"):  # scipy.optimize.Bounds
+        try:
+            lb = np.broadcast_to(np.asarray(bounds.lb, np.float64), (n,))
+            ub = np.broadcast_to(np.asarray(bounds.ub, np.float64), (n,))
+        except ValueError:
+            raise ValueError(f"bounds (a Bounds) has lb of shape {np.shape(bounds.lb)} and ub "
+                             f"of shape {np.shape(bounds.ub)}; x0 has {n} elements.") from None
+        lower, upper = lb.astype(dtype), ub.astype(dtype)
+    elif _scipy_pairs(bounds, n):
+        lower = np.array([-np.inf if lo is None else float(lo) for lo, _ in bounds], dtype)
+        upper = np.array([np.inf if hi is None else float(hi) for _, hi in bounds], dtype)
+    elif isinstance(bounds, (list, tuple)) and len(bounds) == 2:
+        lower = _side(bounds[0], x0, n, dtype, "bounds[0] (lower)", -np.inf)
+        upper = _side(bounds[1], x0, n, dtype, "bounds[1] (upper)", np.inf)
+    else:
+        raise ValueError(
+            "bounds must be (lower, upper) (scalars, arrays or pytrees like x0), SciPy's "
+            f"sequence of {n} (min, max) pairs, or a scipy.optimize.Bounds; got "
+            f"{type(bounds).__name__}" + (f" of length {len(bounds)}."
+                                          if isinstance(bounds, (list, tuple)) else "."))
+    if _traced(lower) or _traced(upper):
+        return jnp.asarray(lower, dtype), jnp.asarray(upper, dtype)
+    if np.any(np.isnan(lower)) or np.any(np.isnan(upper)):
+        raise ValueError("bounds contain NaN; use -inf/inf (or None) for no bound.")
+    bad = np.nonzero(lower > upper)[0]
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"bounds: lower > upper at flat index {i} ({lower[i]} > {upper[i]}).")
+    if np.all(np.isneginf(lower)) and np.all(np.isposinf(upper)):
+        return None, None
+    return lower, upper
