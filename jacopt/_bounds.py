@@ -43,7 +43,7 @@ def _side(value, x0, n: int, dtype, name: str, fill: float):
     if not isinstance(value, (list, tuple, dict)) and np.ndim(value) == 0:
         if _traced(value):
             return jnp.full((n,), value, dtype)
-        return np.full((n,), fill if value is None else float(value), dtype)
+        return np.full((n,), float(value), dtype)
     treedef = jax.tree_util.tree_structure(x0)
     x_leaves = jax.tree_util.tree_leaves(x0)
     if treedef.num_leaves == 1 and not isinstance(value, dict):
@@ -94,8 +94,18 @@ def parse_bounds(bounds, x0, dtype):
         lower = np.array([-np.inf if lo is None else float(lo) for lo, _ in bounds], dtype)
         upper = np.array([np.inf if hi is None else float(hi) for _, hi in bounds], dtype)
     elif isinstance(bounds, (list, tuple)) and len(bounds) == 2:
-        lower = _side(bounds[0], x0, n, dtype, "bounds[0] (lower)", -np.inf)
-        upper = _side(bounds[1], x0, n, dtype, "bounds[1] (upper)", np.inf)
+        try:
+            lower = _side(bounds[0], x0, n, dtype, "bounds[0] (lower)", -np.inf)
+            upper = _side(bounds[1], x0, n, dtype, "bounds[1] (upper)", np.inf)
+        except ValueError as exc:
+            if _scipy_pairs(bounds, len(bounds)):
+                raise ValueError(f"bounds has 2 (min, max) pairs for the {n} elements of x0 "
+                                 f"(SciPy's form needs one pair per element); as (lower, "
+                                 f"upper): {exc}") from None
+            raise
+    elif _scipy_pairs(bounds, len(bounds) if isinstance(bounds, (list, tuple)) else -1):
+        raise ValueError(f"bounds has {len(bounds)} (min, max) pairs for the {n} elements of "
+                         f"x0; SciPy's form needs one pair per element.")
     else:
         raise ValueError(
             "bounds must be (lower, upper) (scalars, arrays or pytrees like x0), SciPy's "
