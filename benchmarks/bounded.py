@@ -1,0 +1,204 @@
+"""Bound-constrained minimisation: jacopt's L-BFGS-B against SciPy's L-BFGS-B and trust-constr on
+:mod:`jacopt.problems.bounded`, in one process.
+
+Run: ``python -m jacopt.benchmarks.bounded [--quick] [--out DIR]`` (float64). Prints one row per
+(problem, method), a summary per method (problems solved, median steps, median function
+evaluations, median warm solve time, median compile time) and the warm-time ratio to SciPy's
+L-BFGS-B per problem, and writes ``DIR/results.json`` (default ``bench-results/bounded``).
+``--quick`` runs 5 problems.
+
+Problems: Gay's bounded MGH problems (the bounds and minima Ceres Solver uses), bounded
+(extended) Rosenbrock and box-constrained quadratics with exact active sets; a run is solved as
+:func:`jacopt.problems.bounded.solved` says (the published minimum to four digits for Gay's
+problems, ``f - f* <= 1e-8 max(1, |f*|)`` for the exact ones).
+
+Methods (exact gradients from JAX, jitted; ``maxiter``/``max_steps`` 2000):
+
+- ``jacopt-lbfgsb``: ``jacopt.minimize(fun, x0, bounds=(lower, upper))``, defaults (``gtol =
+  1e-5`` on the projected gradient, memory 10); the bounds are arguments of the compiled solve.
+- ``scipy-lbfgsb``: ``method="L-BFGS-B"``, ``gtol=1e-5``, ``ftol=1e-15`` (so that it does not
+  stop on a slow decrease; as in :mod:`jacopt.benchmarks.minimize`), memory 10.
+- ``scipy-trust-constr``: exact Hessian, ``gtol=1e-5``; only for ``n <= 20`` (its dense
+  interior-point iterations make larger ones slow to time).
+- ``optax-lbfgs``: skipped with a note: optax's L-BFGS has no bounds.
+
+Counters and timing as in :mod:`jacopt.benchmarks.minimize` (``nfev``: points where the
+objective was evaluated, the start included; jacopt's solve timed as one ``jax.jit``-ed function
+after compiling, SciPy as whole ``minimize`` calls over compiled JAX derivatives). The machine
+may be shared: compare ratios from one run, not absolute times.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jacopt.benchmarks import _records
+from jacopt.benchmarks.minimize import per_problem_wins, summary
+
+SUITE = "bounded"
+MAX_STEPS = 2000
+GTOL = 1e-5
+TRUST_CONSTR_MAX_N = 20
+QUICK_PROBLEMS = ("mgh_wood", "mgh_biggs_exp6", "rosenbrock_bounded",
+                  "extended_rosenbrock_bounded_100", "box_quadratic_n20_cond1e4")
+METHODS = ("jacopt-lbfgsb", "scipy-lbfgsb", "scipy-trust-constr", "optax-lbfgs")
+
+
+def _record(problem, method: str, *, value, steps, nfev, compile_s, run_s, status) -> dict:
+    from jacopt.problems import bounded
+
+    value = float(value)
+    solved = bounded.solved(problem, value)
+    return {
+        "suite": SUITE, "problem": problem.name, "method": method, "order": "quasi-newton",
+        "solved": solved, "steps": int(steps), "num_steps": int(steps), "nfev": int(nfev),
+        "compile_s": float(compile_s), "run_s": float(run_s), "final_loss": value,
+        "target_loss": float(problem.f_star), "f_star": float(problem.f_star),
+        "time_to_target_s": float(run_s) if solved else None,
+        "iters_to_target": int(steps) if solved else None, "status": str(status),
+    }
+
+
+def _run_jacopt(problem, repeats: int) -> dict:
+    import jacopt
+
+    fun = problem.fun
+
+    def solve(x0, lower, upper):
+        r = jacopt.minimize(fun, x0, bounds=(lower, upper), max_steps=MAX_STEPS)
+        return r.value, r.num_steps, r.nfev, r.status
+
+    args = (jnp.asarray(problem.x0), jnp.asarray(problem.lower), jnp.asarray(problem.upper))
+    (value, steps, nfev, status), compile_s, run_s = _records.compile_and_time(
+        solve, *args, repeats=repeats)
+    return _record(problem, "jacopt-lbfgsb", value=value, steps=steps, nfev=nfev,
+                   compile_s=compile_s, run_s=run_s, status=jacopt.Status(int(status)).name)
+
+
+def _run_scipy(problem, method: str, repeats: int) -> dict:
+    import scipy.optimize as so
+
+    started = time.perf_counter()
+    x_probe = jnp.asarray(problem.x0)
+    value_and_grad = jax.jit(jax.value_and_grad(problem.fun)).lower(x_probe).compile()
+    hess = jax.jit(jax.hessian(problem.fun)).lower(x_probe).compile()
+    compile_s = time.perf_counter() - started
+
+    def f_and_g(x):
+        value, grad = value_and_grad(jnp.asarray(x))
+        return float(value), np.asarray(grad)
+
+    bounds = so.Bounds(problem.lower, problem.upper)
+    if method == "scipy-lbfgsb":
+        kwargs = dict(method="L-BFGS-B", options=dict(gtol=GTOL, ftol=1e-15, maxiter=MAX_STEPS))
+    else:
+        kwargs = dict(method="trust-constr", hess=lambda x: np.asarray(hess(jnp.asarray(x))),
+                      options=dict(gtol=GTOL, maxiter=MAX_STEPS))
+
+    def call():
+        return so.minimize(f_and_g, np.array(problem.x0), jac=True, bounds=bounds, **kwargs)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = call()
+        times = []
+        while not times or (len(times) < repeats and sum(times) < 2.0) or (
+                sum(times) < 0.05 and len(times) < 50):
+            t0 = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - t0)
+    return _record(problem, method, value=result.fun, steps=result.nit, nfev=result.nfev,
+                   compile_s=compile_s, run_s=statistics.median(times),
+                   status=f"{result.status}: {result.message}")
+
+
+def methods_for(problem, repeats: int):
+    """``(method, thunk or skip note)`` pairs for one problem, jacopt first."""
+    out = [("jacopt-lbfgsb", lambda: _run_jacopt(problem, repeats)),
+           ("scipy-lbfgsb", lambda: _run_scipy(problem, "scipy-lbfgsb", repeats))]
+    n = problem.x0.shape[0]
+    if n <= TRUST_CONSTR_MAX_N:
+        out.append(("scipy-trust-constr",
+                    lambda: _run_scipy(problem, "scipy-trust-constr", repeats)))
+    else:
+        out.append(("scipy-trust-constr", f"skipped: n = {n} > {TRUST_CONSTR_MAX_N}, too slow "
+                                          "to time (dense interior-point iterations)"))
+    out.append(("optax-lbfgs", "skipped: optax's L-BFGS takes no bounds"))
+    return out
+
+
+def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -> list[dict]:
+    from jacopt.problems import bounded
+
+    jax.config.update("jax_enable_x64", True)
+    _records.limit_blas_threads(1)
+    names = QUICK_PROBLEMS if quick else bounded.names()
+    repeats = 3 if quick else 5
+    records = []
+    for name in names:
+        problem = bounded.get(name)
+        for method, thunk in methods_for(problem, repeats):
+            if progress is not None:
+                progress(f"{name} / {method}")
+            identity = dict(suite=SUITE, problem=name, method=method, order="quasi-newton",
+                            target_loss=problem.f_star)
+            if isinstance(thunk, str):
+                records.append(_records.skipped_record(note=thunk, **identity))
+            else:
+                records.append(_records.guarded(thunk, **identity))
+    return records
+
+
+def speedups(records: list[dict], method: str = "jacopt-lbfgsb",
+             peer: str = "scipy-lbfgsb") -> list[float]:
+    """``peer``'s warm time over ``method``'s, per problem both ran."""
+    times = {}
+    for r in records:
+        if r.get("method") in (method, peer) and r.get("run_s") is not None:
+            times.setdefault(r["problem"], {})[r["method"]] = r["run_s"]
+    return [t[peer] / t[method] for t in times.values() if len(t) == 2]
+
+
+def format_tables(records: list[dict]) -> str:
+    body = [r for r in records if r.get("suite") == SUITE]
+    lines = [f"{'problem':34s} {'method':19s} {'solved':>6s} {'steps':>6s} {'nfev':>6s} "
+             f"{'final f':>12s} {'run [ms]':>9s} {'compile [s]':>11s}  status"]
+    for r in body:
+        if r.get("steps") is None:
+            lines.append(f"{r['problem']:34s} {r['method']:19s} {r.get('note') or ''}"
+                         f"{' ' + r['error'] if r.get('error') else ''}")
+            continue
+        lines.append(
+            f"{r['problem']:34s} {r['method']:19s} {'yes' if r['solved'] else 'no':>6s} "
+            f"{r['steps']:6d} {r['nfev']:6d} {r['final_loss']:12.5e} {1e3 * r['run_s']:9.3f} "
+            f"{r['compile_s']:11.2f}  {r['status'][:40]}")
+    lines += ["", f"Summary over {len({r['problem'] for r in body})} problems (medians over "
+                  "the problems a method ran):",
+              f"{'method':19s} {'solved':>8s} {'steps':>7s} {'nfev':>7s} {'run [ms]':>9s} "
+              f"{'compile [s]':>11s}"]
+    for row in summary([r for r in body if r.get("steps") is not None]):
+        lines.append(f"{row['method']:19s} {row['solved']:>3d}/{row['problems']:<4d} "
+                     f"{row['median_steps']:7.0f} {row['median_nfev']:7.1f} "
+                     f"{1e3 * row['median_run_s']:9.3f} {row['median_compile_s']:11.2f}")
+    ratios = speedups(body)
+    if ratios:
+        wins = per_problem_wins(body, "jacopt-lbfgsb", "scipy-lbfgsb")
+        lines += ["", f"warm solve, scipy-lbfgsb time / jacopt-lbfgsb time per problem: median "
+                      f"{statistics.median(ratios):.1f}x, min {min(ratios):.1f}x, max "
+                      f"{max(ratios):.1f}x (jacopt faster on {wins[0]} of {wins[1]})"]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    return _records.main(SUITE, run, argv, format_tables=format_tables,
+                         quick_help="5 problems, fewer repeats")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
