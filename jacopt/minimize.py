@@ -47,7 +47,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jacopt import _scipy_keywords
 from jacopt._compile import cpu_fast_jit
+from jacopt._given_gradient import with_given_gradient
 from jacopt._bounds import parse_bounds
 from jacopt._implicit import active_bounds, hoist_closure, with_implicit_gradient
 from jacopt._loop import run
@@ -60,6 +62,7 @@ from jacopt.solvers.lbfgsb import LBFGSB
 from jacopt.solvers.minimize_problem import MinimizeProblem, Minimizer
 from jacopt.solvers.newton import Newton, NewtonCG
 from jacopt.status import minimize_success
+from jacopt._validate import TRACING_ERRORS, tracing_error, warn_float64_leaves
 
 SOLVERS = {"bfgs": BFGS, "lbfgs": LBFGS, "newton": Newton, "newton-cg": NewtonCG,
            "lbfgsb": LBFGSB, "l-bfgs-b": LBFGSB}
@@ -81,6 +84,9 @@ def minimize(
     max_steps: int = DEFAULT_MAX_STEPS,
     history: bool = False,
     verbose: int = 0,
+    jac: Any = None,
+    tol: float | None = None,
+    **scipy_keywords,
 ) -> MinimizeResult:
     """Minimise ``fun(x, *args)`` over ``x`` starting from ``x0``.
 
@@ -112,29 +118,58 @@ def minimize(
       history: record a :class:`jacopt.History` row per iteration (value, ``max|grad|``, step
         norm, the solver's step control as ``damping``, accepted).
       verbose: 0 silent, 1 one line at the end, 2 one row per iteration.
+      jac: ``None`` (JAX differentiates ``fun``), ``True`` (SciPy's: ``fun`` returns
+        ``(value, grad)``, ``grad`` shaped like ``x0``) or ``jac(x, *args) -> grad``; the
+        solvers then use that gradient (second derivatives, for ``"newton"`` and the implicit
+        derivatives, differentiate its JAX code).
+      tol: SciPy's ``tol``: sets ``gtol``, as SciPy's BFGS and trust-region methods read it
+        (SciPy's L-BFGS-B also sets its ``ftol`` from it: pass ``ftol=`` for that).
+      **scipy_keywords: SciPy's keywords with no counterpart here (``method``, ``options``,
+        ``hess``, ``callback``, ``constraints``...) raise a ``TypeError`` that names what to
+        use instead (:mod:`jacopt._scipy_keywords`).
 
     Returns:
       :class:`jacopt.MinimizeResult`: ``params``, ``value``, ``grad``, ``success``, ``status``
       (:class:`jacopt.Status`), ``message``, ``num_steps``, ``nfev``, ``ngev``, ``nhev``,
-      ``history``. ``success`` means a convergence test stopped the solve (``GTOL``, ``FTOL``
-      or ``XTOL``); ``PRECISION_LIMIT`` (no trial step decreases ``f`` in floating point) is
-      not one, as SciPy reports its "precision loss" (:func:`jacopt.status.minimize_success`).
+      ``history``, ``hess_inv`` (BFGS). ``success`` means a convergence test stopped the
+      solve (``GTOL``, ``FTOL`` or ``XTOL``); ``PRECISION_LIMIT`` (no trial step decreases
+      ``f`` in floating point) is not one, as SciPy reports its "precision loss"
+      (:func:`jacopt.status.minimize_success`).
       In float32 the default ``gtol = 1e-5`` can lie below the gradient's resolution: such runs
-      reach the minimiser but end with ``PRECISION_LIMIT``; pass a larger ``gtol``.
+      reach the minimiser but end with ``PRECISION_LIMIT``, whose message says so; pass a
+      larger ``gtol``. With x64 off, a double-precision ``x0`` (NumPy float64, Python floats)
+      or NumPy float64 ``args`` run in float32 with one :class:`jacopt.PrecisionWarning` per
+      process.
 
     Raises (before any work): ``ValueError`` if ``fun`` does not return a scalar, ``x0`` is
     non-finite or empty, ``bounds`` cannot be read, do not match ``x0``, hold NaN or have
     ``lower > upper``, or are given to a solver other than ``"lbfgsb"``, ``solver`` is an
     unknown name (the message lists the valid ones), a
     tolerance is not a number >= 0 or ``verbose`` is not 0, 1 or 2; ``TypeError`` if ``x0`` or
-    ``fun``'s output is not real floating, their dtypes differ, ``x0`` is a NumPy float64 array
-    while x64 is off, a tolerance is traced, or ``args`` is not a tuple. A non-finite
-    ``fun(x0)`` is not an exception: the result has ``status == Status.NONFINITE``.
+    ``fun``'s output is not real floating, their dtypes differ, a tolerance is traced, ``args`` is
+    not a tuple, ``fun`` calls NumPy on traced values (use ``jax.numpy``), or for a SciPy
+    keyword. A non-finite ``fun(x0)`` is not an exception: the result has
+    ``status == Status.NONFINITE``.
     """
+    if scipy_keywords:
+        _scipy_keywords.refuse("minimize", scipy_keywords)
+    if tol is not None:
+        if gtol is not None:
+            raise TypeError("minimize() got tol and gtol; tol is SciPy's name for gtol: "
+                            "give one.")
+        gtol = tol
+    if jac is not None and jac is not False:
+        if not (jac is True or callable(jac)) or not callable(fun):
+            raise TypeError(f"jac must be None (JAX differentiates fun), True (fun returns "
+                            f"(value, grad)) or a function jac(x, *args), got {jac!r}; "
+                            f"SciPy's '2-point', '3-point' and 'cs' have no use here: leave "
+                            f"jac out.")
+        fun = with_given_gradient(fun, jac)
     if solver is None:  # SciPy's choice: BFGS, or L-BFGS-B when there are bounds
         solver = "bfgs" if bounds is None else "lbfgsb"
     solver = _resolve(solver, gtol=gtol, ftol=ftol, xtol=xtol)
     args = check_args(args)
+    warn_float64_leaves(args, "args")
     x0 = as_float_tree(x0, "x0")
     lower, upper = parse_bounds(bounds, x0, common_dtype(x0, "x0"))
     if lower is not None and not solver.takes_bounds:
@@ -146,9 +181,12 @@ def minimize(
             or max_steps < 0):
         raise ValueError(f"max_steps must be an int >= 0, got {max_steps!r}.")
     check_verbose(verbose)
-    (fun,), args = hoist_closure((fun,), x0, args)
-    return _solve(x0, args, lower, upper, fun=fun, solver=solver, max_steps=int(max_steps),
-                  history=bool(history), verbose=int(verbose))
+    try:
+        (fun,), args = hoist_closure((fun,), x0, args)
+        return _solve(x0, args, lower, upper, fun=fun, solver=solver,
+                      max_steps=int(max_steps), history=bool(history), verbose=int(verbose))
+    except TRACING_ERRORS as exc:
+        raise tracing_error(exc, "fun") from exc
 
 
 def _resolve(solver, **tolerances) -> Minimizer:
@@ -215,6 +253,7 @@ def _solve_impl(x0, args, lower, upper, *, fun, solver, max_steps, history, verb
         ngev=state.ngev,
         nhev=state.nhev,
         history=out.history,
+        hess_inv=state.inverse_hessian if isinstance(solver, BFGS) else None,
     )
 
 
