@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import time
 
@@ -112,9 +111,9 @@ print(time.perf_counter() - t)
 
 
 def _fresh(script: str, *argv: str) -> float:
-    out = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True,
-                         check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    from jacopt.benchmarks.first_call import fresh_process
+
+    return float(fresh_process(script, *argv, env={"JACOPT_CACHE": "0"}))  # compiles, no cache
 
 
 def first_calls(times: int = 3) -> list[tuple[str, float]]:

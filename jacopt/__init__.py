@@ -7,6 +7,9 @@ computation (``lax.while_loop`` under ``jit``) that works under ``vmap`` and on 
 
 Float64: JAX computes in float32 unless ``jax.config.update("jax_enable_x64", True)`` is set
 before any array is made. jacopt works in the dtype of its inputs and never casts silently.
+
+Compiled solves are kept on disk and reused by later processes (``JACOPT_CACHE=0`` switches
+this off, ``JACOPT_CACHE_DIR`` moves it from ``~/.cache/jacopt``; see :mod:`jacopt._cache`).
 """
 from jacopt.jacobian import (
     HessianOperator,
@@ -21,6 +24,8 @@ from jacopt.jacobian import (
 from jacopt.tree_index import TreeIndex
 from jacopt.status import Status
 from jacopt._validate import PrecisionWarning
+from jacopt._cache import CacheWarning
+from jacopt._compile import RecompileWarning
 from jacopt.results import History, LeastSquaresResult, MinimizeResult
 from jacopt.least_squares import least_squares
 from jacopt.curve_fit import CovarianceWarning, CurveFitResult, curve_fit
@@ -48,6 +53,8 @@ __all__ = [
     "CurveFitResult",
     "CovarianceWarning",
     "PrecisionWarning",
+    "RecompileWarning",
+    "CacheWarning",
     "linalg",
     "minimize",
 ]

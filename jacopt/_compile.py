@@ -1,47 +1,184 @@
-"""Compiling the public entry points: ``jax.jit`` with XLA's classic CPU fusion emitters when a
-solve is called directly on the CPU.
+"""Compiling the public entry points: ``jax.jit`` with XLA's classic CPU fusion emitters, and
+compiled solves reused across processes through :mod:`jacopt._cache`.
 
 XLA's classic CPU fusion emitters compile a solver loop's many small fused kernels faster than
-the default emitters and run them as fast: ``python -m jacopt.benchmarks.overhead`` prints
-first-call and compile times with both (Misra1a and Thurber LM compiles 1.5x-1.7x faster,
-``minimize``'s first call on Rosenbrock 0.36 -> 0.21 s with BFGS, 0.51 -> 0.40 s with Newton,
-2 CPU cores). Compiler options only apply to a top-level ``jit``: inside a user's own ``jit``
-(or ``vmap`` under it) the user's options apply and the plain ``jit`` is used. If this XLA does
-not know the option, the plain ``jit`` is used from then on.
+the default emitters and run them as fast (``python -m jacopt.benchmarks.overhead`` prints
+both). Compiler options only apply to a top-level ``jit``: inside a user's own ``jit`` (or
+``vmap``) the user's options apply and the plain ``jit`` is used. If this XLA does not know the
+option, the plain ``jit`` is used from then on.
+
+Called directly with concrete arrays on a single CPU device, a solve is traced, lowered and
+compiled in explicit stages (``jit(...).trace(...).lower().compile()``) so that the compiled
+executable can come from :mod:`jacopt._cache` (same program compiled before, in this process
+or an earlier one); the executables are then kept per static arguments and argument types, as
+``jax.jit`` keeps them. A function that is new at every call (defined inside a loop) still
+costs a trace each time; when one function's code has been traced for more than
+:data:`RETRACE_LIMIT` distinct function objects, a :class:`RecompileWarning` names the fix.
 """
 from __future__ import annotations
 
+import functools
+import inspect
+import os
+import sys
+import time
+import warnings
 from typing import Callable, Sequence
 
 import jax
 
+from jacopt import _cache
+
+try:  # the configuration that jax.jit's own cache is keyed on (private; optional)
+    from jax._src.config import trace_context as _trace_context
+except ImportError:  # pragma: no cover
+    def _trace_context():
+        return jax.config.read("jax_enable_x64")
+
 CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+
+RETRACE_LIMIT = 5
+"""Function objects with the same code compiled before :class:`RecompileWarning` is raised."""
+
+_MAX_EXECUTABLES = 512  # per entry point, as a bound on memory
+
+
+class RecompileWarning(UserWarning):
+    """A function with the same code was compiled again and again (a new function object at
+    every call); the message names the fix."""
 
 
 def cpu_fast_jit(fn: Callable, static_argnames: Sequence[str]) -> Callable:
     """``jax.jit(fn, static_argnames=...)`` that compiles with :data:`CPU_COMPILER_OPTIONS`
-    when called with concrete arrays on the CPU backend (module docstring)."""
-    plain = jax.jit(fn, static_argnames=tuple(static_argnames))
-    fast = jax.jit(fn, static_argnames=tuple(static_argnames),
-                   compiler_options=CPU_COMPILER_OPTIONS)
+    and through :mod:`jacopt._cache` when called with concrete arrays on one CPU device
+    (module docstring). The static argument ``fun`` is the function watched for retracing."""
+    static = tuple(static_argnames)
+    plain = jax.jit(fn, static_argnames=static)
+    fast = jax.jit(fn, static_argnames=static, compiler_options=CPU_COMPILER_OPTIONS)
     fast_ok = [True]
+    executables: dict = {}
+    entry = fn.__module__.rsplit(".", 1)[-1]
+    params = list(inspect.signature(fn).parameters)
+    # a static argument given by position goes to the plain jit (executables take keywords)
+    positional = min([params.index(name) for name in static if name in params], default=None)
+
+    def build(args, kwargs):
+        jitted = fast if fast_ok[0] else plain
+        started = time.perf_counter()
+        traced = jitted.trace(*args, **kwargs)
+        lowered_at = time.perf_counter()
+        lowered = traced.lower()
+        _cache.stats["trace_s"] += lowered_at - started
+        _cache.stats["lower_s"] += time.perf_counter() - lowered_at
+        _watch(kwargs.get("fun"), entry)
+        try:
+            return _cache.compile_lowered(lowered, CPU_COMPILER_OPTIONS if fast_ok[0] else {})
+        except jax.errors.JaxRuntimeError as exc:  # an XLA without the option
+            if not fast_ok[0] or "No such compile option" not in str(exc):
+                raise
+            fast_ok[0] = False
+            return build(args, kwargs)
 
     def call(*args, **kwargs):
-        traced = any(isinstance(leaf, jax.core.Tracer)
-                     for leaf in jax.tree_util.tree_leaves(args))
-        if fast_ok[0] and not traced and jax.default_backend() == "cpu":
-            try:
-                return fast(*args, **kwargs)
-            except jax.errors.JaxRuntimeError as exc:  # an XLA without the option
-                if "No such compile option" not in str(exc):
-                    raise
-                fast_ok[0] = False
-            except ValueError as exc:  # inside an outer jit (nested jits take no options)
-                if "can only be passed to top-level" not in str(exc):
-                    raise
-        return plain(*args, **kwargs)
+        dynamic = {k: v for k, v in kwargs.items() if k not in static}
+        leaves, treedef = jax.tree_util.tree_flatten((args, dynamic))
+        if (any(isinstance(leaf, jax.core.Tracer) for leaf in leaves) or not _one_cpu()
+                or (positional is not None and len(args) > positional)):
+            return plain(*args, **kwargs)
+        try:
+            key = (treedef, tuple(map(_signature, leaves)),
+                   tuple(sorted((k, v) for k, v in kwargs.items() if k in static)),
+                   _trace_context())
+            executable = executables.get(key)
+        except TypeError:  # an unhashable static argument: jax.jit says so
+            return plain(*args, **kwargs)
+        if executable is None:
+            executable = build(args, kwargs)
+            if len(executables) >= _MAX_EXECUTABLES:
+                executables.pop(next(iter(executables)))
+            executables[key] = executable
+        return executable(*args, **dynamic)
 
     call.__wrapped__ = fn
     call.__doc__ = fn.__doc__
-    call.cache_size = lambda: fast._cache_size() + plain._cache_size()  # compiled variants
+    call.cache_size = lambda: (len(executables) + fast._cache_size()
+                               + plain._cache_size())  # compiled variants
     return call
+
+
+@functools.lru_cache(maxsize=1)
+def _one_cpu() -> bool:
+    return jax.default_backend() == "cpu" and jax.device_count() == 1
+
+
+def _signature(leaf):
+    """What ``jax.jit`` specialises an argument on: its type, shape, dtype and weak type."""
+    return (type(leaf), getattr(leaf, "shape", None), getattr(leaf, "dtype", None),
+            getattr(leaf, "weak_type", None))
+
+
+# ------------------------------------------------------------------------------------------
+# Retracing: the same code compiled again for new function objects
+# ------------------------------------------------------------------------------------------
+
+_traced_functions: dict = {}  # code identity -> ids of the function objects traced
+_warned: set = set()
+
+
+def _user_function(fun):
+    """``fun``, or the user's function inside one of jacopt's wrappers (which close over it)."""
+    while getattr(fun, "__module__", "").startswith("jacopt") and fun.__closure__:
+        inner = [c.cell_contents for c in fun.__closure__
+                 if callable(getattr(c, "cell_contents", None))]
+        if not inner:
+            break
+        fun = inner[0]
+    return fun
+
+
+def _code_identity(fun, depth: int = 0):
+    """The code of ``fun`` and of the functions it closes over (``None`` for objects that
+    are not Python functions)."""
+    while isinstance(fun, functools.partial):
+        fun = fun.func
+    code = getattr(fun, "__code__", None)
+    if code is None:
+        return None
+    inner = ()
+    if depth < 3 and getattr(fun, "__closure__", None):
+        inner = tuple(_code_identity(c.cell_contents, depth + 1) for c in fun.__closure__
+                      if callable(getattr(c, "cell_contents", None)))
+    return code, inner
+
+
+def _watch(fun, entry: str) -> None:
+    """Count ``fun`` among the function objects traced with its code; warn once per code when
+    there are more than :data:`RETRACE_LIMIT`."""
+    identity = _code_identity(fun)
+    if identity is None:
+        return
+    seen = _traced_functions.setdefault(identity, set())
+    seen.add(id(fun))
+    if len(seen) <= RETRACE_LIMIT or identity in _warned:
+        return
+    _warned.add(identity)
+    user = _user_function(fun)
+    code = getattr(user, "__code__", None)
+    where = (f"{getattr(user, '__qualname__', user)!s} at {code.co_filename}:"
+             f"{code.co_firstlineno}" if code is not None else repr(user))
+    warnings.warn(
+        f"jacopt.{entry} compiled its solve for {len(seen)} different function objects with "
+        f"the same code ({where}). A function (or lambda) created anew at every call, as "
+        f"inside a loop or a function that builds a closure over changing values, is new to "
+        f"JAX and is traced and compiled again each time. Define it once, outside the loop, "
+        f"and pass the values that change through args=(...): then the compiled solve is "
+        f"reused.", RecompileWarning, stacklevel=_user_stacklevel())
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` (from the caller's frame) of the first frame outside jacopt."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -1,0 +1,212 @@
+"""The cache of compiled solves (jacopt._cache): a second process loads the solve instead of
+compiling it, a changed program misses, the cache can be switched off, a directory others can
+write is refused, bad entries are rebuilt, and concurrent writers both succeed. Evidence is
+counted (``jacopt._cache.stats``) and read from the cache directory, never timed."""
+import json
+import os
+import subprocess
+import sys
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jacopt
+from jacopt import _cache
+
+pytestmark = pytest.mark.filterwarnings("ignore::jacopt.RecompileWarning")
+
+T = np.linspace(0.0, 4.0, 12)
+Y = 2.0 * np.exp(-0.7 * T)
+
+_FIT = r"""
+import json, jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_enable_x64", True)
+import jacopt
+from jacopt import _cache
+t = np.linspace(0.0, 4.0, 12)
+res = jacopt.least_squares(lambda p, t, y: p[0] * jnp.exp(-p[1] * t) - y, jnp.array([1.0, 0.1]),
+                           args=(jnp.asarray(t), jnp.asarray(2.0 * np.exp(-0.7 * t))))
+print(json.dumps({"params": np.asarray(res.params).tolist(), **_cache.stats}))
+"""
+
+
+def _entries(folder):
+    return sorted(name for name in os.listdir(folder) if not name.startswith("."))
+
+
+def _start(folder):
+    env = {**os.environ, "JACOPT_CACHE": "1", "JACOPT_CACHE_DIR": str(folder)}
+    return subprocess.Popen([sys.executable, "-c", _FIT], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _result(proc):
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_two_processes_fill_one_entry_at_once_and_a_third_loads_it(tmp_path):
+    folder = tmp_path / "cache"
+    first = [_result(p) for p in [_start(folder), _start(folder)]]  # both run at once
+    for r in first:
+        np.testing.assert_allclose(r["params"], [2.0, 0.7], rtol=1e-10)
+    assert sum(r.get("compiles", 0) for r in first) >= 1
+    assert len(_entries(folder)) == 1  # one program, one entry; no temporary file left
+    assert not [n for n in os.listdir(folder) if n.startswith(".tmp-")]
+    assert (os.stat(folder).st_mode & 0o777) == 0o700
+    third = _result(_start(folder))
+    assert third.get("disk_hits") == 1 and third.get("compiles", 0) == 0
+    assert third["params"] == first[0]["params"]
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("JACOPT_CACHE", "1")
+    monkeypatch.setenv("JACOPT_CACHE_DIR", str(folder))
+    monkeypatch.setattr(_cache, "_programs", {})
+    return folder
+
+
+def _fit(fun=None, x0=(1.0, 0.1), **kwargs):
+    if fun is None:
+        def fun(p, t, y):  # a new function object with the same code at each call
+            return p[0] * jnp.exp(-p[1] * t) - y
+    x0 = jnp.asarray(x0)
+    res = jacopt.least_squares(fun, x0, args=(jnp.asarray(T, x0.dtype),
+                                              jnp.asarray(Y, x0.dtype)), **kwargs)
+    return np.asarray(res.params)
+
+
+def _delta(before):
+    return {k: v for k, v in (_cache.stats - before).items() if not k.endswith("_s")}
+
+
+def test_a_changed_function_dtype_option_or_version_misses(cache_dir, monkeypatch):
+    before = _cache.stats.copy()
+    np.testing.assert_allclose(_fit(), [2.0, 0.7], rtol=1e-10)
+    assert _delta(before) == {"compiles": 1, "disk_writes": 1}
+    # the same code in a new function object: the same program, served from memory
+    np.testing.assert_allclose(_fit(), [2.0, 0.7], rtol=1e-10)
+    assert _delta(before) == {"compiles": 1, "disk_writes": 1, "memory_hits": 1}
+    changes = [
+        lambda: _fit(lambda p, t, y: p[0] * jnp.exp(-p[1] * t) - y + 0.0 * p[1] ** 2),
+        lambda: _fit(x0=np.array([1.0, 0.1], np.float32)),
+        lambda: _fit(loss="soft_l1"),
+    ]
+    for count, change in enumerate(changes, start=2):
+        change()
+        assert _delta(before)["compiles"] == count
+    assert len(_entries(cache_dir)) == 4
+    monkeypatch.setattr(jacopt, "__version__", jacopt.__version__ + ".post1")
+    monkeypatch.setattr(_cache, "_environment", [])
+    monkeypatch.setattr(_cache, "_programs", {})
+    _fit()
+    assert _delta(before)["compiles"] == 5 and len(_entries(cache_dir)) == 5
+
+
+def test_a_corrupt_or_truncated_entry_is_ignored_and_rebuilt(cache_dir, monkeypatch):
+    expected = _fit()
+    (name,) = _entries(cache_dir)
+    path = cache_dir / name
+    whole = path.read_bytes()
+    head = len(_cache.MAGIC) + 32
+    flipped = bytearray(whole)
+    flipped[head + len(whole) // 3] ^= 0xFF
+    payload = b"not a pickle"
+    import hashlib
+    forged = _cache.MAGIC + hashlib.sha256(payload).digest() + payload  # checksum right
+    for bad in (whole[: len(whole) // 2], bytes(flipped), b"", forged):
+        path.write_bytes(bad)
+        monkeypatch.setattr(_cache, "_programs", {})
+        before = _cache.stats.copy()
+        np.testing.assert_array_equal(_fit(), expected)
+        assert _delta(before) == {"bad_entries": 1, "compiles": 1, "disk_writes": 1}
+        assert path.read_bytes() == whole or len(path.read_bytes()) > head
+    monkeypatch.setattr(_cache, "_programs", {})
+    before = _cache.stats.copy()
+    np.testing.assert_array_equal(_fit(), expected)
+    assert _delta(before) == {"disk_hits": 1}
+
+
+def test_jacopt_cache_0_switches_the_disk_cache_off(cache_dir, monkeypatch):
+    monkeypatch.setenv("JACOPT_CACHE", "0")
+    assert _cache.directory() is None
+    before = _cache.stats.copy()
+    _fit()
+    assert _delta(before) == {"compiles": 1}
+    assert not cache_dir.exists()
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o707, 0o777])
+def test_a_directory_others_can_write_is_refused(tmp_path, monkeypatch, mode):
+    folder = tmp_path / f"shared{mode:o}"
+    folder.mkdir()
+    os.chmod(folder, mode)
+    monkeypatch.setenv("JACOPT_CACHE", "1")
+    monkeypatch.setenv("JACOPT_CACHE_DIR", str(folder))
+    with pytest.warns(jacopt.CacheWarning, match="group or others can write it"):
+        assert _cache.directory() is None
+    os.chmod(folder, 0o700)
+    assert _cache.directory() == str(folder)
+
+
+def test_a_directory_owned_by_another_user_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("JACOPT_CACHE", "1")
+    monkeypatch.setenv("JACOPT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(os, "getuid", lambda: os.stat(tmp_path).st_uid + 1)
+    with pytest.warns(jacopt.CacheWarning, match="owned by another user"):
+        assert _cache.directory() is None
+
+
+def test_a_new_directory_is_private(tmp_path, monkeypatch):
+    folder = tmp_path / "a" / "b"
+    monkeypatch.setenv("JACOPT_CACHE", "1")
+    monkeypatch.setenv("JACOPT_CACHE_DIR", str(folder))
+    old = os.umask(0)
+    try:
+        assert _cache.directory() == str(folder)
+    finally:
+        os.umask(old)
+    assert (os.stat(folder).st_mode & 0o777) == 0o700
+
+
+def test_a_program_with_a_host_callback_is_never_cached(cache_dir):
+    before = _cache.stats.copy()
+    _fit(verbose=2)
+    assert _delta(before) == {"compiles": 1, "uncacheable": 1}
+    assert not cache_dir.exists() or not _entries(cache_dir)
+
+
+def test_a_function_redefined_in_a_loop_reuses_the_compiled_program_and_warns_once(cache_dir):
+    from jacopt._compile import RETRACE_LIMIT
+
+    before = _cache.stats.copy()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for scale in [1.0] * (RETRACE_LIMIT + 3):
+            def fun(p, t, y):
+                return scale * (p[0] * jnp.exp(-p[1] * t) - y)
+            _fit(fun)
+    delta = _delta(before)
+    assert delta["compiles"] == 1 and delta["memory_hits"] == RETRACE_LIMIT + 2
+    recompile = [w for w in caught if issubclass(w.category, jacopt.RecompileWarning)]
+    assert len(recompile) == 1
+    assert "args=" in str(recompile[0].message) and recompile[0].filename == __file__
+
+
+def test_one_function_called_with_new_data_neither_retraces_nor_warns(cache_dir):
+    def fun(p, t, y):
+        return p[0] * jnp.exp(-p[1] * t) - y
+
+    before = _cache.stats.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", jacopt.RecompileWarning)
+        for k in range(8):
+            jacopt.least_squares(fun, jnp.array([1.0, 0.1]),
+                                 args=(jnp.asarray(T), jnp.asarray((1.0 + k) * Y)))
+    assert _delta(before) == {"compiles": 1, "disk_writes": 1}
