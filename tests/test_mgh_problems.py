@@ -117,6 +117,20 @@ def _compiled(name):
     return jax.jit(residual), jax.jit(jax.vmap(residual)), jax.jit(jax.jacfwd(residual))
 
 
+# The local minima jacopt.problems.mgh accepts beyond MGH's list (10 digits, from SciPy's trf
+# then lm at tolerances 1e-15): each must be a strict local minimum of F.
+FOUND_LOCAL_MINIMA = [
+    ("kowalik_osborne", [0.2253564381, -0.4147538085, -0.0244526962, -0.1779696615],
+     4.23675e-4),
+    ("trigonometric_10", [12.6288624587, 18.9140288034, 12.6330765547, 12.6356151689,
+                          12.8417681804, 12.6418162805, 12.645400772, 12.6486438752,
+                          12.6500098911, 12.6484594603], 8.78823e-4),
+    ("chebyquad_10", [0.1317982889, 0.6148843922, 0.868201712, 0.3851156081, 0.3851156076,
+                      0.7923159862, 0.6148843939, 0.9728850626, 0.2076840143, 0.0271149382],
+     9.50063e-3),
+]
+
+
 def _f(problem, x):
     r = np.asarray(_compiled(problem.name)[0](jnp.asarray(x, dtype=jnp.float64)))
     assert r.shape == (problem.num_residuals,)
@@ -163,6 +177,21 @@ def test_known_minimisers_give_an_accepted_optimum(name, x, f_star):
     f = _f(p, x)
     assert f == pytest.approx(f_star, rel=1e-5, abs=1e-20)
     assert mgh.solved(p, f)
+
+
+@pytest.mark.parametrize("name,x,f_local", FOUND_LOCAL_MINIMA)
+def test_found_local_minima_are_strict_local_minima(name, x, f_local):
+    p = mgh.load(name)
+    assert f_local in p.optima[1:]
+    assert _f(p, x) == pytest.approx(f_local, rel=1e-5)
+    x = jnp.asarray(x)
+
+    def fun(z):
+        r = p.residual(z)
+        return jnp.sum(r * r)
+
+    assert float(jnp.max(jnp.abs(jax.grad(fun)(x)))) <= 1e-7
+    assert float(jnp.min(jnp.linalg.eigvalsh(jax.hessian(fun)(x)))) > 1e-2
 
 
 def test_solved_judgement():
