@@ -107,15 +107,9 @@ def _run_scipy(problem, method: str, repeats: int) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = call()
-        times = []
-        while not times or (len(times) < repeats and sum(times) < 2.0) or (
-                sum(times) < 0.05 and len(times) < 50):
-            t0 = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - t0)
+        run_s = _records.time_compiled(lambda: call() and None, repeats=repeats)
     return _record(problem, method, value=result.fun, steps=result.nit, nfev=result.nfev,
-                   compile_s=compile_s, run_s=statistics.median(times),
-                   status=f"{result.status}: {result.message}")
+                   compile_s=compile_s, run_s=run_s, status=f"{result.status}: {result.message}")
 
 
 def methods_for(problem, repeats: int):

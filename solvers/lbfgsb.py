@@ -41,7 +41,7 @@ import jax.numpy as jnp
 
 from jacopt.solvers.line_search import LineSearchState, StrongWolfe, capped
 from jacopt.solvers.minimize_problem import Minimizer, check_tolerances
-from jacopt.solvers.quasi_newton import curvature_ok, dots, min_step
+from jacopt.solvers.quasi_newton import curvature_ok, dots, min_step, unit_step
 from jacopt.status import Status
 
 
@@ -122,24 +122,25 @@ def cauchy_point(x, g, lower, upper, theta, W, M):
     d = jnp.where(t > 0, -g, 0.0)
     reach = jnp.where(jnp.isfinite(t), t * d, 0.0)  # displacement where the bound is reached
     order = jnp.argsort(t)
-    ts, db, gb, zb, wb = t[order], d[order], g[order], reach[order], W[order]
+    ts, db, zb, wb = t[order], d[order], reach[order], W[order]
     zero_row = jnp.zeros((1,), dtype)
     # segment j (j = 0..n) starts at T_j (T_0 = 0) once the first j sorted variables are fixed
     starts = jnp.concatenate([zero_row, ts])
     ends = jnp.concatenate([ts, jnp.full((1,), jnp.inf, dtype)])
 
-    def suffix(a):  # sum over k >= j, for j = 0..n
-        c = jnp.cumsum(a[::-1], axis=0)[::-1]
-        return jnp.concatenate([c, jnp.zeros((1,) + a.shape[1:], dtype)])
-
-    def prefix(a):  # sum over k < j, for j = 0..n
-        return jnp.concatenate([jnp.zeros((1,) + a.shape[1:], dtype), jnp.cumsum(a, axis=0)])
-
-    fsq = suffix(db * db)  # ||d^j||^2
-    p = suffix(wb * db[:, None])  # W^T d^j
+    # sums over the sorted variables for the segments j = 0..n: over k >= j (still moving on
+    # segment j; summed from the end, not as a total minus a prefix, which would cancel) and
+    # over k < j (fixed by then)
+    k = wb.shape[1]
+    moving = jnp.concatenate([wb * db[:, None], (db * db)[:, None]], axis=1)
+    suffix = jnp.concatenate([jnp.cumsum(moving[::-1], axis=0)[::-1],
+                              jnp.zeros((1, k + 1), dtype)])
+    prefix = jnp.concatenate([jnp.zeros((1, k), dtype), jnp.cumsum(wb * zb[:, None], axis=0)])
+    p = suffix[:, :k]  # W^T d^j, d^j the direction on segment j
+    fsq = suffix[:, k]  # ||d^j||^2
     reached = jnp.isfinite(starts)
     T = jnp.where(reached, starts, 0.0)
-    c = prefix(wb * zb[:, None]) + T[:, None] * p  # W^T z_j, z_j the displacement at T_j
+    c = prefix + T[:, None] * p  # W^T z_j, z_j the displacement at T_j
     mp = p @ M.T
     df = -fsq + theta * T * fsq - jnp.sum(c * mp, axis=1)  # BLNZ eq. 4.4
     ddf = theta * fsq - jnp.sum(p * mp, axis=1)  # eq. 4.5
@@ -224,7 +225,7 @@ class LBFGSB(Minimizer):
         (they could not show a decrease)."""
         d, slope, dnorm = self._direction(x, grad, lower, upper, S, Y, count, theta)
         boxed = jnp.all(jnp.isfinite(lower) & jnp.isfinite(upper))
-        alpha0 = jnp.where(start & ~boxed, 1.0 / jnp.where(dnorm > 0, dnorm, 1.0), 1.0)
+        alpha0 = jnp.where(start & ~boxed, unit_step(dnorm * dnorm), 1.0)
         room = jnp.where(d > 0, (upper - x) / jnp.where(d > 0, d, 1.0),
                          jnp.where(d < 0, (lower - x) / jnp.where(d < 0, d, 1.0), jnp.inf))
         max_step = jnp.maximum(jnp.min(room), 0.0)

@@ -124,6 +124,14 @@ def curvature_ok(sy, ss, yy):
     return (sy > eps * jnp.sqrt(ss * yy)) & jnp.isfinite(sy)
 
 
+def unit_step(dd):
+    """``1 / ||d||`` (``dd = ||d||_2^2``): the step of unit length in ``x`` along ``d``, whatever
+    the scale of ``f``; the first trial along a gradient direction. (Capping it at 1, a step of
+    length ``||g||`` when ``||g|| < 1``, leaves a badly scaled ``f`` with a step below the
+    resolution of ``x``: on ``1e-50 (x - 1)^2`` the search could not move from ``x0``.)"""
+    return 1.0 / jnp.where(dd > 0, jnp.sqrt(dd), 1.0)
+
+
 def min_step(x, d):
     """The smallest step along ``d`` that still changes ``x``: below ``eps |x_i| / |d_i|`` for
     every ``i`` it no longer does (per component: a norm of ``x`` would let one large component
@@ -169,11 +177,8 @@ class QuasiNewton(Minimizer):
 
     def first_trial(self, gg):
         """The first trial step along ``-g`` while ``H`` is the unscaled identity
-        (``gg = ||g||_2^2``): ``1 / ||g||``, a step of unit length in ``x`` whatever the scale
-        of ``f``. (Capping it at 1, a step of length ``||g||`` when ``||g|| < 1``, leaves a
-        badly scaled ``f`` with a step below the resolution of ``x``: on
-        ``1e-50 (x - 1)^2`` the search could not move from ``x0``.)"""
-        return 1.0 / jnp.where(gg > 0, jnp.sqrt(gg), 1.0)
+        (``gg = ||g||_2^2``): :func:`unit_step`."""
+        return unit_step(gg)
 
     # --- the loop ----------------------------------------------------------------------
     def _new_search(self, x, value, grad, direction, identity):
