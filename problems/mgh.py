@@ -372,10 +372,11 @@ _REGISTERED = [
     MghProblem("variably_dimensioned_10", 25, variably_dimensioned_residual,
                1.0 - np.arange(1.0, 11.0) / 10.0, 12, (0.0,)),
     MghProblem("trigonometric_10", 26, trigonometric_residual, [0.1] * 10, 10,
-               (0.0, 2.79506e-5, 8.78823e-4),
+               (0.0, 2.79506e-5, 4.21863e-5, 8.78823e-4),
                notes="Local minima found here (not in MGH): 2.79506e-5, where SciPy's lm ends "
-                     "from all three starts, and 8.78823e-4 near x = 12.64 (4 pi + 0.07). "
-                     "F is periodic in each x_j with period 2 pi."),
+                     "from all three starts; 4.21863e-5 (x6 = 0.258, the others near 0.06), "
+                     "where jacopt's lm ends from 10 x0; 8.78823e-4 near x = 12.64 "
+                     "(4 pi + 0.07). F is periodic in each x_j with period 2 pi."),
     MghProblem("brown_almost_linear_10", 27, brown_almost_linear_residual, [0.5] * 10, 10,
                (0.0, 1.0), notes="0 at (a, ..., a, a^(1-n)) with n a^n - (n+1) a^(n-1) + 1 = 0; "
                                  "1 at (0, ..., 0, n+1) (MGH)."),

@@ -117,11 +117,14 @@ def _compiled(name):
     return jax.jit(residual), jax.jit(jax.vmap(residual)), jax.jit(jax.jacfwd(residual))
 
 
-# The local minima jacopt.problems.mgh accepts beyond MGH's list (10 digits, from SciPy's trf
-# then lm at tolerances 1e-15): each must be a strict local minimum of F.
+# The local minima jacopt.problems.mgh accepts beyond MGH's list (10 digits, refined by SciPy's
+# lm at tolerances 1e-15): each must be a strict local minimum of F.
 FOUND_LOCAL_MINIMA = [
     ("kowalik_osborne", [0.2253564381, -0.4147538085, -0.0244526962, -0.1779696615],
      4.23675e-4),
+    ("trigonometric_10", [0.0539129262, 0.0554965923, 0.0572858819, 0.0593366465,
+                          0.0617301284, 0.2578860021, 0.0681141837, 0.072622933, 0.0784616019,
+                          0.0837538697], 4.21863e-5),
     ("trigonometric_10", [12.6288624587, 18.9140288034, 12.6330765547, 12.6356151689,
                           12.8417681804, 12.6418162805, 12.645400772, 12.6486438752,
                           12.6500098911, 12.6484594603], 8.78823e-4),
