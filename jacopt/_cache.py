@@ -45,7 +45,7 @@ stats = collections.Counter()
 seconds spent in ``trace_s``, ``lower_s``, ``compile_s``, ``load_s``, ``store_s``."""
 
 _programs: dict = {}  # key -> compiled executable, for this process
-_MAX_PROGRAMS = 256
+_MAX_PROGRAMS = 128
 _refused: set = set()  # directories already warned about
 
 

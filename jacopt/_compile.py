@@ -40,7 +40,7 @@ CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 RETRACE_LIMIT = 5
 """Function objects with the same code compiled before :class:`RecompileWarning` is raised."""
 
-_MAX_EXECUTABLES = 512  # per entry point, as a bound on memory
+_MAX_EXECUTABLES = 128  # per entry point, as a bound on memory
 
 
 class RecompileWarning(UserWarning):
@@ -83,7 +83,7 @@ def cpu_fast_jit(fn: Callable, static_argnames: Sequence[str]) -> Callable:
         dynamic = {k: v for k, v in kwargs.items() if k not in static}
         leaves, treedef = jax.tree_util.tree_flatten((args, dynamic))
         if (any(isinstance(leaf, jax.core.Tracer) for leaf in leaves) or not _one_cpu()
-                or (positional is not None and len(args) > positional)):
+                or (positional is not None and len(args) > positional) or _debugging()):
             return plain(*args, **kwargs)
         try:
             key = (treedef, tuple(map(_signature, leaves)),
@@ -109,6 +109,14 @@ def cpu_fast_jit(fn: Callable, static_argnames: Sequence[str]) -> Callable:
 @functools.lru_cache(maxsize=1)
 def _one_cpu() -> bool:
     return jax.default_backend() == "cpu" and jax.device_count() == 1
+
+
+def _debugging() -> bool:
+    """``jax.disable_jit`` or NaN/inf checking, which ``jax.jit`` honours at each call."""
+    return any(getattr(jax.config, name) for name in _DEBUG_FLAGS)
+
+
+_DEBUG_FLAGS = ("jax_disable_jit", "jax_debug_nans", "jax_debug_infs")
 
 
 def _signature(leaf):

@@ -210,3 +210,11 @@ def test_one_function_called_with_new_data_neither_retraces_nor_warns(cache_dir)
             jacopt.least_squares(fun, jnp.array([1.0, 0.1]),
                                  args=(jnp.asarray(T), jnp.asarray((1.0 + k) * Y)))
     assert _delta(before) == {"compiles": 1, "disk_writes": 1}
+
+
+def test_disable_jit_runs_the_solve_eagerly_as_jax_jit_does(cache_dir):
+    before = _cache.stats.copy()
+    with jax.disable_jit():
+        res = jacopt.least_squares(lambda p: p - 1.0, jnp.zeros(2))
+    np.testing.assert_allclose(res.params, [1.0, 1.0])
+    assert _delta(before) == {}
