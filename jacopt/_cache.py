@@ -3,8 +3,8 @@
 A solve is traced and lowered to StableHLO as ``jax.jit`` does; the key is a SHA-256 of that
 program's text (every operation, shape, dtype and constant, without source locations) and of
 everything else that changes the executable: the jax, jaxlib, jacopt and Python versions, the
-backend and its devices, the host CPU, the compiler options, ``XLA_FLAGS`` and the argument
-types. Equal keys mean the same program for the same compiler, so a hit can never be stale; a
+backend and its devices, the host CPU, the compiler options, every ``jax.config`` option,
+``XLA_FLAGS`` and the argument types. Equal keys mean the same program for the same compiler, so a hit can never be stale; a
 changed function, dtype, option or version is a new key. Programs that carry data outside
 their text (arrays hoisted out of the program by JAX, host callbacks such as ``verbose``
 printing) are compiled as ``jax.jit`` would and never cached. Lowering always runs first, which
@@ -137,8 +137,9 @@ def program_key(lowered, compiler_options: dict) -> str:
     """The SHA-256 key of ``lowered`` compiled with ``compiler_options`` (module docstring)."""
     h = hashlib.sha256(_environment_key())
     h.update(repr(sorted(compiler_options.items())).encode())
-    h.update(repr((os.environ.get("XLA_FLAGS", ""), os.environ.get("LIBTPU_INIT_ARGS", ""),
-                   jax.config.read("jax_enable_x64"))).encode())
+    # every JAX option (those that set XLA's compile options among them), XLA's flags
+    h.update(repr((sorted(jax.config.values.items()), os.environ.get("XLA_FLAGS", ""),
+                   os.environ.get("LIBTPU_INIT_ARGS", ""))).encode())
     avals = [(a.shape, str(a.dtype), getattr(a, "weak_type", None))
              for a in jax.tree_util.tree_leaves(lowered.in_avals)]
     args = lowered._lowering.compile_args
