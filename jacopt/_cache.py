@@ -17,7 +17,7 @@ owned by the user or writable by group or others is refused with a warning and t
 is off. ``JACOPT_CACHE=0`` switches the disk cache off. Entries are written to a temporary file
 and renamed into place (``os.replace``), so two processes filling one entry both end with a
 whole entry; each entry carries a checksum of its payload, and a truncated or corrupt entry is
-ignored and rebuilt. JAX's own persistent compilation cache (``jax_compilation_cache_dir``) is
+ignored and rebuilt. Past :data:`MAX_ENTRIES` entries the least recently used are deleted. JAX's own persistent compilation cache (``jax_compilation_cache_dir``) is
 left as the user set it; when set, it also serves these compiles.
 """
 from __future__ import annotations
@@ -35,6 +35,9 @@ import jax
 
 MAGIC = b"jacopt-xla-1\n"
 """The first bytes of an entry (the format's version)."""
+
+MAX_ENTRIES = 500
+"""Entries kept on disk (each a few hundred kB); the least recently used go first."""
 
 _SUFFIX = ".xla"
 _OFF = ("0", "false", "no", "off")
@@ -209,6 +212,10 @@ def _load(path: str, lowered):
         return None
     stats["load_s"] += time.perf_counter() - started
     stats["disk_hits"] += 1
+    try:
+        os.utime(path)  # recently used: pruned last
+    except OSError:
+        pass
     return compiled
 
 
@@ -231,6 +238,7 @@ def _store(path: str, compiled) -> None:
         os.replace(tmp, path)
         tmp = None
         stats["disk_writes"] += 1
+        _prune(os.path.dirname(path))
     except OSError:
         pass
     finally:
@@ -240,3 +248,17 @@ def _store(path: str, compiled) -> None:
             except OSError:
                 pass
     stats["store_s"] += time.perf_counter() - started
+
+
+def _prune(folder: str) -> None:
+    """Delete the least recently used entries when there are more than :data:`MAX_ENTRIES`."""
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.endswith(_SUFFIX)
+                   and not e.name.startswith(".")]
+        if len(entries) <= MAX_ENTRIES:
+            return
+        entries.sort(key=lambda e: e.stat().st_mtime)
+        for e in entries[: len(entries) - MAX_ENTRIES * 4 // 5]:
+            os.unlink(e.path)
+    except OSError:
+        pass

@@ -218,3 +218,14 @@ def test_disable_jit_runs_the_solve_eagerly_as_jax_jit_does(cache_dir):
         res = jacopt.least_squares(lambda p: p - 1.0, jnp.zeros(2))
     np.testing.assert_allclose(res.params, [1.0, 1.0])
     assert _delta(before) == {}
+
+
+def test_the_least_recently_used_entries_are_pruned(tmp_path, monkeypatch):
+    monkeypatch.setattr(_cache, "MAX_ENTRIES", 5)
+    for k in range(6):
+        path = tmp_path / f"{k}{_cache._SUFFIX}"
+        path.write_bytes(b"x")
+        os.utime(path, (k, k))
+    (tmp_path / f"2{_cache._SUFFIX}").touch()  # used last
+    _cache._prune(str(tmp_path))
+    assert _entries(tmp_path) == [f"{k}{_cache._SUFFIX}" for k in (2, 3, 4, 5)]
