@@ -1,5 +1,5 @@
-"""Bound-constrained minimisation: jacopt's L-BFGS-B against SciPy's L-BFGS-B and trust-constr on
-:mod:`jacopt.problems.bounded`, in one process.
+"""Bound-constrained minimisation: jacopt's L-BFGS-B and Newton against SciPy's L-BFGS-B and
+trust-constr on :mod:`jacopt.problems.bounded`, in one process.
 
 Run: ``python -m jacopt.benchmarks.bounded [--quick] [--out DIR]`` (float64). Prints one row per
 (problem, method), a summary per method (problems solved, median steps, median function
@@ -16,6 +16,7 @@ Methods (exact gradients from JAX, jitted; ``maxiter``/``max_steps`` 2000):
 
 - ``jacopt-lbfgsb``: ``jacopt.minimize(fun, x0, bounds=(lower, upper))``, defaults (``gtol =
   1e-5`` on the projected gradient, memory 10); the bounds are arguments of the compiled solve.
+- ``jacopt-newton``: the same with ``solver="newton"`` (exact Hessians, projected trust region).
 - ``scipy-lbfgsb``: ``method="L-BFGS-B"``, ``gtol=1e-5``, ``ftol=1e-15`` (so that it does not
   stop on a slow decrease; as in :mod:`jacopt.benchmarks.minimize`), memory 10.
 - ``scipy-trust-constr``: exact Hessian, ``gtol=1e-5``; only for ``n <= 20`` (its dense
@@ -47,7 +48,8 @@ GTOL = 1e-5
 TRUST_CONSTR_MAX_N = 20
 QUICK_PROBLEMS = ("mgh_wood", "mgh_biggs_exp6", "rosenbrock_bounded",
                   "extended_rosenbrock_bounded_100", "box_quadratic_n20_cond1e4")
-METHODS = ("jacopt-lbfgsb", "scipy-lbfgsb", "scipy-trust-constr", "optax-lbfgs")
+METHODS = ("jacopt-lbfgsb", "jacopt-newton", "scipy-lbfgsb", "scipy-trust-constr",
+           "optax-lbfgs")
 
 
 def _record(problem, method: str, *, value, steps, nfev, compile_s, run_s, status) -> dict:
@@ -65,19 +67,19 @@ def _record(problem, method: str, *, value, steps, nfev, compile_s, run_s, statu
     }
 
 
-def _run_jacopt(problem, repeats: int) -> dict:
+def _run_jacopt(problem, solver: str, repeats: int) -> dict:
     import jacopt
 
     fun = problem.fun
 
     def solve(x0, lower, upper):
-        r = jacopt.minimize(fun, x0, bounds=(lower, upper), max_steps=MAX_STEPS)
+        r = jacopt.minimize(fun, x0, bounds=(lower, upper), solver=solver, max_steps=MAX_STEPS)
         return r.value, r.num_steps, r.nfev, r.status
 
     args = (jnp.asarray(problem.x0), jnp.asarray(problem.lower), jnp.asarray(problem.upper))
     (value, steps, nfev, status), compile_s, run_s = _records.compile_and_time(
         solve, *args, repeats=repeats)
-    return _record(problem, "jacopt-lbfgsb", value=value, steps=steps, nfev=nfev,
+    return _record(problem, f"jacopt-{solver}", value=value, steps=steps, nfev=nfev,
                    compile_s=compile_s, run_s=run_s, status=jacopt.Status(int(status)).name)
 
 
@@ -114,7 +116,8 @@ def _run_scipy(problem, method: str, repeats: int) -> dict:
 
 def methods_for(problem, repeats: int):
     """``(method, thunk or skip note)`` pairs for one problem, jacopt first."""
-    out = [("jacopt-lbfgsb", lambda: _run_jacopt(problem, repeats)),
+    out = [("jacopt-lbfgsb", lambda: _run_jacopt(problem, "lbfgsb", repeats)),
+           ("jacopt-newton", lambda: _run_jacopt(problem, "newton", repeats)),
            ("scipy-lbfgsb", lambda: _run_scipy(problem, "scipy-lbfgsb", repeats))]
     n = problem.x0.shape[0]
     if n <= TRUST_CONSTR_MAX_N:

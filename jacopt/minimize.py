@@ -22,7 +22,7 @@ Solvers (a name or an instance from :mod:`jacopt.solvers`):
 - ``"newton"`` (:class:`~jacopt.solvers.Newton`): exact Hessians by forward-over-reverse
   differentiation, trust region solved exactly (Moré-Sorensen); small ``n``.
 - ``"lbfgsb"`` or ``"l-bfgs-b"`` (:class:`~jacopt.solvers.LBFGSB`): L-BFGS-B, limited memory
-  with bounds (``bounds=``); the only solver that takes them.
+  with bounds (``bounds=``; ``"newton"`` takes them too).
 - ``"newton-cg"`` (:class:`~jacopt.solvers.NewtonCG`): Hessian-vector products, trust region
   solved by Steihaug-Toint truncated conjugate gradients; large ``n``.
 
@@ -100,7 +100,7 @@ def minimize(
         SciPy). ``params`` in the result has the same structure.
       args: a tuple of extra arguments (pytrees, traced: changing their values does not
         recompile). The solution is differentiable with respect to them.
-      bounds: ``None``, or bounds ``lower <= x <= upper`` (solver ``"lbfgsb"``): a pair
+      bounds: ``None``, or bounds ``lower <= x <= upper`` (``"lbfgsb"``, ``"newton"``): a pair
         ``(lower, upper)``, each ``None``, a scalar, or an array or pytree like ``x0``
         (``-inf``/``inf`` for no bound); SciPy's sequence of ``(min, max)`` pairs (``None``
         for no bound); or a :class:`scipy.optimize.Bounds`. An ``x0`` outside is clipped into
@@ -143,7 +143,7 @@ def minimize(
 
     Raises (before any work): ``ValueError`` if ``fun`` does not return a scalar, ``x0`` is
     non-finite or empty, ``bounds`` cannot be read, do not match ``x0``, hold NaN or have
-    ``lower > upper``, or are given to a solver other than ``"lbfgsb"``, ``solver`` is an
+    ``lower > upper``, or are given to ``"bfgs"``, ``"lbfgs"`` or ``"newton-cg"``, ``solver`` is an
     unknown name (the message lists the valid ones), a
     tolerance is not a number >= 0 or ``verbose`` is not 0, 1 or 2; ``TypeError`` if ``x0`` or
     ``fun``'s output is not real floating, their dtypes differ, a tolerance is traced, ``args`` is
@@ -174,7 +174,8 @@ def minimize(
     lower, upper = parse_bounds(bounds, x0, common_dtype(x0, "x0"))
     if lower is not None and not solver.takes_bounds:
         raise ValueError(f"solver {type(solver).__name__} does not take bounds; use "
-                         f"solver='lbfgsb' (L-BFGS-B) for bounded minimisation.")
+                         f"solver='lbfgsb' (L-BFGS-B) or solver='newton' (exact Hessians) "
+                         f"for bounded minimisation.")
     if not callable(fun):
         raise TypeError(f"fun must be callable, got {type(fun).__name__}.")
     if (isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer))

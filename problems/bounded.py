@@ -8,8 +8,8 @@
   relative error of ``f`` against the printed minimum is at least 4 (Ceres' test; absolute
   when the minimum is 0). The residuals are :mod:`jacopt.problems.test_functions`' (MGH's own
   forms), plus Brown-Dennis and Box 3-D with ``m = 3`` here (Gay's minimum is that of
-  ``m = 3``, as in Ceres; with MGH's ``m = 10`` the bounded minimum is ``1.1435e-4``). Gay's Gulf problem is left out: its
-  published forms disagree (see :mod:`jacopt.problems.test_functions`).
+  ``m = 3``, as in Ceres; with MGH's ``m = 10`` the bounded minimum is ``1.1435e-4``).
+  Gay's Gulf problem is left out: its published forms disagree (MGH misprint the residual).
 - ``rosenbrock_*``: (extended) Rosenbrock with the odd components held ``<= 0.5``: each pair
   ends at ``(0.5, 0.25)`` with ``f = 0.25`` on that bound (the gradient there presses on it).
 - ``box_quadratic_*``: ``f = x^T A x / 2 - b^T x`` on ``[-1, 1]^n``, ``A`` with a chosen
@@ -100,8 +100,8 @@ _GAY = {
                        (0.8, 1.0, 1.0), 0.99042212, 7),
     "gaussian": (tf.gaussian, (0.4, 1.0, 0.0), (0.398, 1.0, -0.5), (4.2, 2.0, 0.1),
                  0.11279300e-7, 9),
-    "box_3d": (_sum_of_squares(box_3d_m3_residual), (0.0, 10.0, 20.0), (0.0, 5.0, 0.0), (2.0, 9.5, 20.0),
-               0.30998153e-5, 12),
+    "box_3d": (_sum_of_squares(box_3d_m3_residual), (0.0, 10.0, 20.0), (0.0, 5.0, 0.0),
+               (2.0, 9.5, 20.0), 0.30998153e-5, 12),
     "wood": (tf.wood, (-3.0, -1.0, -3.0, -1.0), (-100.0,) * 4, (0.0, 10.0, 100.0, 100.0),
              0.15567008e1, 14),
     "brown_dennis": (_sum_of_squares(brown_dennis_residual), (25.0, 5.0, -5.0, -1.0),

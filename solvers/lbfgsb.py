@@ -78,20 +78,6 @@ class LBFGSBState(NamedTuple):
     nhev = property(lambda self: jnp.zeros_like(self.nfev))
 
 
-def box(problem, x):
-    """``(lower, upper)`` of ``problem`` as arrays like ``x`` (``-inf``/``inf`` when unset)."""
-    lower = getattr(problem, "lower", None)
-    upper = getattr(problem, "upper", None)
-    lower = jnp.full_like(x, -jnp.inf) if lower is None else jnp.asarray(lower, x.dtype)
-    upper = jnp.full_like(x, jnp.inf) if upper is None else jnp.asarray(upper, x.dtype)
-    return lower, upper
-
-
-def projected_gradient(x, g, lower, upper):
-    """``P(x - g) - x``: zero exactly at a first-order stationary point of the box problem."""
-    return jnp.clip(x - g, lower, upper) - x
-
-
 def compact_form(S, Y, count, theta):
     """``(W, M)`` of the compact representation ``B = theta I - W M W^T`` (BLNZ eq. 3.2-3.4)
     from the pairs in the last ``count`` rows of ``S`` and ``Y`` (oldest first). Unused rows are
@@ -210,7 +196,7 @@ class LBFGSB(Minimizer):
         x_c, c, free = cauchy_point(x, g, lower, upper, theta, W, M)
         x_bar = subspace_point(x, g, lower, upper, theta, W, M, x_c, c, free)
         d = x_bar - x
-        fallback = projected_gradient(x, g, lower, upper)
+        fallback = jnp.clip(x - g, lower, upper) - x  # the projected gradient step
         slope, dd, slope_f, ff = dots([(g, d), (d, d), (g, fallback), (fallback, fallback)])
         descent = slope < 0
         return (jnp.where(descent, d, fallback), jnp.where(descent, slope, slope_f),
@@ -220,9 +206,9 @@ class LBFGSB(Minimizer):
         """The search along the next direction. Its first trial is ``x_bar`` (``alpha = 1``),
         except from the start (``start``) of a problem with some variable not bounded on both
         sides, where it is the step of unit length along the projected gradient (L-BFGS-B's
-        rule: in a finite box the projected gradient step ``P(x - g)`` is tried). Steps whose predicted decrease
-        ``alpha |g^T d|`` is below the resolution of ``f`` end the search as precision-limited
-        (they could not show a decrease)."""
+        rule: in a finite box the projected gradient step ``P(x - g)`` is tried). Steps whose
+        predicted decrease ``alpha |g^T d|`` is below the resolution of ``f`` end the search as
+        precision-limited (they could not show a decrease)."""
         d, slope, dnorm = self._direction(x, grad, lower, upper, S, Y, count, theta)
         boxed = jnp.all(jnp.isfinite(lower) & jnp.isfinite(upper))
         alpha0 = jnp.where(start & ~boxed, unit_step(dnorm * dnorm), 1.0)
@@ -238,7 +224,7 @@ class LBFGSB(Minimizer):
     def init(self, problem, x0):
         """Placeholders (the first iteration evaluates the clipped start, marked by a trial
         step of 0)."""
-        lower, upper = box(problem, x0)
+        lower, upper = problem.box(x0)
         x0 = jnp.clip(x0, lower, upper)
         dtype = x0.dtype
         zero = jnp.zeros((), dtype)
@@ -246,7 +232,8 @@ class LBFGSB(Minimizer):
         pairs = jnp.zeros((self.memory, x0.shape[0]), dtype)
         return LBFGSBState(
             x=x0, value=zero, grad=zeros, direction=zeros, direction_norm=zero,
-            max_step=jnp.asarray(jnp.inf, dtype), search=self.line_search.init(zero, -jnp.ones((), dtype), zero, zeros),
+            max_step=jnp.asarray(jnp.inf, dtype),
+            search=self.line_search.init(zero, -jnp.ones((), dtype), zero, zeros),
             S=pairs, Y=pairs, count=jnp.asarray(0, jnp.int32), theta=jnp.ones((), dtype),
             flags=jnp.array([0, Status.RUNNING], jnp.int32), accepted=jnp.asarray(False),
             alpha=zero, step_norm=zero, value_change=zero, nfev=jnp.asarray(0, jnp.int32),
@@ -254,7 +241,7 @@ class LBFGSB(Minimizer):
 
     def step(self, problem, state):
         s = state
-        lower, upper = box(problem, s.x)
+        lower, upper = problem.box(s.x)
         d = s.direction
         trial_alpha = s.search.alpha
         first = trial_alpha == 0  # this iteration evaluates the start (see init)
@@ -299,20 +286,18 @@ class LBFGSB(Minimizer):
                     jnp.abs(trial_alpha) * s.direction_norm)
 
         (x, value, grad, direction, dnorm, max_step, search, S, Y, count, theta, flags,
-         value_change, step_norm) = jax.lax.cond(search.finished | first, finish_search, continue_search)
+         value_change, step_norm) = jax.lax.cond(search.finished | first, finish_search,
+                                                  continue_search)
         return LBFGSBState(
             x=x, value=value, grad=grad, direction=direction, direction_norm=dnorm,
-            max_step=max_step, search=search, S=S, Y=Y, count=count, theta=theta, flags=flags, accepted=take,
+            max_step=max_step, search=search, S=S, Y=Y, count=count, theta=theta, flags=flags,
+            accepted=take,
             alpha=alpha, step_norm=step_norm, value_change=value_change, nfev=s.nfev + 1,
         )
 
-    def _projected(self, problem, state):
-        lower, upper = box(problem, state.x)
-        return state._replace(grad=projected_gradient(state.x, state.grad, lower, upper))
-
     def terminate(self, problem, state):
         """:meth:`Minimizer.check_termination` on the projected gradient."""
-        return self.check_termination(self._projected(problem, state))
+        return self.check_termination(self.stationarity(problem, state))
 
     def record(self, problem, state):
-        return self.history_row(self._projected(problem, state), state.alpha)
+        return self.history_row(self.stationarity(problem, state), state.alpha)

@@ -50,6 +50,20 @@ class MinimizeProblem(NamedTuple):
         """``(f(x), grad f(x))``: one forward and one reverse pass (about 3x ``f``)."""
         return jax.value_and_grad(self.fun)(x, self.args)
 
+    def box(self, x):
+        """``(lower, upper)`` as arrays like ``x`` (``-inf``/``inf`` where unset)."""
+        lower = jnp.full_like(x, -jnp.inf) if self.lower is None else jnp.asarray(
+            self.lower, x.dtype)
+        upper = jnp.full_like(x, jnp.inf) if self.upper is None else jnp.asarray(
+            self.upper, x.dtype)
+        return lower, upper
+
+    def projected_gradient(self, x, g):
+        """``P(x - g) - x``, zero exactly at a first-order stationary point in the box (``-g``
+        when unbounded)."""
+        lower, upper = self.box(x)
+        return jnp.clip(x - g, lower, upper) - x
+
 
 class Minimizer:
     """Marker base of the minimisers (``solver=`` accepts any instance).
@@ -92,6 +106,14 @@ class Minimizer:
         status = jnp.where(gtol_hit, code(Status.GTOL), status)
         status = jnp.where(finite, status, code(Status.NONFINITE))
         return status != Status.RUNNING, status
+
+    def stationarity(self, problem, state):
+        """``state`` with ``grad`` replaced by the projected gradient when ``problem`` has
+        bounds, for :meth:`check_termination` and :meth:`history_row` (``gtol`` is SciPy's
+        ``pgtol`` there); ``state`` itself when unbounded."""
+        if problem.lower is None and problem.upper is None:
+            return state
+        return state._replace(grad=problem.projected_gradient(state.x, state.grad))
 
     def history_row(self, state, damping):
         """The :class:`History` row of ``state``; ``damping`` is the solver's step control."""

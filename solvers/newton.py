@@ -30,6 +30,11 @@ accepted step also the new Hessian (:class:`Newton`) is computed. Counters: ``nf
 (trials + 1); ``nhev`` counts dense Hessians (:class:`Newton`) or Hessian-vector products
 (:class:`NewtonCG`). ``history.damping`` is the trust radius after the iteration.
 
+Bounds (:class:`Newton` only, ``minimize(bounds=...)``): the start is clipped into the box,
+each trial is feasible (:func:`bounded_trust_region_step`: the exact step on the variables not
+held at a bound, projected, or the better of the truncated and the projected Cauchy step),
+and ``gtol`` applies to the projected gradient ``P(x - g) - x``.
+
 The solve stops with ``PRECISION_LIMIT`` when a rejected trial leaves a radius below the
 resolution of ``x`` (``eps ||x||``) or the model predicts a decrease below the resolution of
 ``f`` (``eps |f|``): no further reduction is possible in this precision.
@@ -209,6 +214,8 @@ class TrustRegionNewton(Minimizer):
         raise NotImplementedError
 
     def init(self, problem, x0):
+        if problem.lower is not None:  # the start is clipped into the box, as SciPy does
+            x0 = jnp.clip(x0, *problem.box(x0))
         value, grad = problem.value_and_grad(x0)
         model, nh = self.model(problem, x0)
         if self.initial_radius is None:
@@ -227,14 +234,16 @@ class TrustRegionNewton(Minimizer):
     def step(self, problem, state):
         s = state
         p, predicted, nh = self.subproblem(problem, s)
-        trial_value, trial_grad = problem.value_and_grad(s.x + p)
+        x_new = s.x + p
+        if problem.lower is not None:  # feasible steps; the clip only removes rounding
+            x_new = jnp.clip(x_new, *problem.box(x_new))
+        trial_value, trial_grad = problem.value_and_grad(x_new)
         finite = jnp.isfinite(trial_value) & jnp.all(jnp.isfinite(trial_grad))
         actual = jnp.where(finite, s.value - trial_value, -jnp.inf)
         ratio = gain_ratio(actual, predicted)
         p_norm = jnp.linalg.norm(p)
         radius, accept = update_radius(self.radius_update, s.radius, ratio, p_norm)
         accept = accept & finite
-        x_new = s.x + p
 
         def accepted(_):
             model, nh_model = self.model(problem, x_new)
@@ -255,16 +264,50 @@ class TrustRegionNewton(Minimizer):
         )
 
     def terminate(self, problem, state):
-        return self.check_termination(state)
+        return self.check_termination(self.stationarity(problem, state))
 
     def record(self, problem, state):
-        return self.history_row(state, state.radius)
+        return self.history_row(self.stationarity(problem, state), state.radius)
 
 
 def _check_radius(solver):
     r = solver.initial_radius
     if r is not None and not (isinstance(r, (int, float)) and r > 0):
         raise ValueError(f"initial_radius must be a number > 0 or None, got {r!r}.")
+
+
+def bounded_trust_region_step(problem, x, g, w, v, radius):
+    """A trust-region step that keeps ``x`` in the box, and its predicted reduction.
+
+    The variables at a bound whose gradient presses outwards (Bertsekas' active set) are held;
+    the exact trust-region step (:func:`exact_trust_region_step`) is computed for the others
+    on their block of ``H = V diag(w) V^T``, and projected onto the box (as Ceres Solver
+    projects its steps). Where projecting spoils it, two feasible alternatives compete on the
+    model ``g^T s + s^T H s / 2``: the step truncated at the first bound (BLNZ eq. 5.8) and the
+    projected Cauchy step along ``-g`` (the decrease the convergence theory of Lin & Moré, SIAM
+    J. Optim. 9, 1999, asks of every step); the best of the three is taken."""
+    lower, upper = problem.box(x)
+    dtype = x.dtype
+    h = (v * w) @ v.T
+    free = ~(((x <= lower) & (g > 0)) | ((x >= upper) & (g < 0))) & (lower < upper)
+    fm = free.astype(dtype)
+    reduced = h * fm[:, None] * fm[None, :] + jnp.diag(1.0 - fm)
+    wr, vr = jnp.linalg.eigh(reduced)
+    p, _ = exact_trust_region_step(wr, vr, g * fm, radius)
+    p = p * fm
+    room = jnp.where(p > 0, (upper - x) / jnp.where(p > 0, p, 1.0),
+                     jnp.where(p < 0, (lower - x) / jnp.where(p < 0, p, 1.0), jnp.inf))
+    gf = g * fm
+    gg, ghg = vdot(gf, gf), vdot(gf, matvec(h, gf))
+    tau = jnp.where(ghg > 0, gg / jnp.where(ghg > 0, ghg, 1.0), jnp.inf)
+    tau = jnp.minimum(tau, radius / jnp.sqrt(jnp.where(gg > 0, gg, 1.0)))
+    steps = jnp.stack([jnp.clip(x + p, lower, upper) - x,
+                       jnp.clip(jnp.min(room), 0.0, 1.0) * p,
+                       jnp.clip(x - tau * gf, lower, upper) - x])
+    predicted = -(matvec(steps, g) + 0.5 * jnp.sum(steps * (steps @ h), axis=-1))
+    predicted = jnp.where(jnp.isfinite(predicted), predicted, -jnp.inf)
+    best = jnp.argmax(predicted)
+    return steps[best], predicted[best]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,6 +325,8 @@ class Newton(TrustRegionNewton):
     xtol: float = 0.0
     initial_radius: Optional[float] = None
     radius_update: RadiusUpdate = CLASSICAL
+
+    takes_bounds = True  # bounded_trust_region_step
 
     def __post_init__(self):
         check_tolerances(self)
@@ -302,7 +347,10 @@ class Newton(TrustRegionNewton):
 
     def subproblem(self, problem, state):
         w, v = state.model
-        p, predicted = exact_trust_region_step(w, v, state.grad, state.radius)
+        if problem.lower is None:
+            p, predicted = exact_trust_region_step(w, v, state.grad, state.radius)
+            return p, predicted, 0
+        p, predicted = bounded_trust_region_step(problem, state.x, state.grad, w, v, state.radius)
         return p, predicted, 0
 
 
