@@ -35,6 +35,11 @@ except ImportError:  # pragma: no cover
     def _trace_context():
         return jax.config.read("jax_enable_x64")
 
+try:  # whether any transformation is tracing (private; optional: then arguments are checked)
+    from jax._src.core import trace_state_clean as _trace_state_clean
+except ImportError:  # pragma: no cover
+    _trace_state_clean = None
+
 CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 RETRACE_LIMIT = 5
@@ -82,7 +87,7 @@ def cpu_fast_jit(fn: Callable, static_argnames: Sequence[str]) -> Callable:
     def call(*args, **kwargs):
         dynamic = {k: v for k, v in kwargs.items() if k not in static}
         leaves, treedef = jax.tree_util.tree_flatten((args, dynamic))
-        if (any(isinstance(leaf, jax.core.Tracer) for leaf in leaves) or not _one_cpu()
+        if (not _outside_transformations(leaves) or not _one_cpu()
                 or (positional is not None and len(args) > positional) or _debugging()):
             return plain(*args, **kwargs)
         try:
@@ -104,6 +109,14 @@ def cpu_fast_jit(fn: Callable, static_argnames: Sequence[str]) -> Callable:
     call.cache_size = lambda: (len(executables) + fast._cache_size()
                                + plain._cache_size())  # compiled variants
     return call
+
+
+def _outside_transformations(leaves) -> bool:
+    """No ``jit``, ``vmap`` or ``grad`` is tracing: neither the arguments nor anything the
+    static ``fun`` closes over can be a tracer."""
+    if _trace_state_clean is not None:
+        return _trace_state_clean()
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves)
 
 
 @functools.lru_cache(maxsize=1)

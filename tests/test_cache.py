@@ -229,3 +229,11 @@ def test_the_least_recently_used_entries_are_pruned(tmp_path, monkeypatch):
     (tmp_path / f"2{_cache._SUFFIX}").touch()  # used last
     _cache._prune(str(tmp_path))
     assert _entries(tmp_path) == [f"{k}{_cache._SUFFIX}" for k in (2, 3, 4, 5)]
+
+
+def test_a_function_closing_over_a_vmapped_value_is_batched_not_cached(cache_dir):
+    before = _cache.stats.copy()
+    batched = jax.vmap(lambda c: jacopt.minimize(lambda x: jnp.sum((x - c) ** 2),
+                                                 jnp.zeros(2)).params)(jnp.array([1.0, 2.0]))
+    np.testing.assert_allclose(batched, [[1.0, 1.0], [2.0, 2.0]], atol=1e-5)
+    assert _delta(before) == {}
