@@ -48,6 +48,8 @@ SUITES = {
     "batch": Suite("10,000 small fits in one vmapped call against SciPy looping over them"),
     "robustness": Suite("MGH least squares from x0, 10 x0 and 100 x0: solved counts and false "
                         "successes against SciPy, Optimistix, JAXopt"),
+    "bounded": Suite("L-BFGS-B and bounded Newton against SciPy L-BFGS-B and trust-constr on "
+                     "Gay's bounded MGH problems, bounded Rosenbrock, box quadratics"),
 }
 DEFAULT_SUITES = tuple(name for name, suite in SUITES.items() if suite.default)
 

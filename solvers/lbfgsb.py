@@ -168,7 +168,8 @@ def subspace_point(x, g, lower, upper, theta, W, M, x_c, c, free):
 
 @dataclasses.dataclass(frozen=True)
 class LBFGSB(Minimizer):
-    """L-BFGS-B (``solver="lbfgsb"`` or ``"l-bfgs-b"``): bounds from ``minimize(bounds=...)``.
+    """Limited-memory BFGS within bounds, L-BFGS-B (``solver="lbfgsb"`` or ``"l-bfgs-b"``;
+    the bounds come from ``minimize(bounds=...)``).
 
     Fields: ``memory`` (stored pairs, 10, SciPy's ``maxcor``), ``gtol`` (stop when the
     projected gradient's infinity norm is ``<= gtol``, 1e-5, SciPy's ``pgtol``), ``ftol``,
