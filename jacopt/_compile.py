@@ -43,13 +43,13 @@ except ImportError:  # pragma: no cover
 CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 RETRACE_LIMIT = 5
-"""Function objects with the same code compiled before :class:`RecompileWarning` is raised."""
+"""Function objects with the same code traced before :class:`RecompileWarning` is raised."""
 
 _MAX_EXECUTABLES = 128  # per entry point, as a bound on memory
 
 
 class RecompileWarning(UserWarning):
-    """A function with the same code was compiled again and again (a new function object at
+    """A function with the same code was traced again and again (a new function object at
     every call); the message names the fix."""
 
 
@@ -139,7 +139,7 @@ def _signature(leaf):
 
 
 # ------------------------------------------------------------------------------------------
-# Retracing: the same code compiled again for new function objects
+# Retracing: the same code traced again for new function objects
 # ------------------------------------------------------------------------------------------
 
 _traced_functions: dict = {}  # code identity -> ids of the function objects traced
@@ -188,12 +188,12 @@ def _watch(fun, entry: str) -> None:
     where = (f"{getattr(user, '__qualname__', user)!s} at {code.co_filename}:"
              f"{code.co_firstlineno}" if code is not None else repr(user))
     warnings.warn(
-        f"jacopt.{entry} compiled its solve for {len(seen)} different function objects with "
+        f"jacopt.{entry} traced its solve for {len(seen)} different function objects with "
         f"the same code ({where}). A function (or lambda) created anew at every call, as "
-        f"inside a loop or a function that builds a closure over changing values, is new to "
-        f"JAX and is traced and compiled again each time. Define it once, outside the loop, "
-        f"and pass the values that change through args=(...): then the compiled solve is "
-        f"reused.", RecompileWarning, stacklevel=_user_stacklevel())
+        f"inside a loop, is new to JAX: the solve is traced again each time, and compiled "
+        f"again when the values the function closes over change. Define it once, outside the "
+        f"loop, and pass the values that change through args=(...): then the compiled solve "
+        f"is reused.", RecompileWarning, stacklevel=_user_stacklevel())
 
 
 def _user_stacklevel() -> int:
