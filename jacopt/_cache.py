@@ -66,9 +66,9 @@ def directory() -> str | None:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
                                                                  ".cache")
         path = os.path.join(base, "jacopt")
-    path = os.path.abspath(path)
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
+        path = os.path.realpath(path)  # checked and used as resolved: no link to swap later
         st = os.stat(path)
     except OSError as exc:
         return _refuse(path, f"it cannot be created ({exc})")

@@ -237,3 +237,18 @@ def test_a_function_closing_over_a_vmapped_value_is_batched_not_cached(cache_dir
                                                  jnp.zeros(2)).params)(jnp.array([1.0, 2.0]))
     np.testing.assert_allclose(batched, [[1.0, 1.0], [2.0, 2.0]], atol=1e-5)
     assert _delta(before) == {}
+
+
+def test_a_link_is_judged_and_used_by_the_directory_it_points_to(tmp_path, monkeypatch):
+    private, shared, link = tmp_path / "private", tmp_path / "shared", tmp_path / "link"
+    private.mkdir(mode=0o700)
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    monkeypatch.setenv("JACOPT_CACHE", "1")
+    monkeypatch.setenv("JACOPT_CACHE_DIR", str(link))
+    link.symlink_to(shared)
+    with pytest.warns(jacopt.CacheWarning, match="group or others"):
+        assert _cache.directory() is None
+    link.unlink()
+    link.symlink_to(private)
+    assert _cache.directory() == os.path.realpath(private)
