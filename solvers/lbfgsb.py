@@ -197,7 +197,7 @@ class LBFGSB(Minimizer):
         x_c, c, free = cauchy_point(x, g, lower, upper, theta, W, M)
         x_bar = subspace_point(x, g, lower, upper, theta, W, M, x_c, c, free)
         d = x_bar - x
-        fallback = jnp.clip(x - g, lower, upper) - x  # the projected gradient step
+        fallback = jnp.clip(-g, lower - x, upper - x)  # the projected gradient step
         slope, dd, slope_f, ff = dots([(g, d), (d, d), (g, fallback), (fallback, fallback)])
         descent = slope < 0
         return (jnp.where(descent, d, fallback), jnp.where(descent, slope, slope_f),

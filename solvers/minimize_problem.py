@@ -59,10 +59,11 @@ class MinimizeProblem(NamedTuple):
         return lower, upper
 
     def projected_gradient(self, x, g):
-        """``P(x - g) - x``, zero exactly at a first-order stationary point in the box (``-g``
-        when unbounded)."""
+        """``P(x - g) - x``, zero exactly at a first-order stationary point in the box, written
+        ``clip(-g, lower - x, upper - x)`` so that it is ``-g`` exactly where unbounded (the
+        first form loses ``g`` next to a large ``x``; SciPy's ``projgr`` does the same)."""
         lower, upper = self.box(x)
-        return jnp.clip(x - g, lower, upper) - x
+        return jnp.clip(-g, lower - x, upper - x)
 
 
 class Minimizer:

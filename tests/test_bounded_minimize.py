@@ -274,6 +274,17 @@ def test_implicit_derivatives_pin_active_bounds_against_finite_differences(solve
     assert float(d_upper) == pytest.approx(fd_upper, abs=1e-6)
 
 
+@pytest.mark.parametrize("solver", ["lbfgsb", "newton"])
+def test_unbounded_below_does_not_report_convergence(solver):
+    """f = sum(x) with the middle variable unbounded below: the projected gradient there is
+    -1 at every x (it was computed as P(x - g) - x, which is 0 once |x| > 2 / eps), so no run
+    may end with GTOL."""
+    r = jacopt.minimize(jnp.sum, jnp.full(3, 0.5), bounds=[(0, 1), (None, 2), (0, 1)],
+                        solver=solver, max_steps=200)
+    assert int(r.status) != Status.GTOL and not bool(r.success)
+    assert float(r.params[1]) < -1e6
+
+
 def test_history_and_verbose_report_the_projected_gradient(capsys):
     p = bp.get("rosenbrock_bounded")
     r = jacopt.minimize(p.fun, jnp.asarray(p.x0), bounds=(p.lower, p.upper), history=True,
