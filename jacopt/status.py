@@ -22,6 +22,7 @@ class Status(enum.IntEnum):
     MAX_STEPS = 5
     NONFINITE = 6
     LINE_SEARCH_FAILED = 7
+    STALLED = 8
 
     @property
     def success(self) -> bool:
@@ -50,6 +51,9 @@ _MESSAGES = {
     "(NaN or inf); the result holds the best finite point found.",
     Status.LINE_SEARCH_FAILED: "The line search could not find a step satisfying its conditions; "
     "the result holds the best point found.",
+    Status.STALLED: "No progress: the tests on the cost or the step fired, but no first-order "
+    "test holds (the gradient is not small, and a full Gauss-Newton step would still move the "
+    "point); the result holds the best point found.",
 }
 
 SUCCESS_CODES = np.array(sorted(int(s) for s in _SUCCESS))

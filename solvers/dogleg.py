@@ -55,6 +55,7 @@ from jax import lax
 from jacopt.solvers import trust_region as tr
 from jacopt.solvers.gauss_newton import (
     GaussNewtonSystem,
+    backed_at,
     cauchy_step,
     contracts,
     empty_system,
@@ -67,6 +68,7 @@ from jacopt.solvers.least_squares_problem import (
     LeastSquaresProblem,
     LeastSquaresSolver,
     PointEvaluation,
+    confirm_stop,
     evaluate_point,
     nonfinite_since_accept,
     with_counts,
@@ -80,8 +82,8 @@ class DoglegState(NamedTuple):
     :class:`~jacopt.solvers.gauss_newton.GaussNewtonSystem` ``system`` and Cauchy step
     ``p_cauchy`` (valid when ``factored``), the ``radius``, the last trial's radius
     (``trial_radius``), step norm and acceptance, ``counts = [num_accepted, num_rejected, nfev,
-    njev, nonfinite]`` (``nonfinite``: non-finite trials since the last accepted step) and
-    ``status``."""
+    njev, nonfinite]`` (``nonfinite``: non-finite trials since the last accepted step), the
+    ``start_cost`` and ``status``."""
 
     point: Any
     system: GaussNewtonSystem
@@ -92,6 +94,7 @@ class DoglegState(NamedTuple):
     step_norm: Any
     accepted: Any
     counts: Any
+    start_cost: Any
     status: Any
 
     @property
@@ -172,7 +175,7 @@ class Dogleg(LeastSquaresSolver):
             point=point, system=empty_system(x0.shape[0], x0.dtype), p_cauchy=jnp.zeros_like(x0),
             factored=jnp.asarray(False), radius=zero, trial_radius=zero, step_norm=zero,
             accepted=jnp.asarray(False), counts=jnp.array([0, 0, 1, 1, 0], jnp.int32),
-            status=status,
+            start_cost=point.cost, status=status,
         )
 
     def step(self, problem: LeastSquaresProblem, s: DoglegState) -> DoglegState:
@@ -216,12 +219,14 @@ class Dogleg(LeastSquaresSolver):
         status = trust_region_status(self, point, trial, accepted, nonfinite, actual, predicted,
                                      ratio, new_radius, xnorm)
         new_point = lax.cond(accepted, lambda: trial, lambda: point)
+        status = confirm_stop(status, backed_at(problem, self, status, accepted, new_point,
+                                                system, s.start_cost))
         counts = s.counts + jnp.where(accepted, jnp.array([1, 0, 1, 1, 0], jnp.int32),
                                       jnp.array([0, 1, 1, 1, 0], jnp.int32))
         counts = counts.at[4].set(nonfinite)
         return DoglegState(
             point=new_point, system=system, p_cauchy=p_cauchy, factored=~accepted,
             radius=new_radius, trial_radius=radius, step_norm=jnp.sqrt(jnp.sum(step * step)),
-            accepted=accepted, counts=counts, status=status,
+            accepted=accepted, counts=counts, start_cost=s.start_cost, status=status,
         )
 

@@ -80,8 +80,10 @@ from jacopt.solvers.least_squares_problem import (
     LeastSquaresProblem,
     LeastSquaresSolver,
     PointEvaluation,
+    confirm_stop,
     evaluate_point,
     factor_point,
+    first_order_backed,
     solve_upper,
     solve_upper_transposed,
     with_counts,
@@ -190,6 +192,19 @@ def model_decrease(system: GaussNewtonSystem, grad, step):
     return -(slope + 0.5 * jnp.sum(rs * rs)), slope
 
 
+def backed_at(problem: LeastSquaresProblem, tols, status, accepted, point: PointEvaluation,
+              system: GaussNewtonSystem, start_cost):
+    """:func:`~jacopt.solvers.least_squares_problem.first_order_backed` at ``point``, the point
+    kept; ``system`` belongs to the point the last trial started from, so after an accepted
+    step that stops the run ``point`` is factorised here (a ``lax.cond``: once per run)."""
+    fresh = accepted & (status != Status.RUNNING)
+    system = lax.cond(fresh, lambda: factorise(problem, point, system.scale), lambda: system)
+    # the Gauss-Newton step's model gain is ||R p||^2 / 2 (g.p = -||R p||^2 at a least-squares
+    # solution), without the cancellation of model_decrease's form for a long step
+    rp = system.R @ system.p_gn
+    return first_order_backed(tols, point, start_cost, system.p_gn, 0.5 * jnp.sum(rp * rp))
+
+
 def contracts(problem: LeastSquaresProblem, point: PointEvaluation, system: GaussNewtonSystem,
               trial_r, step, contraction):
     """Deuflhard's natural monotonicity test: the simplified Gauss-Newton correction
@@ -216,7 +231,8 @@ class GNState(NamedTuple):
     (payload: the :class:`PointEvaluation` of the best trial), ``need_direction`` (the next
     iteration starts a new search), ``steepest`` (it searches along steepest descent, after a
     failed Gauss-Newton search), the last trial's ``alpha`` and ``step_norm``, whether it was
-    ``accepted``, ``counts = [num_accepted, num_rejected, nfev, njev]`` and ``status``."""
+    ``accepted``, ``counts = [num_accepted, num_rejected, nfev, njev]``, the ``start_cost``
+    and ``status``."""
 
     point: Any
     system: Any
@@ -229,6 +245,7 @@ class GNState(NamedTuple):
     step_norm: Any
     accepted: Any
     counts: Any
+    start_cost: Any
     status: Any
 
     @property
@@ -282,7 +299,7 @@ class GaussNewton(LeastSquaresSolver):
             search=self.line_search.init(zero, -jnp.ones((), dtype), jnp.ones((), dtype), point),
             need_direction=jnp.asarray(True), steepest=jnp.asarray(False), alpha=zero,
             step_norm=zero, accepted=jnp.asarray(False), counts=jnp.array([0, 0, 1, 1], jnp.int32),
-            status=status,
+            start_cost=point.cost, status=status,
         )
 
     def step(self, problem: LeastSquaresProblem, s: GNState) -> GNState:
@@ -337,9 +354,12 @@ class GaussNewton(LeastSquaresSolver):
         taken_reduction = problem.reduction(point.r, new_point.r)
         cost0 = jnp.where(point.cost > 0, point.cost, 1.0)
         small_g = new_point.gtol_measure <= self.gtol
-        small_f = ((jnp.abs(taken_reduction) <= self.ftol * cost0)
-                   & (predicted <= self.ftol * cost0))
-        small_x = dnorm <= self.xtol * xnorm
+        # the f and x tests judge full steps only: a step the search cut short says how far
+        # the search got, not how far the method can go
+        full = natural | (new_search.alpha_lo == 1)
+        small_f = full & ((jnp.abs(taken_reduction) <= self.ftol * cost0)
+                          & (predicted <= self.ftol * cost0))
+        small_x = full & (dnorm <= self.xtol * xnorm)
         limit = dnorm <= eps * xnorm
         done = jnp.where(small_g, Status.GTOL,
                jnp.where(small_f, Status.FTOL,
@@ -352,7 +372,14 @@ class GaussNewton(LeastSquaresSolver):
                            Status.LINE_SEARCH_FAILED))
         status = jnp.where(accepted, done,
                  jnp.where(~descent, Status.PRECISION_LIMIT,
-                 jnp.where(new_search.finished & ~retry, failed, Status.RUNNING))).astype(jnp.int32)
+                 jnp.where(new_search.finished & ~retry, failed, Status.RUNNING)))
+        # A stop is a success only when a first-order test backs it: the full Gauss-Newton
+        # step from the search's start, or the gradient at the point kept. A search that fails
+        # where that test holds failed at a minimiser: no further reduction is possible.
+        backed = backed_at(problem, self, status, accepted, new_point, system, s.start_cost)
+        status = jnp.where((status == Status.LINE_SEARCH_FAILED) & backed,
+                           Status.PRECISION_LIMIT, status)
+        status = confirm_stop(status, backed)
 
         counts = s.counts + jnp.where(accepted, jnp.array([1, 0, 1, 1], jnp.int32),
                                       jnp.array([0, 1, 1, 1], jnp.int32))
@@ -361,6 +388,6 @@ class GaussNewton(LeastSquaresSolver):
             search=new_search, need_direction=accepted | new_search.finished,
             steepest=retry, alpha=alpha,
             step_norm=jnp.sqrt(jnp.sum((x_trial - x) ** 2)), accepted=accepted, counts=counts,
-            status=status,
+            start_cost=s.start_cost, status=status,
         )
 

@@ -161,7 +161,10 @@ class PointEvaluation(NamedTuple):
     (of the cost, after the loss correction), the column norms of the raw ``J`` (for Moré's
     scaling: parameter units, not the loss's row weights, set it, so a start where a robust
     loss saturates does not shrink the scaling), MINPACK's gtol measure (:func:`gtol_measure`,
-    on ``J~``, ``r~`` and the free components) and whether all of it is finite."""
+    on the free components; for a robust loss on ``J`` and ``rho' r``, whose product
+    ``J^T rho' r = J~^T r~`` is the gradient: ``r~`` itself grows without bound where the
+    loss's curvature is clipped, and would make any gradient look small) and whether all of it
+    is finite."""
 
     x: Any
     r: Any
@@ -184,11 +187,59 @@ def evaluate_point(problem: "LeastSquaresProblem", x) -> PointEvaluation:
     free = problem.projected_gradient(x, grad)
     if problem.loss.is_linear:
         measure = gtol_measure(norms, jnp.sqrt(2.0 * cost), free)
-    else:
-        measure = gtol_measure(column_norms(Jc), jnp.sqrt(jnp.sum(rc * rc)), free)
+    else:  # grad = J^T (rho' r): the cosine between rho' r and the columns of J
+        w_r, w_j = problem.loss.weights(r, problem.f_scale)
+        measure = gtol_measure(norms, jnp.sqrt(jnp.sum((w_r * w_j * r) ** 2)), free)
     # a non-finite entry of r or J makes the cost or a column norm non-finite
     finite = jnp.isfinite(cost) & jnp.all(jnp.isfinite(norms))
     return PointEvaluation(x, r, J, cost, grad, norms, measure, finite)
+
+
+def first_order_backed(tols, point: PointEvaluation, start_cost, gn_step, gn_gain):
+    """Whether a first-order test backs a stop at ``point`` (the rule of :func:`confirm_stop`).
+
+    ``gn_step`` is the full (undamped, unrestricted) Gauss-Newton step ``p`` from ``point``
+    (non-finite where there is none: a singular ``R``, the dual form) and ``gn_gain`` its model
+    reduction ``-(g.p + ||J~ p||^2 / 2)``; ``tols`` has ``ftol``, ``xtol``, ``gtol``. The
+    rounding levels are Gill, Murray & Wright's (*Practical Optimization*, 1981, section
+    8.2.3.2): near a minimum a relative change of ``x`` below ``sqrt(eps)`` changes the cost by
+    less than rounding, and a gradient computed there is only known to about ``eps^(1/3)``.
+    One of these holds:
+
+    - MINPACK's scaled gradient (:func:`gtol_measure`) ``<= max(gtol, eps^(1/3))`` (a
+      minimiser where ``J`` is nearly singular, as Chebyquad's, passes this test only);
+    - the full step would gain at most ``max(ftol, eps) C``: the gradient is small in the
+      Gauss-Newton metric relative to the cost (large residuals);
+    - the full step has ``||D p|| <= max(xtol, sqrt(eps)) ||D x||``, with ``D`` the column norms
+      of ``J`` at ``point`` (not the running maximum, which a far start can leave huge): it
+      would change nothing at the tolerance (zero residuals, where the first test cannot hold);
+    - the residuals vanished (zero-residual minimisers where ``J`` is singular, so the
+      Gauss-Newton step does not shrink faster than ``x``, or where there is no Gauss-Newton
+      step): ``||r|| <= sqrt(eps) sum_j ||J_j|| |x_j|``, below what a relative change of ``x``
+      at the rounding level above makes, or ``C <= eps^2 C(x0)``."""
+    eps = jnp.finfo(jnp.result_type(point.cost)).eps
+    scale = jnp.where(point.column_norms > 0, point.column_norms, 1.0)
+    pnorm = jnp.sqrt(jnp.sum((scale * gn_step) ** 2))
+    xnorm = jnp.sqrt(jnp.sum((scale * point.x) ** 2))
+    gain_ok = jnp.isfinite(gn_gain) & (gn_gain <= jnp.maximum(tols.ftol, eps) * point.cost)
+    step_ok = jnp.isfinite(pnorm) & (pnorm <= jnp.maximum(tols.xtol, jnp.sqrt(eps)) * xnorm)
+    rnorm = jnp.sqrt(jnp.sum(point.r * point.r))
+    vanished = ((rnorm <= jnp.sqrt(eps) * jnp.sum(point.column_norms * jnp.abs(point.x)))
+                | (point.cost <= eps * eps * start_cost))
+    return ((point.gtol_measure <= jnp.maximum(tols.gtol, jnp.cbrt(eps))) | gain_ok | step_ok
+            | vanished)
+
+
+def confirm_stop(status, backed):
+    """jacopt's rule for a success: a stop on the cost (``FTOL``), step (``XTOL``) or rounding
+    (``PRECISION_LIMIT``) test counts only when a first-order test backs it
+    (:func:`first_order_backed`); otherwise the run ends ``STALLED`` (a failure) at the best
+    point found. MINPACK (``lmder``, ``info`` 1-4) and Ceres (function, parameter and gradient
+    tolerance) report their f and x tests as convergence without such a check; SciPy's
+    ``least_squares`` too."""
+    claims = ((status == Status.FTOL) | (status == Status.XTOL)
+              | (status == Status.PRECISION_LIMIT))
+    return jnp.where(claims & ~backed, Status.STALLED, status).astype(jnp.int32)
 
 
 def gtol_measure(norms, rnorm, grad):

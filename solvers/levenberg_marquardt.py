@@ -128,8 +128,10 @@ from jacopt.solvers.least_squares_problem import (
     LeastSquaresProblem,
     LeastSquaresSolver,
     PointEvaluation,
+    confirm_stop,
     evaluate_point,
     factor_point,
+    first_order_backed,
     nonfinite_since_accept,
     r_factor,
     solve_upper,
@@ -194,8 +196,8 @@ class LMState(NamedTuple):
     njev, stalled, nonfinite]`` (one int32 array; ``stalled`` counts the accepted steps in a row
     without progress, ``nonfinite`` the non-finite trials since the last accepted step),
     ``shortest``, the shortest accepted step so far (``||D step||``), ``lowest``,
-    the lowest accepted cost so far, ``started`` (the start has been evaluated) and
-    ``status``."""
+    the lowest accepted cost so far, ``start_cost``, ``started`` (the start has been evaluated)
+    and ``status``."""
 
     point: Any
     fac: Any
@@ -207,6 +209,7 @@ class LMState(NamedTuple):
     counts: Any
     shortest: Any
     lowest: Any
+    start_cost: Any
     started: Any
     status: Any
 
@@ -366,7 +369,8 @@ class LevenbergMarquardt(LeastSquaresSolver):
         return LMState(point=point, fac=fac, trial=trial, radius=zeros(), damping=zeros(),
                        step_norm=zeros(), accepted=jnp.asarray(False),
                        counts=jnp.zeros((6,), jnp.int32), shortest=jnp.asarray(jnp.inf, dtype),
-                       lowest=jnp.asarray(jnp.inf, dtype), started=jnp.asarray(False),
+                       lowest=jnp.asarray(jnp.inf, dtype), start_cost=zeros(),
+                       started=jnp.asarray(False),
                        status=jnp.asarray(Status.RUNNING, jnp.int32))
 
     def step(self, problem: LeastSquaresProblem, s: LMState) -> LMState:
@@ -450,6 +454,13 @@ class LevenbergMarquardt(LeastSquaresSolver):
         take = accepted | first
         point, fac = lax.cond(take, lambda: (trial, factorise(problem, trial, fac.scale)),
                               lambda: (point, fac))
+        # a stop on f or x counts only when a first-order test backs it at the point kept
+        # (module docstring), with its full Gauss-Newton step (-R^{-1} qtr: gains ||qtr||^2/2)
+        start_cost = jnp.where(first, point.cost, s.start_cost)
+        gn_gain = jnp.where(jnp.isfinite(fac.gn_norm), 0.5 * jnp.sum(fac.qtr * fac.qtr),
+                            jnp.inf)
+        p_gn = jnp.where(jnp.isfinite(fac.gn_norm), fac.p_gn, jnp.inf)
+        status = confirm_stop(status, first_order_backed(self, point, start_cost, p_gn, gn_gain))
 
         # 4. The next trial: Gauss-Newton when it fits the region (within 10%, as MINPACK),
         #    else the damped step for the current damping estimate, kept inside Moré's bounds.
@@ -540,4 +551,4 @@ class LevenbergMarquardt(LeastSquaresSolver):
             counts=counts,
             shortest=jnp.where(accepted, jnp.minimum(s.shortest, pending.pnorm), s.shortest),
             lowest=jnp.where(take, jnp.minimum(s.lowest, trial.cost), s.lowest),
-            started=jnp.asarray(True), status=status)
+            start_cost=start_cost, started=jnp.asarray(True), status=status)
