@@ -63,7 +63,7 @@ SOLVERS = {
 }
 """Names accepted by ``solver=`` (case-insensitive)."""
 
-_BOUNDED_SOLVERS = (LevenbergMarquardt, GaussNewton, MatrixFreeLevenbergMarquardt)
+_BOUNDED_SOLVERS = (LevenbergMarquardt, GaussNewton, Dogleg, MatrixFreeLevenbergMarquardt)
 
 
 def least_squares(
@@ -187,7 +187,7 @@ def least_squares(
     if bounds is not None:
         if not isinstance(solver, _BOUNDED_SOLVERS):
             raise ValueError(
-                f"bounds are supported by solver='lm', 'gn' and 'lm-matrix-free', not "
+                f"bounds are supported by solver='lm', 'gn', 'dogleg' and 'lm-matrix-free', not "
                 f"{type(solver).__name__}."
             )
         lower, upper = _check_bounds(bounds, x0, treedef, shapes, dtype, x0_name)

@@ -40,7 +40,8 @@ step of the others is projected onto the box, and the gain ratio uses the model'
 along the projected step.
 
 Stopping: as :class:`LevenbergMarquardt` (``GTOL``, ``FTOL``, ``XTOL`` on the radius,
-``PRECISION_LIMIT``, ``NONFINITE``). Cost per iteration: one evaluation of residuals and
+``PRECISION_LIMIT``, ``NONFINITE``, and ``STALLED`` when no first-order test backs an f or x
+stop). Cost per iteration: one evaluation of residuals and
 Jacobian and O(m n) work; per accepted point one O(m n^2) QR. ``History.damping`` records the
 trust-region radius the trial was computed for.
 """
@@ -66,8 +67,10 @@ from jacopt.solvers.gauss_newton import (
 )
 from jacopt.solvers.least_squares_problem import (
     LeastSquaresProblem,
+    TOLERANCES,
     LeastSquaresSolver,
     PointEvaluation,
+    check_options,
     confirm_stop,
     evaluate_point,
     nonfinite_since_accept,
@@ -167,6 +170,10 @@ class Dogleg(LeastSquaresSolver):
     gtol: float = 1e-15
     initial_radius_factor: float = 1.0
     contraction: float = 0.5
+
+    def __post_init__(self):
+        check_options(self, nonnegative=TOLERANCES, positive=("initial_radius_factor",),
+                      fraction=("contraction",))
 
     def init(self, problem: LeastSquaresProblem, x0) -> DoglegState:
         point, status = evaluate_start(problem, x0, self.gtol)

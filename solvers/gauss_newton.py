@@ -54,14 +54,19 @@ only when that search fails too.
 Stopping (after every iteration):
 
 - ``GTOL``: an accepted point has ``max_j |g_j| / (||J_j|| ||r||) <= gtol`` (MINPACK's test).
-- ``FTOL``: the actual and predicted relative reductions of an accepted step are ``<= ftol``.
-- ``XTOL``: an accepted step has ``||D dx|| <= xtol ||D x||``.
+- ``FTOL``: the actual and predicted relative reductions of an accepted full step (``alpha =
+  1``) are ``<= ftol``; a step the search cut short says how far the search got, not how far
+  the method can go.
+- ``XTOL``: an accepted full step has ``||D dx|| <= xtol ||D x||``.
 - ``PRECISION_LIMIT``: the same with machine epsilon; or the steepest-descent search gave up
   because its trial steps fell below the resolution of ``x``; or steepest descent is no
   descent direction in this precision.
 - ``LINE_SEARCH_FAILED``: the steepest-descent search spent its ``max_trials`` without
   sufficient decrease.
 - ``NONFINITE``: the start is non-finite, or the search collapsed on non-finite trials.
+- ``STALLED`` (a failure): an f, x or rounding stop that no first-order test backs
+  (:func:`~jacopt.solvers.least_squares_problem.first_order_backed`); a failed search where
+  that test holds ended at a minimiser and reports ``PRECISION_LIMIT``.
 
 Cost per iteration: one evaluation of residuals and Jacobian (one linearisation of the user's
 function plus ``min(m, n)`` JVPs/VJPs) and O(m n) work; per accepted point one O(m n^2) QR.
@@ -78,8 +83,10 @@ from jax import lax
 
 from jacopt.solvers.least_squares_problem import (
     LeastSquaresProblem,
+    TOLERANCES,
     LeastSquaresSolver,
     PointEvaluation,
+    check_options,
     confirm_stop,
     evaluate_point,
     factor_point,
@@ -288,6 +295,12 @@ class GaussNewton(LeastSquaresSolver):
     gtol: float = 1e-15
     line_search: Any = BacktrackingArmijo()
     contraction: float = 0.5
+
+    def __post_init__(self):
+        check_options(self, nonnegative=TOLERANCES, fraction=("contraction",))
+        if not all(callable(getattr(self.line_search, m, None)) for m in ("init", "update")):
+            raise ValueError(f"GaussNewton: line_search must be a line search such as "
+                             f"BacktrackingArmijo() or StrongWolfe(), got {self.line_search!r}.")
 
     def init(self, problem: LeastSquaresProblem, x0) -> GNState:
         point, status = evaluate_start(problem, x0, self.gtol)

@@ -8,6 +8,8 @@ and builds a :class:`LeastSquaresProblem`; solvers never see pytrees.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax.numpy as jnp
@@ -34,6 +36,46 @@ class LeastSquaresSolver:
     def record(self, problem: "LeastSquaresProblem", s) -> History:
         g = problem.projected_gradient(s.point.x, s.point.grad)
         return History(s.point.cost, jnp.max(jnp.abs(g)), s.step_norm, s.damping, s.accepted)
+
+
+def check_options(solver, *, nonnegative=(), positive=(), fraction=(), counts=(), flags=()):
+    """Validate a solver's options when it is constructed (its ``__post_init__``): a
+    ``ValueError`` naming the first bad option. ``nonnegative``: finite real numbers ``>= 0``;
+    ``positive``: finite and ``> 0``; ``fraction``: in ``[0, 1)``; ``counts``: ints ``>= 1``;
+    ``flags``: bools."""
+    def number(name):
+        value = getattr(solver, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                or not math.isfinite(value):
+            raise ValueError(f"{type(solver).__name__}: {name} must be a finite real number, "
+                             f"got {value!r}.")
+        return value
+
+    for name in nonnegative:
+        if number(name) < 0:
+            raise ValueError(f"{type(solver).__name__}: {name} must be >= 0, got "
+                             f"{getattr(solver, name)!r}.")
+    for name in positive:
+        if number(name) <= 0:
+            raise ValueError(f"{type(solver).__name__}: {name} must be > 0, got "
+                             f"{getattr(solver, name)!r}.")
+    for name in fraction:
+        if not 0 <= number(name) < 1:
+            raise ValueError(f"{type(solver).__name__}: {name} must be in [0, 1), got "
+                             f"{getattr(solver, name)!r}.")
+    for name in counts:
+        value = getattr(solver, name)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{type(solver).__name__}: {name} must be an int >= 1, got "
+                             f"{value!r}.")
+    for name in flags:
+        if not isinstance(getattr(solver, name), bool):
+            raise ValueError(f"{type(solver).__name__}: {name} must be True or False, got "
+                             f"{getattr(solver, name)!r}.")
+
+
+TOLERANCES = ("ftol", "xtol", "gtol")
+"""The stopping tolerances every least-squares solver has (validated as ``nonnegative``)."""
 
 
 def with_counts(state_class):

@@ -101,6 +101,12 @@ Stopping (checked after every trial):
   one or two ulps apart, which the other tests can miss when ``||D x||`` is dominated by a
   large component, does neither (seen in batches of Misra1a fits).
 - ``NONFINITE``: the start is non-finite, or the trust region collapsed on non-finite trials.
+- ``STALLED`` (a failure): ``FTOL``, ``XTOL`` or ``PRECISION_LIMIT`` fired but no first-order
+  test backs the point kept (:func:`~jacopt.solvers.least_squares_problem.first_order_backed`:
+  a small scaled gradient, a full Gauss-Newton step ``-R^{-1} Q^T r`` that would gain or move
+  nothing at the tolerance, or vanished residuals). MINPACK reports its f and x tests as
+  success without such a check (on Powell's badly scaled problem from 100 x0 the first radius
+  ``||D x0||`` is 4e-42 and ``ftol`` fired at F = 1).
 
 Bounds: the components at a bound whose negative gradient points outwards (Bertsekas' active
 set) are fixed for the next step; the step of the others is the LM step of the reduced problem,
@@ -126,8 +132,10 @@ from jax import lax
 from jacopt.solvers import trust_region as tr
 from jacopt.solvers.least_squares_problem import (
     LeastSquaresProblem,
+    TOLERANCES,
     LeastSquaresSolver,
     PointEvaluation,
+    check_options,
     confirm_stop,
     evaluate_point,
     factor_point,
@@ -346,6 +354,11 @@ class LevenbergMarquardt(LeastSquaresSolver):
     # :func:`jacopt._loop.run` lets the first iteration evaluate the start, so the user's
     # function (and its Jacobian) is traced and compiled once, inside the loop body.
     evaluates_start_in_loop = True
+
+    def __post_init__(self):
+        check_options(self, nonnegative=TOLERANCES, positive=("initial_radius_factor",
+                      "geodesic_ratio"), fraction=("contraction",), counts=("stall_limit",),
+                      flags=("geodesic",))
 
     def init(self, problem: LeastSquaresProblem, x0):
         """Placeholders of the right shapes; nothing is evaluated here."""

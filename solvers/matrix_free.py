@@ -102,9 +102,11 @@ from jacopt.jacobian import jacobian_operator
 from jacopt.linalg import cg, lsqr
 from jacopt.solvers import trust_region as tr
 from jacopt.solvers.least_squares_problem import (
+    TOLERANCES,
     LeastSquaresProblem,
     LeastSquaresSolver,
     PointEvaluation,
+    check_options,
     nonfinite_since_accept,
     updated_scale,
     with_counts,
@@ -282,22 +284,17 @@ class MatrixFreeLevenbergMarquardt(LeastSquaresSolver):
     initial_damping: float = 1e-3
 
     def __post_init__(self):
+        check_options(self, nonnegative=TOLERANCES, counts=("max_inner_steps", "num_probes"),
+                      positive=("initial_damping",))
         if self.linear_solver not in LINEAR_SOLVERS:
             raise ValueError(f"linear_solver must be one of {LINEAR_SOLVERS}, got "
                              f"{self.linear_solver!r}.")
         if self.scaling not in SCALINGS:
             raise ValueError(f"scaling must be one of {SCALINGS}, got {self.scaling!r}.")
-        for name in ("max_inner_steps", "num_probes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}.")
         if self.forcing is not None and not (
                 isinstance(self.forcing, (int, float)) and 0 < self.forcing < 1):
             raise ValueError(f"forcing must be None or a number in (0, 1), got "
                              f"{self.forcing!r}.")
-        if not (isinstance(self.initial_damping, (int, float)) and self.initial_damping > 0):
-            raise ValueError(f"initial_damping must be a positive number, got "
-                             f"{self.initial_damping!r}.")
 
     def _evaluate(self, problem, x, scale, seed):
         """Everything a new accepted point needs: one linearisation, the gradient, the updated

@@ -17,13 +17,9 @@ import scipy.optimize
 
 import jacopt
 from jacopt import Status
-from jacopt._loop import run
-from jacopt.losses import get_loss
 from jacopt.problems import nist
 from jacopt.problems import test_functions as tf
-from jacopt.solvers.dogleg import Dogleg
 from jacopt.solvers.gauss_newton import GaussNewton
-from jacopt.solvers.least_squares_problem import LeastSquaresProblem
 from jacopt.solvers.line_search import StrongWolfe
 
 SOLVERS = ["gn", "dogleg"]
@@ -218,22 +214,16 @@ def test_gauss_newton_bounds_match_scipy_trf():
     _check_counts(res)
 
 
-@functools.partial(jax.jit, compiler_options=FAST_COMPILE)
-def _dogleg_bounded(x0, args, lower, upper):
-    problem = LeastSquaresProblem(lambda x, a: _decay(x, *a), None, args,
-                                  lower=lower, upper=upper)
-    return run(Dogleg(), problem, x0, max_steps=1000)
-
-
 def test_dogleg_bounds_match_scipy_trf():
-    # jacopt.least_squares accepts bounds for "lm"/"gn" only (so far): drive the loop directly
+    # through jacopt.least_squares, which passes bounds to every built-in solver
     ref = _scipy(_Y, bounds=(_LOWER, _UPPER))
-    out = _dogleg_bounded(jnp.array([1.0, 2.0, 0.1]), (_T, _Y), jnp.asarray(_LOWER),
-                          jnp.asarray(_UPPER))
-    assert Status(int(out.status)).success, Status(int(out.status))
-    np.testing.assert_allclose(out.state.point.x, ref.x, rtol=1e-8, atol=1e-10)
-    np.testing.assert_allclose(out.state.point.cost, ref.cost, rtol=1e-10)
-    assert int(out.state.num_accepted + out.state.num_rejected) == int(out.num_steps)
+    res = jacopt.least_squares(_decay, jnp.array([1.0, 2.0, 0.1]), args=(_T, _Y),
+                               solver="dogleg", bounds=(jnp.asarray(_LOWER), jnp.asarray(_UPPER)))
+    assert bool(res.success), res.status_name
+    np.testing.assert_allclose(res.params, ref.x, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(res.cost, ref.cost, rtol=1e-10)
+    assert np.all(np.asarray(res.params) >= _LOWER) and np.all(np.asarray(res.params) <= _UPPER)
+    assert int(res.num_accepted + res.num_rejected) == int(res.num_steps)
 
 
 @pytest.mark.parametrize("solver", SOLVERS)

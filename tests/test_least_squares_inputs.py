@@ -27,7 +27,6 @@ T = jnp.linspace(0, 1, 5)
         (dict(bounds=(jnp.array([0.0, 5.0]), 10.0)), ValueError, r"x0 is outside bounds"),
         (dict(bounds=(jnp.zeros(3), 1.0)), ValueError, r"bounds\[0\]"),
         (dict(bounds=(0.0,)), ValueError, r"bounds must be a pair"),
-        (dict(bounds=(0.0, 5.0), solver="dogleg"), ValueError, r"bounds are supported"),
         (dict(x_scale=jnp.ones(3)), ValueError, r"x_scale"),
         (dict(x_scale=-1.0), ValueError, r"x_scale"),
         (dict(x_scale="auto"), ValueError, r"x_scale"),
