@@ -158,10 +158,6 @@ def test_bad_settings_name_themselves():
     with pytest.raises(TypeError, match="gtol is a traced value"):
         jax.jit(lambda g: jacopt.minimize(lambda x: jnp.sum(x ** 2), jnp.ones(2), gtol=g).params)(
             1e-6)
-    with pytest.raises(ValueError, match="bounds are supported by solver='lm', 'gn' and "
-                                         "'lm-matrix-free', not Dogleg"):
-        jacopt.least_squares(residual, jnp.ones(2), args=(T, Y), solver="dogleg",
-                             bounds=(0.0, 5.0))
 
 
 def _run_fresh(script: str) -> str:
