@@ -373,7 +373,7 @@ def _warn(fit: CurveFitResult, p0, m: int, n: int, absolute_sigma: bool):
 # Entry point
 # ------------------------------------------------------------------------------------------
 
-def curve_fit(model: Callable, xdata, ydata, p0, *, sigma=None, absolute_sigma: bool = False,
+def curve_fit(model: Callable, xdata, ydata, p0=None, *, sigma=None, absolute_sigma: bool = False,
               bounds=None, solver="lm", jac=None, **least_squares_kwargs) -> CurveFitResult:
     """Fit ``model(xdata, params)`` to ``ydata`` by weighted nonlinear least squares.
 
@@ -396,8 +396,8 @@ def curve_fit(model: Callable, xdata, ydata, p0, *, sigma=None, absolute_sigma: 
         flattened ``ydata``.
       absolute_sigma: ``sigma`` is in absolute units: do not rescale the covariance by the
         residual variance.
-      bounds: ``(lower, upper)`` on the parameters, scalars or pytrees like ``p0`` (as in
-        :func:`jacopt.least_squares`).
+      bounds: ``(lower, upper)`` on the parameters, scalars or pytrees like ``p0``, or a
+        :class:`scipy.optimize.Bounds` (as in :func:`jacopt.least_squares`).
       solver: ``"lm"`` (default), ``"gn"``, ``"dogleg"`` or a solver instance.
       jac: optional ``jac(xdata, params) -> (m, n)`` Jacobian of the model's flattened output
         with respect to the flattened parameters; default automatic differentiation.

@@ -117,8 +117,8 @@ def least_squares(
         far from the minimum that ``"lm"`` and SciPy's ``trf`` reach.
       f_scale: the residual scale of the robust loss (> 0).
       bounds: ``None`` or ``(lower, upper)``, each a scalar or a pytree like ``x0`` whose leaves
-        are scalars or have the shape of ``x0``'s (``-inf``/``inf`` for no bound). Needs
-        ``lower <= x0 <= upper``. Solvers ``"lm"``, ``"gn"`` and ``"lm-matrix-free"``.
+        are scalars or have the shape of ``x0``'s (``-inf``/``inf`` for no bound), or a
+        :class:`scipy.optimize.Bounds` (its ``lb`` and ``ub``). Needs ``lower <= x0 <= upper``. Solvers ``"lm"``, ``"gn"`` and ``"lm-matrix-free"``.
       x_scale: ``"jac"`` (Moré's scaling by the Jacobian's column norms, updated as their
         running maximum) or the characteristic scale of each parameter: a positive scalar or a
         pytree like ``x0`` (the scaling is ``1 / x_scale``).
@@ -257,10 +257,11 @@ def _real(leaf, name):
     return a.astype(np.float64)
 
 
-def _flat_like(value, treedef, shapes, dtype, name):
+def _flat_like(value, treedef, shapes, dtype, name, x0_name="x0"):
     """A scalar or a pytree with x0's structure whose leaves are scalars or have the shapes of
     x0's leaves -> flat (n,) array (numpy when concrete). Any other shape is an error, as in
-    SciPy ("Inconsistent shapes between bounds and x0"): a length-1 array is not a scalar."""
+    SciPy ("Inconsistent shapes between bounds and x0"): a length-1 array is not a scalar.
+    ``x0_name`` is what the user called the start (curve_fit's ``p0``)."""
     sizes = [int(np.prod(shape)) for shape in shapes]
     n = int(sum(sizes))
     leaves = jax.tree_util.tree_leaves(value)
@@ -272,14 +273,15 @@ def _flat_like(value, treedef, shapes, dtype, name):
     try:
         value_leaves = treedef.flatten_up_to(value)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"{name} must be a scalar or have the structure of x0: {exc}") from None
+        raise ValueError(f"{name} must be a scalar or have the structure of {x0_name}: "
+                         f"{exc}") from None
     parts = []
     for leaf, shape, size in zip(value_leaves, shapes, sizes):
         leaf_shape = tuple(np.shape(leaf))
         if leaf_shape not in ((), shape):
-            raise ValueError(f"{name} has a leaf of shape {leaf_shape} where x0's leaf has "
-                             f"shape {shape} (inconsistent shapes: give a scalar or one value "
-                             f"per element of x0).")
+            raise ValueError(f"{name} has a leaf of shape {leaf_shape} where {x0_name}'s leaf "
+                             f"has shape {shape} (inconsistent shapes: give a scalar or one "
+                             f"value per element of {x0_name}).")
         if _is_traced(leaf):
             parts.append(jnp.broadcast_to(jnp.ravel(leaf), (size,)).astype(dtype))
         else:
@@ -291,11 +293,13 @@ def _flat_like(value, treedef, shapes, dtype, name):
 
 
 def _check_bounds(bounds, x0, treedef, shapes, dtype, x0_name="x0"):
+    if hasattr(bounds, "lb") and hasattr(bounds, "ub"):  # scipy.optimize.Bounds, as SciPy takes
+        bounds = (bounds.lb, bounds.ub)
     if not (isinstance(bounds, (tuple, list)) and len(bounds) == 2):
         raise ValueError(f"bounds must be a pair (lower, upper) of scalars or pytrees like "
-                         f"{x0_name}.")
-    lower = _flat_like(bounds[0], treedef, shapes, dtype, "bounds[0] (lower)")
-    upper = _flat_like(bounds[1], treedef, shapes, dtype, "bounds[1] (upper)")
+                         f"{x0_name}, or a scipy.optimize.Bounds.")
+    lower = _flat_like(bounds[0], treedef, shapes, dtype, "bounds[0] (lower)", x0_name)
+    upper = _flat_like(bounds[1], treedef, shapes, dtype, "bounds[1] (upper)", x0_name)
     concrete = not (_is_traced(lower) or _is_traced(upper))
     if concrete:
         if np.any(np.isnan(lower)) or np.any(np.isnan(upper)):
