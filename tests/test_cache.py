@@ -252,3 +252,20 @@ def test_a_link_is_judged_and_used_by_the_directory_it_points_to(tmp_path, monke
     link.unlink()
     link.symlink_to(private)
     assert _cache.directory() == os.path.realpath(private)
+
+
+def test_the_same_code_closing_over_other_data_is_another_program(cache_dir, monkeypatch):
+    # Loading a compiled program runs it: closed-over data (small, or large enough that JAX
+    # could hoist it out of the program) must be part of the key, never served from another's.
+    before = _cache.stats.copy()
+    for n in (3, 20000):
+        for seed in range(2):
+            data = np.random.default_rng(seed).normal(size=n)
+
+            def mean_residual(p, d=jnp.asarray(data)):
+                return p[0] - d
+
+            monkeypatch.setattr(_cache, "_programs", {})  # as a new process: only the disk
+            res = jacopt.least_squares(lambda p: mean_residual(p), jnp.zeros(1))
+            np.testing.assert_allclose(res.params, [data.mean()], rtol=1e-10)
+    assert _delta(before) == {"compiles": 4, "disk_writes": 4}  # cached, each its own key
