@@ -58,6 +58,7 @@ def cpu_fast_jit(fn: Callable, static_argnames: Sequence[str]) -> Callable:
     and through :mod:`jacopt._cache` when called with concrete arrays on one CPU device
     (module docstring). The static argument ``fun`` is the function watched for retracing."""
     static = tuple(static_argnames)
+    static_set = frozenset(static)
     plain = jax.jit(fn, static_argnames=static)
     fast = jax.jit(fn, static_argnames=static, compiler_options=CPU_COMPILER_OPTIONS)
     fast_ok = [True]
@@ -85,15 +86,14 @@ def cpu_fast_jit(fn: Callable, static_argnames: Sequence[str]) -> Callable:
             return build(args, kwargs)
 
     def call(*args, **kwargs):
-        dynamic = {k: v for k, v in kwargs.items() if k not in static}
+        dynamic = {k: v for k, v in kwargs.items() if k not in static_set}
         leaves, treedef = jax.tree_util.tree_flatten((args, dynamic))
         if (not _outside_transformations(leaves) or not _one_cpu()
                 or (positional is not None and len(args) > positional) or _debugging()):
             return plain(*args, **kwargs)
         try:
             key = (treedef, tuple(map(_signature, leaves)),
-                   tuple(sorted((k, v) for k, v in kwargs.items() if k in static)),
-                   _trace_context())
+                   tuple([kwargs.get(k, _ABSENT) for k in static]), _trace_context())
             executable = executables.get(key)
         except TypeError:  # an unhashable static argument: jax.jit says so
             return plain(*args, **kwargs)
@@ -124,16 +124,38 @@ def _one_cpu() -> bool:
     return jax.default_backend() == "cpu" and jax.device_count() == 1
 
 
+_DEBUG_FLAGS = ("jax_disable_jit", "jax_debug_nans", "jax_debug_infs")
+
+try:  # the flags' states, read directly (private; optional: then through jax.config)
+    from jax._src import config as _config
+
+    _DEBUG_STATES = tuple(getattr(_config, name[len("jax_"):]) for name in _DEBUG_FLAGS)
+    assert all(isinstance(state.value, bool) for state in _DEBUG_STATES)
+except Exception:  # pragma: no cover
+    _DEBUG_STATES = None
+
+
 def _debugging() -> bool:
     """``jax.disable_jit`` or NaN/inf checking, which ``jax.jit`` honours at each call."""
+    if _DEBUG_STATES is not None:
+        return any([state.value for state in _DEBUG_STATES])
     return any(getattr(jax.config, name) for name in _DEBUG_FLAGS)
 
 
-_DEBUG_FLAGS = ("jax_disable_jit", "jax_debug_nans", "jax_debug_infs")
+_ABSENT = object()  # a static argument not passed
+try:  # the type of concrete JAX arrays (private; optional: then the generic signature)
+    from jax._src.array import ArrayImpl as _ArrayImpl
+
+    _ARRAY_TYPES = frozenset({_ArrayImpl})
+except ImportError:  # pragma: no cover
+    _ARRAY_TYPES = frozenset()
 
 
 def _signature(leaf):
-    """What ``jax.jit`` specialises an argument on: its type, shape, dtype and weak type."""
+    """What ``jax.jit`` specialises an argument on: a JAX array's abstract value (shape, dtype,
+    weak type, kept on the array), else its type, shape, dtype and weak type."""
+    if type(leaf) in _ARRAY_TYPES:
+        return leaf.aval
     return (type(leaf), getattr(leaf, "shape", None), getattr(leaf, "dtype", None),
             getattr(leaf, "weak_type", None))
 

@@ -269,3 +269,20 @@ def test_the_same_code_closing_over_other_data_is_another_program(cache_dir, mon
             res = jacopt.least_squares(lambda p: mean_residual(p), jnp.zeros(1))
             np.testing.assert_allclose(res.params, [data.mean()], rtol=1e-10)
     assert _delta(before) == {"compiles": 4, "disk_writes": 4}  # cached, each its own key
+
+
+def test_direct_calls_specialise_on_dtype_and_weak_type_as_jax_jit_does(cache_dir):
+    ls = sys.modules["jacopt.least_squares"]
+
+    def shift(p, c):
+        return p - c
+
+    sizes = [ls._solve.cache_size()]
+    for c in (jnp.asarray(1.5), jnp.asarray(1.5, jnp.float64), jnp.asarray(1.5, jnp.float32),
+              np.float64(1.5), jnp.asarray(1.5)):
+        res = jacopt.least_squares(shift, jnp.zeros(2), args=(c,))
+        np.testing.assert_allclose(res.params, [1.5, 1.5])
+        sizes.append(ls._solve.cache_size())
+    # weak float64, float64, float32 and a NumPy scalar are four signatures; the weak one again
+    # is served from the first executable
+    assert np.diff(sizes).tolist() == [1, 1, 1, 1, 0]
