@@ -17,7 +17,8 @@ owned by the user or writable by group or others is refused with a warning and t
 is off. ``JACOPT_CACHE=0`` switches the disk cache off. Entries are written to a temporary file
 and renamed into place (``os.replace``), so two processes filling one entry both end with a
 whole entry; each entry carries a checksum of its payload, and a truncated or corrupt entry is
-ignored and rebuilt. Past :data:`MAX_ENTRIES` entries the least recently used are deleted. JAX's own persistent compilation cache (``jax_compilation_cache_dir``) is
+ignored and rebuilt. Past :data:`MAX_ENTRIES` entries the least recently used are deleted, and so are
+temporary files an hour old (left by a writer that died). JAX's own persistent compilation cache (``jax_compilation_cache_dir``) is
 left as the user set it; when set, it also serves these compiles.
 """
 from __future__ import annotations
@@ -250,11 +251,19 @@ def _store(path: str, compiled) -> None:
     stats["store_s"] += time.perf_counter() - started
 
 
+_STALE_TMP_S = 3600.0  # a temporary file this old was left by a writer that died
+
+
 def _prune(folder: str) -> None:
-    """Delete the least recently used entries when there are more than :data:`MAX_ENTRIES`."""
+    """Delete the least recently used entries when there are more than :data:`MAX_ENTRIES`,
+    and temporary files left by writers that died mid-write."""
     try:
-        entries = [e for e in os.scandir(folder) if e.name.endswith(_SUFFIX)
-                   and not e.name.startswith(".")]
+        found = [e for e in os.scandir(folder) if e.name.endswith(_SUFFIX)]
+        old = time.time() - _STALE_TMP_S
+        for e in found:
+            if e.name.startswith(".tmp-") and e.stat().st_mtime < old:
+                os.unlink(e.path)
+        entries = [e for e in found if not e.name.startswith(".")]
         if len(entries) <= MAX_ENTRIES:
             return
         entries.sort(key=lambda e: e.stat().st_mtime)

@@ -286,3 +286,13 @@ def test_direct_calls_specialise_on_dtype_and_weak_type_as_jax_jit_does(cache_di
     # weak float64, float64, float32 and a NumPy scalar are four signatures; the weak one again
     # is served from the first executable
     assert np.diff(sizes).tolist() == [1, 1, 1, 1, 0]
+
+
+def test_temporary_files_left_by_a_writer_that_died_are_removed(tmp_path):
+    stale, fresh = tmp_path / f".tmp-a{_cache._SUFFIX}", tmp_path / f".tmp-b{_cache._SUFFIX}"
+    for path in (stale, fresh):
+        path.write_bytes(b"half an entry")
+    old = os.path.getmtime(fresh) - 2 * _cache._STALE_TMP_S
+    os.utime(stale, (old, old))
+    _cache._prune(str(tmp_path))
+    assert not stale.exists() and fresh.exists()  # a write in progress is left alone
