@@ -252,7 +252,13 @@ def factorise(problem: LeastSquaresProblem, point: PointEvaluation, scale) -> Fa
     p_gn = -solve_upper(R, qtr)
     dx = scale * p_gn
     gn_norm = jnp.sqrt(jnp.sum(dx * dx))
-    full_rank = jnp.isfinite(gn_norm)
+    # R D^{-1} numerically singular (a diagonal entry <= n eps times the largest, as
+    # gauss_newton_step): the triangular solve's step is finite but rounding noise along the
+    # null space (1e14 long on a rank-1 linear problem), so there is no Gauss-Newton step
+    ratio = jnp.abs(jnp.diagonal(R)) / scale
+    n = ratio.shape[0]
+    full_rank = jnp.isfinite(gn_norm) & (
+        jnp.min(ratio) > n * jnp.finfo(ratio.dtype).eps * jnp.max(ratio))
     gn_norm = jnp.where(full_rank, gn_norm, jnp.inf)
     w = solve_upper_transposed(R, scale * dx / jnp.where(full_rank & (gn_norm > 0), gn_norm, 1.0))
     slope = jnp.sum(w * w)

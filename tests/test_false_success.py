@@ -112,3 +112,15 @@ def test_successes_at_true_minimisers_are_kept(solver):
             continue  # Gauss-Newton does not reach Chebyquad's minimum from x0 (STALLED)
         assert bool(res.success), (name, res.status_name)
         assert mgh.solved(problem, 2 * float(res.cost)), (name, float(res.cost))
+
+
+@pytest.mark.parametrize("name", ["linear_rank_1_5_10", "linear_rank_1_5_50"])
+def test_lm_takes_no_gauss_newton_step_from_a_singular_r(name):
+    """Linear rank 1 (MGH 33): R is numerically singular but its triangular solve is finite,
+    a step 5e14 long along the null space, after which the residuals carry cancellation error
+    and XTOL fired 0.5% above F*. MINPACK, SciPy, Optimistix and JAXopt solve every start."""
+    problem = mgh.load(name)
+    for x0 in mgh.starts(problem):
+        res = jacopt.least_squares(problem.residual, jnp.asarray(x0))
+        assert mgh.solved(problem, 2 * float(res.cost)), (2 * float(res.cost), res.status_name)
+        assert bool(res.success), res.status_name
