@@ -273,6 +273,22 @@ def _takes_two(model) -> bool:
     return True
 
 
+def _note_scipy_signature(exc: BaseException, model) -> None:
+    """Add a note to the user's own error (type and traceback kept) when ``model`` reads like
+    SciPy's ``f(x, *p)`` or ``f(x, a, b=1.0)``: it was called with all parameters in one
+    argument, which such models take apart (``a, b = p``) or broadcast wrongly."""
+    try:
+        params = list(inspect.signature(model).parameters.values())
+    except (TypeError, ValueError):
+        return
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if (len(positional) > 2 or any(p.kind is p.VAR_POSITIONAL for p in params)) \
+            and hasattr(exc, "add_note"):
+        exc.add_note("jacopt.curve_fit calls the model as model(xdata, params), all parameters "
+                     "in one array (or pytree) like p0; a SciPy model f(x, *p) or "
+                     "f(x, a, b, ...) is lambda x, p: f(x, *p).")
+
+
 def _model_output(model, xdata, p0):
     """``jax.eval_shape(model, xdata, p0)``, remembered per (model, structure, shapes, dtypes
     and weak types) when every input leaf is a concrete array: ``eval_shape`` itself, even with
@@ -447,10 +463,14 @@ def curve_fit(model: Callable, xdata, ydata, p0=None, *, sigma=None, absolute_si
         raise tracing_error(exc, "model") from exc
     except TypeError as exc:  # the user's own errors propagate unchanged; a SciPy signature
         if _takes_two(model):  # f(x, a, b, c) called as model(xdata, params) gets a hint
+            _note_scipy_signature(exc, model)
             raise
         raise TypeError(f"model(xdata, p0) failed: {exc}. The model is called as "
                         f"model(xdata, params); a SciPy model f(x, *p) is "
                         f"lambda x, p: f(x, *p).") from exc
+    except Exception as exc:
+        _note_scipy_signature(exc, model)
+        raise
     if not hasattr(out, "shape") or tuple(out.shape) != tuple(ydata.shape):
         got = getattr(out, "shape", type(out).__name__)
         try:

@@ -48,3 +48,34 @@ def test_curve_fit_without_p0_says_p0_is_required_as_scipy_users_call_it():
     # and the error says so instead of Python's bare "missing 1 required positional argument".
     with pytest.raises(ValueError, match="p0 is required"):
         jacopt.curve_fit(model, T, Y)
+
+
+def _scipy_model_varargs(x, *p):
+    a, b = p
+    return a * jnp.exp(-b * x)
+
+
+def _scipy_model_default(x, a, b=0.5):
+    return a * jnp.exp(-b * x)
+
+
+@pytest.mark.parametrize("scipy_model, error", [(_scipy_model_varargs, ValueError),
+                                                (_scipy_model_default, TypeError)])
+def test_a_scipy_style_model_keeps_its_own_error_with_a_note_on_the_calling_convention(
+        scipy_model, error):
+    with pytest.raises(error) as info:
+        jacopt.curve_fit(scipy_model, T, Y, [1.0, 0.1])
+    assert any("lambda x, p: f(x, *p)" in note for note in getattr(info.value, "__notes__", []))
+    # the wrapped form is SciPy's fit
+    popt, _ = scipy.optimize.curve_fit(lambda x, a, b: a * np.exp(-b * x), T, Y, p0=[1.0, 0.1])
+    fit = jacopt.curve_fit(lambda x, p: scipy_model(x, *p), T, Y, [1.0, 0.1])
+    np.testing.assert_allclose(fit.popt, popt, rtol=1e-6)
+
+
+def test_a_two_argument_model_with_its_own_bug_gets_no_note():
+    def model_with_a_bug(x, p):
+        return p[0] * jnp.exp(-p[1] * x) + jnp.ones(3)  # a broadcasting error of its own
+
+    with pytest.raises(TypeError) as info:
+        jacopt.curve_fit(model_with_a_bug, T, Y, [1.0, 0.1])
+    assert not any("f(x, *p)" in note for note in getattr(info.value, "__notes__", []))
