@@ -164,11 +164,13 @@ def float_leaf(leaf, where: str, *, check_finite: bool = True):
     return arr
 
 
-def as_float_tree(tree, name: str = "x0", *, check_finite: bool = True):
+def as_float_tree(tree, name: str = "x0", *, check_finite: bool = True, host: bool = False):
     """Return ``tree`` with every leaf a floating JAX array, or raise naming the bad leaf.
 
     A plain list of numbers becomes an array first (:func:`numbers_as_array`); each leaf goes
-    through :func:`float_leaf`. An empty tree is a ``ValueError``.
+    through :func:`float_leaf`. An empty tree is a ``ValueError``. With ``host=True`` leaves
+    that are not JAX arrays stay NumPy arrays: converting them eagerly compiles a small program
+    in every new process, which the cache of compiled solves cannot serve.
     """
     leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(numbers_as_array(tree))
     if not leaves_with_path:
@@ -177,7 +179,7 @@ def as_float_tree(tree, name: str = "x0", *, check_finite: bool = True):
     for path, leaf in leaves_with_path:
         where = _leaf_name(name, path)
         arr = float_leaf(leaf, where, check_finite=check_finite)
-        out.append(jnp.asarray(arr))
+        out.append(arr if host and isinstance(arr, np.ndarray) else jnp.asarray(arr))
     return jax.tree_util.tree_unflatten(treedef, out)
 
 

@@ -179,6 +179,11 @@ def _jacobian_function(jac: Callable, weighting: str) -> Callable:
 # Input checks (host side; skipped for traced values under an outer jit/vmap)
 # ------------------------------------------------------------------------------------------
 
+def _int_array(value: int):
+    """``jnp.asarray(value)`` (weakly typed) by a transfer, not a compiled conversion."""
+    return jax.device_put(int(value))
+
+
 def _concrete(a) -> bool:
     return not isinstance(a, jax.core.Tracer)
 
@@ -191,12 +196,13 @@ def _least_squares_keywords() -> frozenset:
 
 
 def _as_data(value, name: str, dtype):
-    """``value`` as a JAX array of ``dtype``: integers converted, other floats refused (NumPy
-    float64 while x64 is off runs in float32 with the one PrecisionWarning, as JAX runs it)."""
+    """``value`` as an array of ``dtype``: integers converted, other floats refused (NumPy
+    float64 while x64 is off runs in float32 with the one PrecisionWarning, as JAX runs it).
+    Data that is not a JAX array stays in NumPy: an eager JAX conversion would compile a small
+    program in every new process, which the cache of compiled solves cannot serve."""
     try:
-        if not isinstance(value, jax.Array):
-            value = as_float32_if_needed(np.asarray(value), name)
-        arr = value if isinstance(value, jax.Array) else jnp.asarray(value)
+        arr = value if isinstance(value, jax.Array) else as_float32_if_needed(
+            np.asarray(value), name)
     except TypeError as exc:
         raise TypeError(f"{name} must be a numeric array, got {type(value).__name__}.") from exc
     kind = np.dtype(arr.dtype).kind
@@ -220,7 +226,7 @@ def _check_xdata(xdata, length: int):
         if isinstance(leaf, (jax.Array, np.ndarray)) or np.isscalar(leaf):
             if isinstance(leaf, np.ndarray):
                 leaf = as_float32_if_needed(leaf, "xdata")
-            arr = leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf)
+            arr = leaf if isinstance(leaf, (jax.Array, np.ndarray)) else jnp.asarray(leaf)
             if (_concrete(arr) and jnp.issubdtype(arr.dtype, jnp.inexact)
                     and not all_finite(arr)):
                 raise ValueError("xdata contains non-finite values (NaN or inf).")
@@ -228,7 +234,7 @@ def _check_xdata(xdata, length: int):
         return leaf
 
     xdata = jax.tree_util.tree_map(convert, numbers_as_array(xdata))
-    if isinstance(xdata, jax.Array) and xdata.ndim >= 1:
+    if isinstance(xdata, (jax.Array, np.ndarray)) and xdata.ndim >= 1:
         if length not in (xdata.shape[0], xdata.shape[-1]):
             raise ValueError(
                 f"xdata has shape {xdata.shape} but ydata has {length} points along its first "
@@ -245,7 +251,7 @@ def _check_sigma(sigma, ydata, dtype):
     sigma = _as_data(sigma, "sigma", dtype)
     m = ydata.size
     if sigma.ndim == 0:  # one standard deviation for every point (as SciPy accepts)
-        sigma = jnp.broadcast_to(sigma, ydata.shape)
+        sigma = (jnp if isinstance(sigma, jax.Array) else np).broadcast_to(sigma, ydata.shape)
     if sigma.shape == ydata.shape or (sigma.ndim == 1 and sigma.shape[0] == m):
         if _concrete(sigma) and not np.all(np.asarray(sigma) > 0):  # NumPy: see all_finite
             raise ValueError("sigma must be positive: the standard deviation of each ydata point.")
@@ -445,7 +451,7 @@ def curve_fit(model: Callable, xdata, ydata, p0=None, *, sigma=None, absolute_si
         raise ValueError("p0 is required: its structure defines the parameters (SciPy's "
                          "default of ones reads the model's signature, which model(xdata, "
                          "params) does not give); pass e.g. p0=jnp.ones(n).")
-    p0 = as_float_tree(p0, "p0")
+    p0 = as_float_tree(p0, "p0", host=True)
     # promoted as ravel_pytree promotes (it ignores weak types)
     dtype = jnp.result_type(*(leaf.dtype for leaf in jax.tree_util.tree_leaves(p0)))
     n = sum(int(np.prod(np.shape(leaf))) for leaf in jax.tree_util.tree_leaves(p0))
@@ -500,7 +506,7 @@ def curve_fit(model: Callable, xdata, ydata, p0=None, *, sigma=None, absolute_si
     fit = CurveFitResult(
         params=result.params, covariance=pcov, stderr=stderr,
         identifiable=identifiable, rank=rank, covariance_valid=valid,
-        residual_variance=residual_variance, dof=jnp.asarray(m - n), result=result)
+        residual_variance=residual_variance, dof=_int_array(m - n), result=result)
     if _concrete(valid) and jnp.ndim(valid) == 0:
         _warn(fit, p0, m, n, bool(absolute_sigma))
     return fit

@@ -296,3 +296,44 @@ def test_temporary_files_left_by_a_writer_that_died_are_removed(tmp_path):
     os.utime(stale, (old, old))
     _cache._prune(str(tmp_path))
     assert not stale.exists() and fresh.exists()  # a write in progress is left alone
+
+
+_CURVE_FIT = r"""
+import json, jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_enable_x64", True)
+from jax import monitoring
+import jacopt
+compiles = []
+monitoring.register_event_duration_secs_listener(
+    lambda event, secs, **kw: compiles.append(event)
+    if event.endswith("backend_compile_duration") else None)
+x = np.linspace(0.0, 4.0, 50)
+y = 2.5 * np.exp(-1.3 * x) + 0.5 + 0.01 * np.cos(5.0 * x)
+fit = jacopt.curve_fit(lambda x, p: p[0] * jnp.exp(-p[1] * x) + p[2], x, y, [1.0, 1.0, 0.0],
+                       sigma=0.1 + 0.05 * x, bounds=([0.0, 0.0, -1.0], [10.0, 5.0, 2.0]))
+print(json.dumps({"compiles": len(compiles), "popt": np.asarray(fit.popt).tolist(),
+                  "dof": int(fit.dof)}))
+"""
+
+
+def test_a_second_process_fitting_numpy_data_compiles_nothing(tmp_path):
+    # not the solve (loaded from the cache), nor small eager conversions of the NumPy data,
+    # which no cache serves and which cost a compile each in every new process
+    env = {**os.environ, "JACOPT_CACHE": "1", "JACOPT_CACHE_DIR": str(tmp_path)}
+    runs = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", _CURVE_FIT], env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    first, second = runs
+    assert first["compiles"] >= 2 and second["compiles"] == 0
+    assert second["popt"] == first["popt"] and second["dof"] == 47
+    import scipy.optimize
+
+    x = np.linspace(0.0, 4.0, 50)
+    popt, _ = scipy.optimize.curve_fit(
+        lambda x, a, b, c: a * np.exp(-b * x) + c, x,
+        2.5 * np.exp(-1.3 * x) + 0.5 + 0.01 * np.cos(5.0 * x), [1.0, 1.0, 0.0],
+        sigma=0.1 + 0.05 * x, bounds=([0.0, 0.0, -1.0], [10.0, 5.0, 2.0]))
+    np.testing.assert_allclose(second["popt"], popt, rtol=1e-6)
