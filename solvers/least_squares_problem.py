@@ -237,12 +237,14 @@ def evaluate_point(problem: "LeastSquaresProblem", x) -> PointEvaluation:
     return PointEvaluation(x, r, J, cost, grad, norms, measure, finite)
 
 
-def first_order_backed(tols, point: PointEvaluation, start_cost, gn_step, gn_gain):
+def first_order_backed(tols, point: PointEvaluation, start_cost, gn_step, gn_gain,
+                       column_norms=None):
     """Whether a first-order test backs a stop at ``point`` (the rule of :func:`confirm_stop`).
 
     ``gn_step`` is the full (undamped, unrestricted) Gauss-Newton step ``p`` from ``point``
-    (non-finite where there is none: a singular ``R``, the dual form) and ``gn_gain`` its model
-    reduction ``-(g.p + ||J~ p||^2 / 2)``; ``tols`` has ``ftol``, ``xtol``, ``gtol``. The
+    (non-finite where there is none: a singular ``R``, the dual form; ``None`` for a solver
+    without ``J``, which passes estimated ``column_norms`` instead of ``point.column_norms``)
+    and ``gn_gain`` its model reduction ``-(g.p + ||J~ p||^2 / 2)``; ``tols`` has ``ftol``, ``xtol``, ``gtol``. The
     rounding levels are Gill, Murray & Wright's (*Practical Optimization*, 1981, section
     8.2.3.2): near a minimum a relative change of ``x`` below ``sqrt(eps)`` changes the cost by
     less than rounding, and a gradient computed there is only known to about ``eps^(1/3)``.
@@ -260,16 +262,19 @@ def first_order_backed(tols, point: PointEvaluation, start_cost, gn_step, gn_gai
       step): ``||r|| <= sqrt(eps) sum_j ||J_j|| |x_j|``, below what a relative change of ``x``
       at the rounding level above makes, or ``C <= eps^2 C(x0)``."""
     eps = jnp.finfo(jnp.result_type(point.cost)).eps
-    scale = jnp.where(point.column_norms > 0, point.column_norms, 1.0)
+    norms = point.column_norms if column_norms is None else column_norms
+    rnorm = jnp.sqrt(jnp.sum(point.r * point.r))
+    vanished = ((rnorm <= jnp.sqrt(eps) * jnp.sum(norms * jnp.abs(point.x)))
+                | (point.cost <= eps * eps * start_cost))
+    small_g = point.gtol_measure <= jnp.maximum(tols.gtol, jnp.cbrt(eps))
+    if gn_step is None:  # matrix-free: the gradient and residual tests only
+        return small_g | vanished
+    scale = jnp.where(norms > 0, norms, 1.0)
     pnorm = jnp.sqrt(jnp.sum((scale * gn_step) ** 2))
     xnorm = jnp.sqrt(jnp.sum((scale * point.x) ** 2))
     gain_ok = jnp.isfinite(gn_gain) & (gn_gain <= jnp.maximum(tols.ftol, eps) * point.cost)
     step_ok = jnp.isfinite(pnorm) & (pnorm <= jnp.maximum(tols.xtol, jnp.sqrt(eps)) * xnorm)
-    rnorm = jnp.sqrt(jnp.sum(point.r * point.r))
-    vanished = ((rnorm <= jnp.sqrt(eps) * jnp.sum(point.column_norms * jnp.abs(point.x)))
-                | (point.cost <= eps * eps * start_cost))
-    return ((point.gtol_measure <= jnp.maximum(tols.gtol, jnp.cbrt(eps))) | gain_ok | step_ok
-            | vanished)
+    return small_g | gain_ok | step_ok | vanished
 
 
 def confirm_stop(status, backed):

@@ -71,6 +71,9 @@ Stopping (after every iteration; default tolerances run to full precision):
 - ``PRECISION_LIMIT``: ``||D s|| <= eps ||D x||``.
 - ``NONFINITE``: the start is non-finite; the steps collapsed on non-finite trials; or an
   accepted point's gradient is non-finite (the previous point is kept).
+- ``STALLED`` (a failure): an f, x or rounding stop where neither the cosine is at most
+  ``max(gtol, eps^(1/3))`` nor the residuals vanished
+  (:func:`~jacopt.solvers.least_squares_problem.first_order_backed`).
 
 Cost per iteration: one linearisation (a forward pass keeping its intermediate values) and
 one residual evaluation; at most ``max_inner_steps`` inner iterations of one JVP and one
@@ -107,6 +110,8 @@ from jacopt.solvers.least_squares_problem import (
     LeastSquaresSolver,
     PointEvaluation,
     check_options,
+    confirm_stop,
+    first_order_backed,
     nonfinite_since_accept,
     updated_scale,
     with_counts,
@@ -125,7 +130,7 @@ class MatrixFreeLMState(NamedTuple):
     num_rejected, nfev, njev, num_inner_steps, nonfinite]`` (int32; ``nfev`` counts evaluations
     of the residual function, a linearisation counting as one, ``njev`` linearisations, each
     giving ``J`` as an operator, and ``nonfinite`` the non-finite trials since the last accepted
-    step) and the status."""
+    step), the ``start_cost`` and the status."""
 
     point: Any
     scale: Any
@@ -134,6 +139,7 @@ class MatrixFreeLMState(NamedTuple):
     step_norm: Any
     accepted: Any
     counts: Any
+    start_cost: Any
     status: Any
 
     @property
@@ -199,13 +205,20 @@ def linearise(problem: LeastSquaresProblem, x, grad=None):
 
 def describe(problem: LeastSquaresProblem, x, r, grad, lin: Linearisation, scale):
     """The :class:`PointEvaluation` at ``x`` (``J = None``; ``gtol_measure`` the cosine
-    ``g^T d / (||r~|| ||J~ d||)``, ``d = D^{-2} g`` on the free components) and the scaled
-    Rayleigh quotient ``||J~ d||^2 / (g^T d)``. One JVP."""
+    ``g^T d / (||r~|| ||J~ d||)``, ``d = D^{-2} g`` on the free components; for a robust loss
+    ``g^T d / (||rho' r|| ||J d||)``, as the dense solvers' measure, since ``r~`` grows without
+    bound where the loss's curvature is clipped) and the scaled Rayleigh quotient
+    ``||J~ d||^2 / (g^T d)``. One JVP."""
     g_free = jnp.where(lin.fixed, 0.0, grad)
     d = g_free / (scale * scale)
-    jd_norm = _norm(lin.mv(d))
+    jd = lin.mv(d)
+    jd_norm = _norm(jd)
     gd = jnp.sum(g_free * d)
-    denom = _norm(lin.rc) * jd_norm
+    _, w_j = problem.loss.weights(r, problem.f_scale)
+    if w_j is None:
+        denom = _norm(lin.rc) * jd_norm
+    else:  # rho' r = w_j r~ and J d = (J~ d) / w_j
+        denom = _norm(w_j * lin.rc) * _norm(jd / w_j)
     cosine = jnp.where(denom > 0, gd / jnp.where(denom > 0, denom, 1.0), 0.0)
     curvature = jnp.where(gd > 0, jd_norm ** 2 / jnp.where(gd > 0, gd, 1.0), 0.0)
     cost = problem.cost(r)
@@ -343,7 +356,7 @@ class MatrixFreeLevenbergMarquardt(LeastSquaresSolver):
         return MatrixFreeLMState(
             point=point, scale=scale, lam=lam, nu=jnp.asarray(2.0, x0.dtype), step_norm=zero,
             accepted=jnp.asarray(False), counts=jnp.array([0, 0, 1, 1, 0, 0], jnp.int32),
-            status=status)
+            start_cost=point.cost, status=status)
 
     def step(self, problem: LeastSquaresProblem, s: MatrixFreeLMState) -> MatrixFreeLMState:
         point, scale = s.point, s.scale
@@ -402,10 +415,13 @@ class MatrixFreeLevenbergMarquardt(LeastSquaresSolver):
                  jnp.where(small_f, Status.FTOL,
                  jnp.where(small_x, Status.XTOL,
                  jnp.where(limit, Status.PRECISION_LIMIT, Status.RUNNING))))).astype(jnp.int32)
+        # an f or x stop needs a first-order test (the gradient cosine, or vanished residuals)
+        status = confirm_stop(status, first_order_backed(self, new_point, s.start_cost, None,
+                                                         None, column_norms=new_scale))
 
         one = accepted.astype(jnp.int32)
         counts = s.counts + jnp.stack([one, 1 - one, 2 + one, 1 + one, inner, jnp.zeros_like(one)])
         counts = counts.at[5].set(nonfinite)
         return MatrixFreeLMState(
             point=new_point, scale=new_scale, lam=lam, nu=nu, step_norm=_norm(step),
-            accepted=accepted, counts=counts, status=status)
+            accepted=accepted, counts=counts, start_cost=s.start_cost, status=status)

@@ -71,17 +71,20 @@ def _outlier_data():
     return t, y
 
 
-def test_dogleg_with_a_saturating_loss_does_not_stop_on_xtol_away_from_a_minimum():
+@pytest.mark.parametrize("solver", ["dogleg", "lm-matrix-free"])
+def test_saturating_loss_does_not_stop_on_xtol_away_from_a_minimum(solver):
     """Cauchy loss, f_scale = 0.01, outliers: dogleg's radius collapsed at a point where the
     gradient is 1.46 (MINPACK's cosine 7e-4, the Gauss-Newton step gains a fifth of the cost)
-    and it reported XTOL success."""
+    and it reported XTOL success; the matrix-free LM stopped on XTOL at cost 0.057 where SciPy
+    goes on to 0.021. The residual-side cosine used r~, which grows without bound where the
+    loss's curvature is clipped, so any gradient looked small."""
     t, y = _outlier_data()
 
     def fun(p):
         return p[0] * jnp.exp(-p[1] * t) + p[2] - y
 
     x0 = jnp.asarray([-2.6935779100625257, -4.479786989355904, -0.9544816017847175])
-    res = jacopt.least_squares(fun, x0, solver="dogleg", loss="cauchy", f_scale=0.01)
+    res = jacopt.least_squares(fun, x0, solver=solver, loss="cauchy", f_scale=0.01)
     assert_no_false_success(res, fun, loss="cauchy", f_scale=0.01)
     assert res.status_name != "XTOL"
 
