@@ -288,11 +288,14 @@ def _note_scipy_signature(exc: BaseException, model) -> None:
     except (TypeError, ValueError):
         return
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if (len(positional) > 2 or any(p.kind is p.VAR_POSITIONAL for p in params)) \
-            and hasattr(exc, "add_note"):
-        exc.add_note("jacopt.curve_fit calls the model as model(xdata, params), all parameters "
-                     "in one array (or pytree) like p0; a SciPy model f(x, *p) or "
-                     "f(x, a, b, ...) is lambda x, p: f(x, *p).")
+    if len(positional) > 2 or any(p.kind is p.VAR_POSITIONAL for p in params):
+        note = ("jacopt.curve_fit calls the model as model(xdata, params), all parameters in "
+                "one array (or pytree) like p0; a SciPy model f(x, *p) or f(x, a, b, ...) is "
+                "lambda x, p: f(x, *p).")
+        if hasattr(exc, "add_note"):
+            exc.add_note(note)
+        else:  # Python 3.10: kept where 3.11's traceback would print it
+            exc.__notes__ = [*getattr(exc, "__notes__", []), note]
 
 
 def _model_output(model, xdata, p0):
