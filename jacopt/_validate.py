@@ -247,8 +247,10 @@ def tracing_error(exc: Exception, name: str) -> TypeError:
     ``name`` (raise it ``from exc``, so JAX's own message and the line stay in the chain)."""
     if isinstance(exc, jax.errors.TracerArrayConversionError):
         what = ("converts a traced array to NumPy (a NumPy function such as np.exp, or "
-                "np.asarray, applied to the parameters)")
-        fix = "use jax.numpy inside it: jnp.exp instead of np.exp, jnp.asarray for np.asarray"
+                "np.asarray, applied to the parameters or to the data passed with them, "
+                "which JAX traces too)")
+        fix = ("use jax.numpy inside it: jnp.exp instead of np.exp, jnp.asarray for "
+               "np.asarray (a NumPy transform of the data alone can be done before the call)")
     else:
         what = ("needs a concrete value of a traced array (a Python if, bool(), int() or "
                 "float() on a value that depends on the parameters)")

@@ -79,3 +79,16 @@ def test_a_two_argument_model_with_its_own_bug_gets_no_note():
     with pytest.raises(TypeError) as info:
         jacopt.curve_fit(model_with_a_bug, T, Y, [1.0, 0.1])
     assert not any("f(x, *p)" in note for note in getattr(info.value, "__notes__", []))
+
+
+def test_numpy_on_the_data_in_args_is_explained_as_traced_too():
+    # SciPy passes args as NumPy arrays, so np.log(y) inside fun works there; here args are
+    # traced with the parameters, and the message must say so (not "applied to the parameters")
+    y = np.exp(np.linspace(0.0, 1.0, 6))
+    with pytest.raises(TypeError, match=r"to the data passed with them, which JAX traces too"
+                                        r".*NumPy transform of the data alone can be done "
+                                        r"before the call"):
+        jacopt.least_squares(lambda p, y: p[0] - np.log(y), np.zeros(1), args=(y,))
+    res = jacopt.least_squares(lambda p, logy: p[0] - logy, np.zeros(1), args=(np.log(y),))
+    np.testing.assert_allclose(res.x, [np.log(y).mean()], rtol=1e-12)
+
