@@ -53,8 +53,9 @@ from jacopt._given_gradient import with_given_gradient
 from jacopt._bounds import parse_bounds
 from jacopt._implicit import active_bounds, hoist_closure, with_implicit_gradient
 from jacopt._loop import run
-from jacopt._validate import (as_float_tree, check_args, check_verbose, common_dtype, ravel,
-                              resolve_solver, static_number)
+from jacopt._validate import (TRACING_ERRORS, as_float_tree, check_args, check_verbose,
+                              common_dtype, ravel, resolve_solver, static_number,
+                              tracing_error, warn_float64_leaves)
 from jacopt.results import MinimizeResult
 from jacopt.solvers.bfgs import BFGS
 from jacopt.solvers.lbfgs import LBFGS
@@ -62,7 +63,6 @@ from jacopt.solvers.lbfgsb import LBFGSB
 from jacopt.solvers.minimize_problem import MinimizeProblem, Minimizer
 from jacopt.solvers.newton import Newton, NewtonCG
 from jacopt.status import minimize_success
-from jacopt._validate import TRACING_ERRORS, tracing_error, warn_float64_leaves
 
 SOLVERS = {"bfgs": BFGS, "lbfgs": LBFGS, "newton": Newton, "newton-cg": NewtonCG,
            "lbfgsb": LBFGSB, "l-bfgs-b": LBFGSB}
