@@ -157,7 +157,7 @@ def minimize(
         if gtol is not None:
             raise TypeError("minimize() got tol and gtol; tol is SciPy's name for gtol: "
                             "give one.")
-        gtol = tol
+        gtol = static_number(tol, "tol")  # checked here, so that an error names tol
     if jac is not None and jac is not False:
         if not (jac is True or callable(jac)) or not callable(fun):
             raise TypeError(f"jac must be None (JAX differentiates fun), True (fun returns "

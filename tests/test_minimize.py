@@ -401,6 +401,13 @@ def test_max_steps_and_tolerance_overrides():
     np.testing.assert_allclose(by_x.params, p.x_star, atol=1e-5)
 
 
+@pytest.mark.parametrize("tol", [-1, "tight", float("nan")])
+def test_a_bad_tol_is_named_tol(tol):
+    """tol is SciPy's name for gtol; the error names the argument the user passed."""
+    with pytest.raises(ValueError, match=r"^tol must be a non-negative number, got ") as info:
+        jacopt.minimize(lambda x: jnp.sum(x ** 2), jnp.ones(2), tol=tol)
+    assert "gtol" not in str(info.value)
+
 def test_verbose_prints_rows_and_the_stop_reason(capsys):
     jacopt.minimize(lambda x: jnp.sum((x - 2.0) ** 2), jnp.zeros(2), verbose=2)
     jax.effects_barrier()
