@@ -170,7 +170,7 @@ def minimize(
     solver = _resolve(solver, gtol=gtol, ftol=ftol, xtol=xtol)
     args = check_args(args)
     warn_float64_leaves(args, "args")
-    x0 = as_float_tree(x0, "x0")
+    x0 = as_float_tree(x0, "x0", host=True)
     lower, upper = parse_bounds(bounds, x0, common_dtype(x0, "x0"))
     if lower is not None and not solver.takes_bounds:
         raise ValueError(f"solver {type(solver).__name__} does not take bounds; use "

@@ -1,6 +1,11 @@
 """jacopt.minimize on problems with published optima (Moré, Garbow & Hillstrom 1981): the
 solution, the gradient there (recomputed independently with jax.grad), the status, and the
 behaviour each solver promises (strong Wolfe steps, quadratic convergence of Newton)."""
+import json
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -461,3 +466,34 @@ def test_derivatives_through_a_closure_over_the_differentiated_variable():
         lambda x, c: jnp.sum((x - c) ** 2) + 0.1 * jnp.sum(x ** 4), jnp.zeros(3), args=(c,),
         gtol=1e-12).params)(c)
     np.testing.assert_allclose(jac, via_args, rtol=1e-10, atol=1e-12)
+
+
+_SECOND_PROCESS = r"""
+import json, jax, jax.numpy as jnp, numpy as np
+from jax import monitoring
+import jacopt
+compiles = []
+monitoring.register_event_duration_secs_listener(
+    lambda event, secs, **kw: compiles.append(event)
+    if event.endswith("backend_compile_duration") else None)
+rosen = lambda x: jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+r = jacopt.minimize(rosen, np.array([-1.2, 1.0]))
+print(json.dumps({"compiles": len(compiles), "x": np.asarray(r.x).tolist(),
+                  "dtype": str(r.x.dtype)}))
+"""
+
+
+def test_a_second_process_minimizing_from_numpy_compiles_nothing(tmp_path):
+    # x64 off (JAX's default), NumPy float64 x0 as a SciPy script passes it: the solve comes
+    # from the cache, and x0 reaches it without an eager conversion, which no cache serves
+    env = {**os.environ, "JACOPT_CACHE": "1", "JACOPT_CACHE_DIR": str(tmp_path)}
+    runs = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", _SECOND_PROCESS], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    first, second = runs
+    assert first["compiles"] >= 1 and second["compiles"] == 0
+    assert second["x"] == first["x"] and second["dtype"] == "float32"
+    np.testing.assert_allclose(second["x"], [1.0, 1.0], atol=1e-3)  # Rosenbrock's minimiser
