@@ -20,6 +20,7 @@ def test_quick_start_runs_and_its_comments_hold():
     assert "XTOL" in out.splitlines()[0]
     assert out.splitlines()[1].strip() == "11.0"
     assert "['XTOL' 'XTOL' 'NONFINITE']" in out
+    assert "GTOL 0.5" in out
 
 
 def test_set_up_commands_are_the_two_ci_runs():
