@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jacopt._validate import check_box
+
 
 def _traced(v) -> bool:
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(v))
@@ -114,12 +116,4 @@ def parse_bounds(bounds, x0, dtype):
                                           if isinstance(bounds, (list, tuple)) else "."))
     if _traced(lower) or _traced(upper):
         return jnp.asarray(lower, dtype), jnp.asarray(upper, dtype)
-    if np.any(np.isnan(lower)) or np.any(np.isnan(upper)):
-        raise ValueError("bounds contain NaN; use -inf/inf (or None) for no bound.")
-    bad = np.nonzero(lower > upper)[0]
-    if bad.size:
-        i = int(bad[0])
-        raise ValueError(f"bounds: lower > upper at flat index {i} ({lower[i]} > {upper[i]}).")
-    if np.all(np.isneginf(lower)) and np.all(np.isposinf(upper)):
-        return None, None
-    return lower, upper
+    return check_box(lower, upper)

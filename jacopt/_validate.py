@@ -83,6 +83,21 @@ def all_finite(values) -> bool:
     return bool(np.all(np.isfinite(np.asarray(values))))
 
 
+def check_box(lower, upper):
+    """Concrete flat bounds ``(lower, upper)`` checked before any work: NaN or ``lower > upper``
+    is a ``ValueError`` naming ``bounds``; bounds that are all infinite are no bounds
+    (``(None, None)``)."""
+    if np.any(np.isnan(lower)) or np.any(np.isnan(upper)):
+        raise ValueError("bounds contain NaN; use -inf/inf (or None) for no bound.")
+    bad = np.nonzero(lower > upper)[0]
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"bounds: lower > upper at flat index {i} ({lower[i]} > {upper[i]}).")
+    if np.all(np.isneginf(lower)) and np.all(np.isposinf(upper)):
+        return None, None
+    return lower, upper
+
+
 def _is_number(v) -> bool:
     """A Python, NumPy or JAX scalar (a 0-d array, a tracer inside ``jit``/``vmap``/``grad``)."""
     if isinstance(v, (numbers.Number, np.bool_)):

@@ -41,9 +41,9 @@ from jacopt import _loop
 from jacopt._compile import cpu_fast_jit
 from jacopt._implicit import hoist_closure, with_implicit_gradient
 from jacopt import _scipy_keywords
-from jacopt._validate import (TRACING_ERRORS, check_args, check_outer_broadcast, check_verbose,
-                              float_leaf, numbers_as_array, resolve_solver, static_number,
-                              tracing_error, warn_float64_leaves)
+from jacopt._validate import (TRACING_ERRORS, check_args, check_box, check_outer_broadcast,
+                              check_verbose, float_leaf, numbers_as_array, resolve_solver,
+                              static_number, tracing_error, warn_float64_leaves)
 from jacopt.losses import get_loss
 from jacopt.results import LeastSquaresResult
 from jacopt.solvers.dogleg import Dogleg
@@ -302,13 +302,8 @@ def _check_bounds(bounds, x0, treedef, shapes, dtype, x0_name="x0"):
     upper = _flat_like(bounds[1], treedef, shapes, dtype, "bounds[1] (upper)", x0_name)
     concrete = not (_is_traced(lower) or _is_traced(upper))
     if concrete:
-        if np.any(np.isnan(lower)) or np.any(np.isnan(upper)):
-            raise ValueError("bounds contain NaN.")
-        bad = np.nonzero(lower > upper)[0]
-        if bad.size:
-            raise ValueError(f"bounds: lower > upper at flat index {int(bad[0])} "
-                             f"({lower[bad[0]]} > {upper[bad[0]]}).")
-        if np.all(np.isneginf(lower)) and np.all(np.isposinf(upper)):
+        lower, upper = check_box(lower, upper)
+        if lower is None:
             return None, None
         leaves = jax.tree_util.tree_leaves(x0)
         if not any(_is_traced(leaf) for leaf in leaves):

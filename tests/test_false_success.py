@@ -2,7 +2,7 @@
 only when a first-order test backs it (:func:`jacopt.solvers.least_squares_problem.confirm_stop`);
 otherwise the run ends STALLED (or keeps going) at the best point found.
 
-Each case here reported a success at a point that is not a minimiser (jacopt at d9a5c32). The
+Each case here reported a success at a point that is not a minimiser before that rule. The
 judge is independent of jacopt's own tests: SciPy's ``least_squares`` (trf, tolerances 1e-15),
 restarted from the point jacopt returned, must not find a clearly lower cost there.
 """
