@@ -3,7 +3,8 @@ optax baselines over a learning-rate grid, and the ``python -m`` entry point.
 
 - Records: :func:`make_record` (from per-iteration losses), :func:`skipped_record`,
   :func:`add_budget_losses` (loss within the best Adam run's wall time).
-- Timing: :func:`compile_and_time`, :func:`time_compiled`, :func:`limit_blas_threads`.
+- Timing: :func:`compile_and_time`, :func:`time_compiled`, :func:`limit_blas_threads`;
+  :func:`kernel_count` (what a compile time follows).
 - Methods: :func:`first_order_grid` / :func:`grid_record` (optax over an lr grid),
   :func:`jacopt_run` / :func:`jacopt_record` (a jacopt solve with history),
   :func:`run_methods` (progress callback, and :func:`guarded` turns a failing or unwritten
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import statistics
 import sys
 import time
@@ -171,6 +173,53 @@ def compile_and_time(fn: Callable, *args, repeats: int = 3):
     if warm_up_s >= LONG_RUN_S:
         return out, compile_s, warm_up_s
     return out, compile_s, time_compiled(compiled, *args, repeats=repeats)
+
+
+_FREE_OPS = frozenset({"parameter", "constant", "get-tuple-element", "tuple", "bitcast",
+                       "while", "conditional", "call"})
+
+
+def _opcode(rest: str) -> str:
+    """The opcode of one HLO instruction, from the text after ``name = ``: a shape (an array
+    shape, or a tuple of them in nested parentheses) then ``opcode(``."""
+    end = 0
+    if rest.startswith("("):
+        depth = 0
+        for end, ch in enumerate(rest):
+            depth += (ch == "(") - (ch == ")")
+            if depth == 0:
+                break
+        end += 1
+    else:
+        end = rest.find(" ")
+    match = re.match(r"\s*([\w\-]+)\(", rest[end:])
+    return match.group(1) if match else ""
+
+
+def kernel_count(compiled) -> dict:
+    """The kernels of a compiled function (``jax.jit(f).lower(...).compile()``), from its
+    optimised HLO: every instruction outside fused computations that runs as code of its own
+    (fusions, copies, custom calls such as LAPACK's, dots, unfused elementwise ops), without
+    parameters, constants, tuples, bitcasts and the control flow (``while``, ``conditional``)
+    whose bodies are counted instead. XLA's CPU backend compiles each kernel separately, so
+    compile time grows with this count. Returns ``{"kernels": total, "fusions": ...,
+    "copies": ...}``."""
+    text = compiled.as_text()
+    fused = set(re.findall(r"calls=%?([\w.\-]+)", text))
+    ops: dict = {}
+    computation = None
+    for line in text.splitlines():
+        if not line.startswith(" ") and line.rstrip().endswith("{"):
+            head = re.match(r"^(?:ENTRY )?%?([\w.\-]+)", line)
+            computation = head.group(1) if head else None
+            continue
+        inst = re.match(r"^\s+(?:ROOT )?%?[\w.\-]+ = (.*)$", line)
+        if inst and computation not in fused:
+            op = _opcode(inst.group(1))
+            if op and op not in _FREE_OPS:
+                ops[op] = ops.get(op, 0) + 1
+    return {"kernels": sum(ops.values()), "fusions": ops.get("fusion", 0),
+            "copies": ops.get("copy", 0)}
 
 
 def time_compiled(compiled: Callable, *args, repeats: int = 3, min_total_s: float = 0.05,

@@ -27,7 +27,9 @@ Timing (the same for every JAX method):
 
 - the solve ``(x0, x, y) -> outputs`` is wrapped in ``jax.jit``; ``compile_s`` is the wall time
   of ``jit(solve).lower(x0, x, y).compile()`` (tracing included). It is measured once per
-  problem (both starts share the compiled function), so both rows of a problem show it.
+  problem (both starts share the compiled function), so both rows of a problem show it, and
+  so does ``kernels``: the compiled solve's kernel count (:func:`jacopt.benchmarks._records.
+  kernel_count`, also ``fusions`` and ``copies``), which the compile time follows.
 - ``run_s`` is the median over ``repeats`` warm calls of the compiled function, each ended by
   ``block_until_ready``, after one untimed call.
 - SciPy: ``run_s`` is the median wall time of whole ``least_squares`` calls (after one untimed
@@ -131,7 +133,7 @@ def _peer_available(module: str) -> Optional[str]:
 
 
 def _record(problem, start: int, method: str, *, params, cost, steps, nfev, compile_s, run_s,
-            note: Optional[str] = None) -> dict:
+            kernels: Optional[dict] = None, note: Optional[str] = None) -> dict:
     from jacopt.problems import nist
 
     lre = nist.lre(np.asarray(params), problem.certified_params)
@@ -153,6 +155,8 @@ def _record(problem, start: int, method: str, *, params, cost, steps, nfev, comp
         "time_to_target_s": run_s if solved else None,
         "iters_to_target": steps if solved else None,
     }
+    if kernels:
+        rec.update(kernels)
     if note:
         rec["note"] = note
     return rec
@@ -169,6 +173,8 @@ def _skipped(problem, start: int, method: str, note: str) -> dict:
 
 
 def _run_jax_method(problem, method: str, make_solve: Callable, repeats: int) -> list[dict]:
+    from jacopt.benchmarks import _records
+
     args = tuple(jnp.asarray(a) for a in problem.args)
     starts = [jnp.asarray(s) for s in problem.starts]
     try:
@@ -177,12 +183,13 @@ def _run_jax_method(problem, method: str, make_solve: Callable, repeats: int) ->
         compile_s = time.perf_counter() - started
     except NotImplementedError as exc:
         return [_skipped(problem, i, method, str(exc)) for i in range(len(starts))]
+    kernels = _records.kernel_count(compiled)
     records = []
     for i, x0 in enumerate(starts):
         params, cost, steps, nfev = jax.block_until_ready(compiled(x0, *args))
         run_s = _median_time(lambda: compiled(x0, *args), repeats)
         records.append(_record(problem, i, method, params=params, cost=cost, steps=steps,
-                               nfev=nfev, compile_s=compile_s, run_s=run_s))
+                               nfev=nfev, compile_s=compile_s, run_s=run_s, kernels=kernels))
     return records
 
 
@@ -257,7 +264,7 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -
 
 def summary(records: list[dict]) -> list[dict]:
     """Per method: runs, runs with LRE >= 4 and >= 6, mean LRE, median warm solve, median
-    compile; and the ratios of jacopt-lm's medians to Optimistix's (same process)."""
+    compile, median kernel count of the compiled solve (:func:`_records.kernel_count`); and the ratios of jacopt-lm's medians to Optimistix's (same process)."""
     out = []
     for method in dict.fromkeys(r["method"] for r in records):
         recs = [r for r in records if r["method"] == method and r.get("lre") is not None]
@@ -267,6 +274,7 @@ def summary(records: list[dict]) -> list[dict]:
             continue
         lres = np.array([r["lre"] for r in recs])
         compiles = [r["compile_s"] for r in recs if r.get("compile_s") is not None]
+        kernels = [r["kernels"] for r in recs if r.get("kernels") is not None]
         out.append({
             "method": method,
             "runs": len(recs),
@@ -275,6 +283,7 @@ def summary(records: list[dict]) -> list[dict]:
             "mean_lre": float(np.mean(lres)),
             "median_run_s": float(np.median([r["run_s"] for r in recs])),
             "median_compile_s": float(np.median(compiles)) if compiles else None,
+            "median_kernels": float(np.median(kernels)) if kernels else None,
         })
     return out
 
@@ -293,15 +302,17 @@ def format_tables(records: list[dict]) -> str:
             f"{f(r.get('compile_s'), '11.3f'):>11}  {r.get('note', '')}")
     lines.append("")
     lines.append(f"{'method':<15} {'runs':>4} {'LRE>=4':>7} {'LRE>=6':>7} {'mean LRE':>9} "
-                 f"{'median warm [ms]':>17} {'median compile [s]':>19}")
+                 f"{'median warm [ms]':>17} {'median compile [s]':>19} {'kernels':>8}")
     rows = summary(records)
     for s in rows:
         if not s["runs"]:
             lines.append(f"{s['method']:<15} skipped: {s.get('note', '')}")
             continue
         comp = "—" if s["median_compile_s"] is None else f"{s['median_compile_s']:.3f}"
+        kern = "—" if s["median_kernels"] is None else f"{s['median_kernels']:.0f}"
         lines.append(f"{s['method']:<15} {s['runs']:>4} {s['lre_ge_4']:>7} {s['lre_ge_6']:>7} "
-                     f"{s['mean_lre']:>9.2f} {1e3 * s['median_run_s']:>17.3f} {comp:>19}")
+                     f"{s['mean_lre']:>9.2f} {1e3 * s['median_run_s']:>17.3f} {comp:>19} "
+                     f"{kern:>8}")
     by = {s["method"]: s for s in rows if s["runs"]}
     ref = by.get("optimistix-lm")
     if ref:
