@@ -223,10 +223,7 @@ def test_minimize_reaches_closed_form_optimum(bandit, solver):
     # At tau = 0.3 no optimal probability is tiny; at tau = 0.1 (entropy-mdp-cold) Newton and
     # BFGS can stall on a softmax-saturation plateau instead (as SciPy's do), see the registry.
     assert bandit.solver["solver"] == "newton"
-    try:
-        result = bandit.solve(solver=solver, gtol=1e-10, max_steps=500)
-    except NotImplementedError:
-        pytest.skip("jacopt.minimize is not written yet")
+    result = bandit.solve(solver=solver, gtol=1e-10, max_steps=500)
     assert bandit.loss(result.params) < 1e-10
     np.testing.assert_allclose(sp.probs(result.params, bandit.task.features),
                                sp.probs(bandit.optimal_params, bandit.task.features), atol=1e-6)
