@@ -50,6 +50,7 @@ SUITES = {
                         "successes against SciPy, Optimistix, JAXopt"),
     "bounded": Suite("L-BFGS-B and bounded Newton against SciPy L-BFGS-B and trust-constr on "
                      "Gay's bounded MGH problems, bounded Rosenbrock, box quadratics"),
+    "rl": Suite("policy gradients on gymnax CartPole, Acrobot: NPG, TRPO, REINFORCE, PPO"),
 }
 DEFAULT_SUITES = tuple(name for name, suite in SUITES.items() if suite.default)
 
