@@ -23,7 +23,8 @@ Methods (record format and timing rules: :mod:`jacopt.benchmarks._records`):
   50 was the best at equal wall time of 20, 50, 100 and 200 tried on this problem); on seed-mlp
   in the full run also ``lm-jac-scale`` (the default ``x_scale="jac"``), ``dogleg`` and
   ``newton``. On two-spirals ``ggn`` (:func:`jacopt.problems.mlp.train_ggn`, damped
-  generalised Gauss-Newton with the Jacobian from :func:`jacopt.jacobian`). Everywhere ``bfgs``
+  generalised Gauss-Newton with the Jacobian from :func:`jacopt.jacobian`, run by the same
+  loop as the other solvers and reporting its status). Everywhere ``bfgs``
   (and in the full run ``lbfgs``) through :func:`jacopt.minimize` on the MSE or cross-entropy:
   quasi-Newton, counted with the second-order side.
 
@@ -103,15 +104,12 @@ MATRIX_FREE = MatrixFreeLevenbergMarquardt(max_inner_steps=50)
 """The matrix-free LM of the sin-regression run (module docstring)."""
 
 
-def _ggn_record(problem, steps, repeats):
-    def train(params0, x, labels):
-        return M.train_ggn(params0, x, labels, steps=steps, activation=problem.activation)
-
-    (_, losses), compile_s, run_s = _records.compile_and_time(train, problem.params0,
-                                                              *problem.args, repeats=repeats)
-    return _records.make_record(suite=SUITE, problem=problem.name, method="ggn", order="second",
-                                target_loss=problem.target_loss, losses=losses, run_s=run_s,
-                                compile_s=compile_s)
+def _train_ggn_entry(fun, params0, *, args, solver, max_steps, history, activation):
+    """:func:`jacopt.problems.mlp.train_ggn` called as
+    :func:`jacopt.benchmarks._records.jacopt_run` calls its entries: ``fun`` is the
+    cross-entropy it minimises, ``solver`` a dict of its options."""
+    return M.train_ggn(params0, *args, max_steps=max_steps, history=history,
+                       activation=activation, **solver)
 
 
 def _lowest_loss_grid_record(*, suite, problem, method, order, target_loss, **grid):
@@ -174,8 +172,10 @@ def _methods(problem, config):
                 ("dogleg", "second", least_squares("dogleg", "dogleg", x_scale=1.0, **tight)),
             ]
     else:
-        methods.append(("ggn", "second", lambda: _ggn_record(problem, max_steps,
-                                                             config.repeats)))
+        methods.append(("ggn", "second", lambda: _records.jacopt_record(
+            method="ggn", entry=_train_ggn_entry, fun=problem.objective, solver={},
+            max_steps=steps_of("ggn", max_steps), activation=problem.activation, **ident,
+            **data)))
     methods.append(("bfgs", "second", minimize("bfgs", "bfgs")))
     if full:
         methods.append(("lbfgs", "second", minimize("lbfgs", "lbfgs")))

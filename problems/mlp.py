@@ -48,9 +48,14 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 import jacopt
+from jacopt._loop import run
+from jacopt.results import MinimizeResult
 from jacopt.solvers import MatrixFreeLevenbergMarquardt
+from jacopt.solvers.generalised_gauss_newton import GeneralisedGaussNewton, GGNProblem
+from jacopt.status import minimize_success
 
 __all__ = [
     "ACTIVATIONS",
@@ -215,67 +220,55 @@ def ggn_matrix(params, x, labels, activation: str = "tanh"):
     return factor.T @ factor
 
 
-def _damped_ggn_solve(factor, gram, grad, lam):
-    """``(B^T B + lam I)^-1 grad`` from the factor ``B`` (R, P) and its Gram matrix: ``gram =
-    B B^T`` (R, R) when R < P (push-through identity ``(B^T B + lam I)^-1 = (I - B^T (B B^T +
-    lam I)^-1 B) / lam``), else ``B^T B`` (P, P). One Cholesky of the smaller size."""
-    eye = jnp.eye(gram.shape[0], dtype=gram.dtype)
-    chol = jax.scipy.linalg.cho_factor(gram + lam * eye)
-    if gram.shape[0] < factor.shape[1]:
-        return (grad - factor.T @ jax.scipy.linalg.cho_solve(chol, factor @ grad)) / lam
-    return jax.scipy.linalg.cho_solve(chol, grad)
+def train_ggn(params0, x, labels, *, max_steps: int, activation: str = "tanh",
+              history: bool = False, **options) -> MinimizeResult:
+    """Minimise the mean cross-entropy of :func:`mlp`'s logits by damped generalised
+    Gauss-Newton (:class:`~jacopt.solvers.generalised_gauss_newton.GeneralisedGaussNewton`
+    with the factor :func:`ggn_factor`; Schraudolph 2002, Nielsen 1999), at most ``max_steps``
+    iterations, in the one loop every jacopt solver runs in.
 
-
-@functools.partial(jax.jit, static_argnames=("steps", "activation"))
-def train_ggn(params0, x, labels, *, steps: int, damping=1.0, activation: str = "tanh"):
-    """Minimise the mean cross-entropy by damped generalised Gauss-Newton, ``steps`` iterations.
-
-    Each iteration solves ``(G + lambda I) delta = -g`` with ``G = B^T B`` (:func:`ggn_factor`),
-    by one Cholesky of the smaller of ``B B^T`` (R x R, R = N (C-1)) and ``B^T B`` (P x P), and
-    accepts the step when the gain ratio ``rho = actual / predicted reduction`` is positive; the
-    damping follows Nielsen's rule (Madsen, Nielsen and Tingleff 2004, "Methods for non-linear
-    least squares problems", eq. 3.16): on success ``lambda *= max(1/3, 1 - (2 rho - 1)^3)``,
-    ``nu = 2``; on failure ``lambda *= nu``, ``nu *= 2``. A rejected trial is an iteration
-    (jacopt's convention). ``B`` and ``g`` are recomputed only after an accepted step.
-
-    Returns ``(params, losses)``: the final parameters and the loss after each iteration,
-    ``losses[0]`` at ``params0`` (shape (steps + 1,)). One ``lax.scan``; cost per iteration one
-    (N*C, P) Jacobian and one Gram matrix (after acceptance), one Cholesky of size min(R, P),
-    two loss evaluations.
+    ``labels``: one-hot (N, C) for the N rows of ``x``; ``options``: the solver's (``gtol``,
+    default 1e-10, and ``initial_damping``, default 1), checked before any work. A rejected
+    trial is an iteration. Returns a :class:`jacopt.MinimizeResult`: ``params``, ``value`` (the mean cross-entropy), ``grad``,
+    ``status`` (``GTOL`` is the success; ``MAX_STEPS``, ``NONFINITE``, ``PRECISION_LIMIT``
+    say why it stopped short, with the best point found), ``num_steps``, ``nfev`` (losses),
+    ``njev`` (gradients, each with one (N*C, P) weight Jacobian for the factor: ``nhev``) and,
+    with ``history=True``, the loss after every iteration in ``history.value`` (row 0 at
+    ``params0``; NaN after ``num_steps``). Works under ``jit`` and ``vmap`` (one status per
+    member).
     """
-    from jax.flatten_util import ravel_pytree
+    solver = GeneralisedGaussNewton(**options)
+    _activation(activation)
+    classes = params0[-1][0].shape[0]
+    if labels.ndim != 2 or labels.shape[0] != x.shape[0] or labels.shape[1] != classes:
+        raise ValueError(f"labels must be one-hot of shape (N, C) = ({x.shape[0]}, {classes}) "
+                         f"for x with {x.shape[0]} rows and a network with {classes} outputs; "
+                         f"got {labels.shape}.")
+    if classes < 2:
+        raise ValueError(f"train_ggn needs at least two classes (the network has {classes} "
+                         f"output); for regression use jacopt.least_squares on residual_fn.")
+    return _train_ggn(params0, x, labels, solver=solver, max_steps=max_steps,
+                      activation=activation, history=bool(history))
 
-    loss_fn = cross_entropy_fn(activation)
+
+@functools.partial(jax.jit, static_argnames=("solver", "max_steps", "activation", "history"))
+def _train_ggn(params0, x, labels, *, solver, max_steps, activation, history):
     flat0, unravel = ravel_pytree(params0)
+    loss_fn = cross_entropy_fn(activation)
 
-    def loss_of(v):
-        return loss_fn(unravel(v), x, labels)
+    def loss(v, data):
+        return loss_fn(unravel(v), *data)
 
-    def curvature(v):
-        loss, grad = jax.value_and_grad(loss_of)(v)
-        factor = ggn_factor(unravel(v), x, labels, activation)
-        gram = factor @ factor.T if factor.shape[0] < factor.shape[1] else factor.T @ factor
-        return loss, grad, factor, gram
+    def factor(v, data):
+        return ggn_factor(unravel(v), *data, activation)
 
-    def step(carry, _):
-        v, lam, nu, loss, grad, factor, gram = carry
-        delta = -_damped_ggn_solve(factor, gram, grad, lam)
-        curvature_term = factor @ delta
-        predicted = -(grad @ delta + 0.5 * curvature_term @ curvature_term)
-        trial_loss = loss_of(v + delta)
-        rho = (loss - trial_loss) / predicted
-        accept = jnp.isfinite(trial_loss) & (rho > 0)
-        new = jax.lax.cond(accept, lambda: curvature(v + delta),
-                           lambda: (loss, grad, factor, gram))
-        v = jnp.where(accept, v + delta, v)
-        lam = jnp.where(accept, lam * jnp.maximum(1 / 3, 1 - (2 * rho - 1) ** 3), lam * nu)
-        nu = jnp.where(accept, 2.0, 2 * nu).astype(v.dtype)
-        return (v, lam, nu, *new), new[0]
-
-    init = (flat0, jnp.asarray(damping, flat0.dtype), jnp.asarray(2.0, flat0.dtype),
-            *curvature(flat0))
-    (flat, *_), losses = jax.lax.scan(step, init, None, length=steps)
-    return unravel(flat), jnp.concatenate([init[3][None], losses])
+    out = run(solver, GGNProblem(loss, factor, (x, labels)), flat0, max_steps=max_steps,
+              history=history)
+    state = out.state
+    return MinimizeResult(
+        params=unravel(state.x), value=state.value, grad=unravel(state.grad),
+        success=minimize_success(out.status), status=out.status, num_steps=out.num_steps,
+        nfev=state.nfev, ngev=state.ngev, nhev=state.nhev, history=out.history)
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,8 +324,9 @@ class MLPProblem:
         return 2.0 * cost / self.num_residuals
 
     def solve(self, **overrides):
-        """Run the default solver configuration (``overrides`` replace its options). For
-        ``entry == "ggn"`` returns ``(params, losses)`` from :func:`train_ggn`."""
+        """Run the default solver configuration (``overrides`` replace its options): a
+        :class:`jacopt.LeastSquaresResult` or, for ``entry`` ``"minimize"`` and ``"ggn"``
+        (:func:`train_ggn`), a :class:`jacopt.MinimizeResult`."""
         config = {**self.solver, **overrides}
         entry, solver = config.pop("entry"), config.pop("solver")
         if entry == "least_squares":
@@ -416,7 +410,7 @@ def _two_spirals(seed=0, dtype=None):
         args=(jnp.asarray(3.0 * x, dtype), jnp.asarray(labels, dtype)),
         objective=cross_entropy_fn("tanh"),
         target_loss=1e-2,
-        solver={"entry": "ggn", "solver": "ggn", "steps": 200},
+        solver={"entry": "ggn", "solver": "ggn", "max_steps": 200},
     )
 
 

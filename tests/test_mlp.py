@@ -10,6 +10,8 @@ from jax.flatten_util import ravel_pytree
 
 import jacopt
 from jacopt.problems import mlp as M
+from jacopt.solvers import generalised_gauss_newton as G
+from jacopt.status import Status
 
 
 @pytest.fixture(scope="module")
@@ -136,10 +138,10 @@ def test_ggn_is_the_explicit_sum_over_samples():
 def test_damped_ggn_solve_by_push_through_or_directly(rows):
     rng = np.random.default_rng(rows)
     factor, grad = jnp.asarray(rng.normal(size=(rows, 8))), jnp.asarray(rng.normal(size=8))
-    gram = factor @ factor.T if rows < 8 else factor.T @ factor
+    gram = G.gram(factor)
+    assert gram.shape == ((rows, rows) if rows < 8 else (8, 8))
     expected = np.linalg.solve(np.asarray(factor.T @ factor) + 0.3 * np.eye(8), grad)
-    np.testing.assert_allclose(M._damped_ggn_solve(factor, gram, grad, 0.3), expected,
-                               rtol=1e-10)
+    np.testing.assert_allclose(G.damped_solve(factor, gram, grad, 0.3), expected, rtol=1e-10)
 
 
 def test_ggn_equals_hessian_for_a_linear_model():
@@ -151,27 +153,165 @@ def test_ggn_equals_hessian_for_a_linear_model():
                                atol=1e-13)
 
 
-def _check_ggn_training(params0, x, labels, steps, target):
-    params, losses = M.train_ggn(params0, x, labels, steps=steps)
-    losses = np.asarray(losses)
-    assert losses.shape == (steps + 1,)
-    assert np.all(np.diff(losses) <= 1e-15)  # rejected steps keep the loss, accepted lower it
-    assert losses[-1] < target
-    np.testing.assert_allclose(M.cross_entropy_fn()(params, x, labels), losses[-1], rtol=1e-12)
-    accuracy = np.mean(np.argmax(M.mlp(params, x), 1) == np.argmax(labels, 1))
+def _flat(params):
+    return np.asarray(ravel_pytree(params)[0])
+
+
+def _numpy_cross_entropy(params, x, labels):
+    logits = _numpy_forward(params, x)
+    return -np.mean(np.sum(np.asarray(labels) * scipy.special.log_softmax(logits, 1), 1))
+
+
+def _ggn_and_gradient(params, x, labels):
+    """The GGN as the explicit sum over samples (NumPy) and the gradient by central
+    differences."""
+    num, classes = labels.shape
+    jac = np.asarray(M.weight_jacobian(params, x)).reshape(num, classes, -1)
+    p = scipy.special.softmax(_numpy_forward(params, x), axis=1)
+    ggn = sum(jac[i].T @ (np.diag(p[i]) - np.outer(p[i], p[i])) @ jac[i]
+              for i in range(num)) / num
+    flat, unravel = ravel_pytree(params)
+    grad = _central_differences(
+        lambda v: M.cross_entropy_fn()(unravel(v), x, labels)[None], flat)[0]
+    return ggn, grad
+
+
+@pytest.mark.parametrize("sizes", [(2, 5, 3), (2, 3)])  # R = 14 rows, P = 33 or 9 params
+def test_ggn_step_is_the_dense_damped_solve_and_lam_follows_nielsen(sizes):
+    # (2, 5, 3) takes the push-through path (R < P), (2, 3) the direct one
+    params, x, labels = _small_classification(sizes=sizes)
+    ggn, grad = _ggn_and_gradient(params, x, labels)
+    lam = 0.5
+    result = M.train_ggn(params, x, labels, max_steps=1, gtol=0.0, initial_damping=lam,
+                         history=True)
+    step = -np.linalg.solve(ggn + lam * np.eye(grad.size), grad)
+    assert bool(result.history.accepted[1])
+    np.testing.assert_allclose(_flat(result.params) - _flat(params), step, rtol=1e-7,
+                               atol=1e-12)
+    rho = ((_numpy_cross_entropy(params, x, labels)
+            - _numpy_cross_entropy(result.params, x, labels))
+           / -(grad @ step + 0.5 * step @ ggn @ step))
+    np.testing.assert_allclose(result.history.damping[1],
+                               lam * max(1 / 3, 1 - (2 * rho - 1) ** 3), rtol=1e-7)
+    assert result.status_name == "MAX_STEPS" and int(result.num_steps) == 1
+    assert (int(result.nfev), int(result.njev), int(result.nhev)) == (2, 2, 2)
+
+
+def _check_ggn_training(result, x, labels, max_steps, target):
+    n = int(result.num_steps)
+    losses = np.asarray(result.history.value)
+    assert losses.shape == (max_steps + 1,) and np.all(np.isnan(losses[n + 1:]))
+    losses, accepted = losses[:n + 1], np.asarray(result.history.accepted[1:n + 1])
+    # rejected trials keep the loss, accepted ones lower it
+    assert np.all(np.diff(losses)[~accepted] == 0) and np.all(np.diff(losses)[accepted] < 0)
+    assert losses[-1] < target and result.status_name in ("GTOL", "MAX_STEPS")
+    assert int(result.nfev) == n + 1 and int(result.njev) == int(accepted.sum()) + 1
+    np.testing.assert_allclose(_numpy_cross_entropy(result.params, x, labels), losses[-1],
+                               rtol=1e-9, atol=1e-15)
+    accuracy = np.mean(np.argmax(M.mlp(result.params, x), 1) == np.argmax(labels, 1))
     assert accuracy == 1.0
 
 
 def test_ggn_training_separates_a_small_spiral():
     x, labels = M.two_spirals(num_per_class=20, turns=1.0)
-    _check_ggn_training(M.init_mlp(0, [2, 8, 2]), jnp.asarray(3 * x), jnp.asarray(labels),
-                        steps=40, target=1e-3)
+    x, labels = jnp.asarray(3 * x), jnp.asarray(labels)
+    result = M.train_ggn(M.init_mlp(0, [2, 8, 2]), x, labels, max_steps=40, history=True)
+    _check_ggn_training(result, x, labels, 40, target=1e-3)
 
 
 @pytest.mark.slow
 def test_ggn_training_reaches_two_spirals_target():
     problem = M.get("two-spirals")
-    _check_ggn_training(problem.params0, *problem.args, steps=150, target=problem.target_loss)
+    _check_ggn_training(problem.solve(max_steps=150, history=True), *problem.args, 150,
+                        target=problem.target_loss)
+
+
+def test_ggn_stops_on_gtol_max_steps_and_a_nonfinite_start():
+    params, x, labels = _small_classification()
+    start = M.train_ggn(params, x, labels, max_steps=5, gtol=10.0)
+    assert start.status_name == "GTOL" and start.success and int(start.num_steps) == 0
+    assert int(start.nfev) == 1 and np.array_equal(_flat(start.params), _flat(params))
+    capped = M.train_ggn(params, x, labels, max_steps=3, gtol=0.0)
+    assert capped.status_name == "MAX_STEPS" and not capped.success
+    assert int(capped.num_steps) == 3 and capped.value < start.value
+    result = M.train_ggn(params, x, labels, max_steps=100, gtol=1e-6, history=True)
+    n = int(result.num_steps)
+    assert result.status_name == "GTOL" and result.success and 0 < n < 100
+    grad_norm = np.asarray(result.history.grad_norm)
+    assert np.all(grad_norm[:n] > 1e-6) and grad_norm[n] <= 1e-6  # the first such point
+    _, grad = _ggn_and_gradient(result.params, x, labels)
+    assert np.max(np.abs(grad)) <= 1.01e-6
+    broken = jax.tree.map(lambda a: a.at[0].set(jnp.nan), params)
+    nan = M.train_ggn(broken, x, labels, max_steps=5, gtol=10.0)
+    assert nan.status_name == "NONFINITE" and not nan.success and int(nan.num_steps) == 0
+
+
+def _quadratic_problem(wall):
+    """``f(x) = ||x - (2, 1)||^2 / 2`` (G = I: GGN is Newton's method), NaN where
+    ``x[0] > wall``."""
+    def loss(v, centre):
+        value = 0.5 * jnp.sum((v - centre) ** 2)
+        return jnp.where(v[0] > wall, jnp.nan, value)
+
+    return G.GGNProblem(loss, lambda v, centre: jnp.eye(2, dtype=v.dtype), jnp.array([2.0, 1.0]))
+
+
+def test_ggn_on_a_quadratic_reaches_the_minimiser_with_gtol():
+    from jacopt._loop import run
+
+    out = jax.jit(lambda x0: run(G.GeneralisedGaussNewton(gtol=1e-12),
+                                 _quadratic_problem(np.inf), x0, max_steps=100))(jnp.zeros(2))
+    assert Status(int(out.status)) == Status.GTOL
+    np.testing.assert_allclose(out.state.x, [2.0, 1.0], atol=1e-12)
+    # the model is exact (gain ratio 1): every step is accepted and lam falls by 3 each time
+    assert int(out.state.ngev) == int(out.num_steps) + 1
+    np.testing.assert_allclose(out.state.lam, 3.0 ** -int(out.num_steps), rtol=1e-12)
+
+
+def test_a_nan_wall_stops_with_nonfinite_at_the_best_point_found():
+    from jacopt._loop import run
+
+    # the first step (lam = 1) lands on the wall x[0] = 1; every later one crosses it
+    out = jax.jit(lambda x0: run(G.GeneralisedGaussNewton(), _quadratic_problem(1.0), x0,
+                                 max_steps=500))(jnp.zeros(2))
+    assert Status(int(out.status)) == Status.NONFINITE and int(out.num_steps) < 500
+    np.testing.assert_allclose(out.state.x, [1.0, 0.5], rtol=1e-15)
+    np.testing.assert_allclose(out.state.value, 0.625, rtol=1e-15)
+    assert np.isfinite(float(out.state.value)) and np.all(np.isfinite(out.state.grad))
+
+
+def test_train_ggn_under_vmap_gives_each_member_its_own_status():
+    _, x, labels = _small_classification()
+    starts = [M.init_mlp(seed, (2, 5, 3)) for seed in (0, 1)]
+    starts.append(jax.tree.map(lambda a: a * jnp.nan, starts[0]))
+
+    def train(params0):
+        return M.train_ggn(params0, x, labels, max_steps=40, gtol=1e-6)
+
+    batch = jax.vmap(train)(jax.tree.map(lambda *a: jnp.stack(a), *starts))
+    singles = [train(p) for p in starts]
+    assert batch.status.shape == (3,)
+    assert list(batch.status_name) == [s.status_name for s in singles]
+    assert singles[2].status_name == "NONFINITE" and singles[0].status_name != "NONFINITE"
+    assert int(batch.num_steps[0]) != int(batch.num_steps[1])  # each member stops on its own
+    for i, single in enumerate(singles[:2]):
+        assert int(batch.num_steps[i]) == int(single.num_steps)
+        np.testing.assert_allclose(_flat(jax.tree.map(lambda a: a[i], batch.params)),
+                                   _flat(single.params), rtol=1e-8, atol=1e-12)
+
+
+def test_train_ggn_checks_its_input_before_any_work():
+    params, x, labels = _small_classification()
+    with pytest.raises(ValueError, match="gtol"):
+        M.train_ggn(params, x, labels, max_steps=5, gtol=-1.0)
+    with pytest.raises(ValueError, match="initial_damping"):
+        M.train_ggn(params, x, labels, max_steps=5, initial_damping=0.0)
+    with pytest.raises(ValueError, match="max_steps"):
+        M.train_ggn(params, x, labels, max_steps=-1)
+    with pytest.raises(ValueError, match="labels"):
+        M.train_ggn(params, x, labels[:, :2], max_steps=5)
+    with pytest.raises(TypeError, match="damping"):
+        M.train_ggn(params, x, labels, max_steps=5, damping=1.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,10 +320,7 @@ def test_ggn_training_reaches_two_spirals_target():
 
 
 def test_levenberg_marquardt_drives_seed_mlp_below_1e_10(seed_mlp):
-    try:
-        result = seed_mlp.solve()
-    except NotImplementedError:
-        pytest.skip("jacopt.least_squares is not written yet")
+    result = seed_mlp.solve()
     assert seed_mlp.loss(result.params) < 1e-10
     np.testing.assert_allclose(seed_mlp.loss_from_cost(result.cost),
                                seed_mlp.loss(result.params), rtol=1e-6, atol=1e-20)
