@@ -1,14 +1,20 @@
-"""A cache of compiled solves, in memory and on disk, keyed by the lowered program.
+"""A cache of compiled solves, in memory and on disk, keyed by the traced program.
 
-A solve is traced and lowered to StableHLO as ``jax.jit`` does; the key is a SHA-256 of that
-program's text (every operation, shape, dtype and constant, without source locations) and of
-everything else that changes the executable: the jax, jaxlib, jacopt and Python versions, the
-backend and its devices, the host CPU, the compiler options, every ``jax.config`` option,
-``XLA_FLAGS`` and the argument types. Equal keys mean the same program for the same compiler, so a hit can never be stale; a
-changed function, dtype, option or version is a new key. Programs that carry data outside
-their text (arrays hoisted out of the program by JAX, host callbacks such as ``verbose``
-printing) are compiled as ``jax.jit`` would and never cached. Lowering always runs first, which
-also registers the runtime routines (LAPACK) that a loaded executable calls.
+A solve is traced to a jaxpr as ``jax.jit`` does; the key is a SHA-256 of that program written
+out in full (:func:`traced_key`: every equation with its parameters, types, literals and
+constants by content, nested jaxprs, the lowering parameters and argument types ``jit``
+recorded) and of everything else that changes the executable: the jax, jaxlib, jacopt and
+Python versions, the backend and its devices, the host CPU, the compiler options, every
+``jax.config`` option and the thread-local ones ``jax.jit`` keys its own cache on,
+``XLA_FLAGS`` and the pytrees. Lowering is a function of exactly these for jax's own
+primitives, so equal keys mean the same lowered program for the same compiler and a hit can
+never be stale, while it skips lowering. A program the key cannot write out exactly (a
+primitive not defined by jax, whose lowering rule is the user's; a parameter that is a
+function) is lowered and keyed by its StableHLO text instead (:func:`program_key`). Programs
+that carry data outside their text (arrays hoisted out of the program by JAX, host callbacks
+such as ``verbose`` printing) are compiled as ``jax.jit`` would and never cached. A loaded
+executable calling LAPACK needs jaxlib's kernels initialised, as lowering would have done
+(:func:`lapack_ready`).
 
 On disk (``jax.experimental.serialize_executable``; loading an entry runs code, so it is
 trusted only from a directory that no one else can write): ``$JACOPT_CACHE_DIR``, else
@@ -24,7 +30,10 @@ left as the user set it; when set, it also serves these compiles.
 from __future__ import annotations
 
 import collections
+import enum
+import functools
 import hashlib
+import inspect
 import os
 import platform
 import sys
@@ -33,6 +42,7 @@ import time
 import warnings
 
 import jax
+import numpy as np
 
 MAGIC = b"jacopt-xla-1\n"
 """The first bytes of an entry (the format's version)."""
@@ -137,13 +147,211 @@ def _uncacheable(lowered) -> bool:
                 or compile_args.get("keepalive"))
 
 
+class _Unkeyable(Exception):
+    """The traced program holds something its text cannot name exactly."""
+
+
+def traced_key(traced, compiler_options: dict):
+    """``(key, linalg)`` for a traced program (a ``jax.stages.Traced``), or ``None`` when it
+    cannot be keyed exactly by its trace; ``linalg`` says whether it holds a linear-algebra
+    primitive (whose CPU kernels are LAPACK's: :func:`lapack_ready`).
+
+    Lowering is a function of the closed jaxpr, its constants, the lowering parameters and
+    argument types that ``jit`` recorded with it, JAX's options and the versions of jax and
+    jaxlib (its lowering rules). The key writes out every equation of the jaxpr and of the
+    jaxprs nested in it: primitive, parameters, variables with their full abstract values,
+    literals and constants by content, and the equation's context; plus the lowering
+    parameters, argument types and pytrees, and everything :func:`program_key` adds. Only
+    primitives defined by jax itself (lowered by jax's rules, fixed by its version) are
+    accepted, and parameters whose text could alias (a function, an object printed by its
+    address) make the program unkeyable, except the derivative rules of ``custom_jvp`` and
+    ``custom_vjp``, which lowering drops."""
+    try:
+        jaxpr = traced.jaxpr
+        if getattr(jaxpr, "is_high", False):  # lowered through another jaxpr
+            return None
+        writer = _JaxprWriter()
+        writer.closed(jaxpr)
+        params = {k: v for k, v in traced._params.items() if k != "jaxpr"}
+        writer.out.append(writer.value(params))
+        writer.out.append(repr(traced._meta_tys_flat))
+        writer.out.append(writer.value(tuple(traced._consts)))
+        writer.out.append(f"{traced._in_tree}\0{traced.out_tree}")
+        # the options jax.jit keys its own compiled programs on, thread-local values included
+        # (the axis environment, empty outside transformations, prints by address)
+        writer.out.append(repr([x for x in _trace_context() if type(x).__name__ != "AxisEnv"]))
+    except _Unkeyable:
+        return None
+    except Exception:  # a JAX whose internals differ: key the lowering instead
+        return None
+    text = "\n".join(writer.out)
+    if " at 0x" in text:
+        return None
+    h = _hasher(b"traced\0", compiler_options)
+    h.update(text.encode())
+    h.update(writer.arrays.digest())
+    return h.hexdigest(), writer.linalg
+
+
+# custom_jvp_call and custom_vjp_call lower their call_jaxpr only (derivative rules dropped)
+_LOWERED_PARAMS = {"custom_jvp_call": ("call_jaxpr",), "custom_vjp_call": ("call_jaxpr",)}
+_PLAIN = (bool, int, float, complex, str, bytes, type(None))
+
+
+class _JaxprWriter:
+    """Writes a jaxpr out in full (see :func:`traced_key`); array contents go to a hash."""
+
+    def __init__(self):
+        from jax._src import core
+
+        self.core = core
+        self.out: list = []
+        self.arrays = hashlib.sha256()
+        self.names: dict = {}
+        self.memo: dict = {}  # id -> name, for types and contexts
+        self.types: dict = {}  # text -> name
+        self.keep: list = []
+        self.jaxprs: dict = {}
+        self.linalg = False
+        self.primitives = _jax_primitives()
+
+    def var(self, v) -> str:
+        core = self.core
+        if isinstance(v, core.Literal):
+            return "lit(" + self.value(v.val) + ":" + self.aval(v.aval) + ")"
+        if isinstance(v, core.DropVar):
+            return "_:" + self.aval(v.aval)
+        name = self.names.get(v)
+        if name is None:
+            name = self.names[v] = f"v{len(self.names)}"
+            return name + ":" + self.aval(v.aval)  # a binder: written with its type
+        return name
+
+    def aval(self, aval) -> str:
+        name = self.memo.get(id(aval))
+        if name is None:
+            slots = [s for klass in type(aval).__mro__ for s in getattr(klass, "__slots__", ())
+                     if s != "__weakref__"]
+            name = self._named(type(aval).__name__
+                               + repr([(s, getattr(aval, s, None)) for s in slots]))
+            self.memo[id(aval)] = name
+            self.keep.append(aval)  # ids stay unique while the writer lives
+        return name
+
+    def _named(self, full: str) -> str:
+        """A short name for ``full``, written out in full at its first use."""
+        name = self.types.get(full)
+        if name is None:
+            name = self.types[full] = f"t{len(self.types)}"
+            self.out.append(f"type {name} = {full}")
+        return name
+
+    def closed(self, closed) -> None:
+        core = self.core
+        if isinstance(closed, core.ClosedJaxpr):
+            self.out.append("consts " + self.value(tuple(closed.consts)))
+            closed = closed.jaxpr
+        self.jaxpr(closed)
+
+    def jaxpr(self, jaxpr) -> None:
+        out = self.out
+        seen = self.jaxprs.get(id(jaxpr))
+        if seen is not None:  # the same jaxpr again (written once)
+            out.append(f"jaxpr#{seen[0]}")
+            return
+        self.jaxprs[id(jaxpr)] = (len(self.jaxprs), jaxpr)
+        out.append("{ " + " ".join(map(self.var, jaxpr.constvars)) + " ; "
+                   + " ".join(map(self.var, jaxpr.invars)) + " ; " + repr(jaxpr.effects))
+        for eqn in jaxpr.eqns:
+            prim = eqn.primitive
+            if prim not in self.primitives:
+                raise _Unkeyable
+            if prim in _linalg_primitives():
+                self.linalg = True
+            keep = _LOWERED_PARAMS.get(prim.name)
+            ins = " ".join(map(self.var, eqn.invars))
+            out.append(f"{prim.name} {ins} ; {repr(eqn.effects)} ; {self.context(eqn.ctx)}")
+            for k in sorted(eqn.params):
+                if keep is None or k in keep:
+                    out.append(f" {k}=" + self.value(eqn.params[k]))
+            out.append(" -> " + " ".join(map(self.var, eqn.outvars)))
+        out.append("return " + " ".join(map(self.var, jaxpr.outvars)) + " }")
+
+    def context(self, ctx) -> str:
+        name = self.memo.get(id(ctx))
+        if name is None:
+            name = self.memo[id(ctx)] = self._named(repr(ctx))
+            self.keep.append(ctx)
+        return name
+
+    def value(self, v) -> str:
+        """``v`` written out in full; an array by dtype and shape, its bytes to the hash."""
+        core = self.core
+        if isinstance(v, _PLAIN):
+            return f"{type(v).__name__}:{v!r}:{getattr(v, 'dtype', '')}"
+        if isinstance(v, (core.Jaxpr, core.ClosedJaxpr)):
+            self.closed(v)
+            return "<jaxpr above>"
+        if isinstance(v, enum.Enum):
+            return f"{type(v).__qualname__}.{v.name}"
+        if hasattr(v, "shape") and hasattr(v, "dtype") and hasattr(v, "__array__"):
+            a = np.asarray(v)
+            self.arrays.update(a.tobytes())
+            return f"array:{a.dtype.name}:{a.dtype.str}:{a.shape}:{getattr(v, 'weak_type', '')}"
+        if isinstance(v, (tuple, list)):
+            return f"{type(v).__qualname__}(" + ",".join(self.value(x) for x in v) + ")"
+        if isinstance(v, dict):
+            return "dict(" + ",".join(f"{self.value(k)}={self.value(x)}"
+                                      for k, x in sorted(v.items(), key=repr)) + ")"
+        if inspect.isroutine(v) or isinstance(v, functools.partial) \
+                or type(v).__name__ == "WrappedFun":
+            raise _Unkeyable  # a function's text does not say what it computes
+        text = f"{type(v).__qualname__}:{v!r}"
+        if " at 0x" in text or " object at " in text:
+            raise _Unkeyable
+        return text
+
+
+try:  # the configuration that jax.jit's own cache is keyed on (private; optional)
+    from jax._src.config import trace_context as _trace_context
+except ImportError:  # pragma: no cover
+    def _trace_context():
+        raise _Unkeyable
+
+
+_primitives: dict = {}
+
+
+def _jax_primitives() -> frozenset:
+    """The primitives defined by jax and jaxlib's modules (found once per process, again when
+    more of jax's modules have been imported since)."""
+    modules = [m for name, m in list(sys.modules.items())
+               if m is not None and (name == "jax" or name.startswith(("jax.", "jaxlib.")))]
+    if _primitives.get("count") != len(modules):
+        from jax._src import core
+
+        found = set()
+        for module in modules:
+            for v in list(vars(module).values()):
+                if isinstance(v, core.Primitive):
+                    found.add(v)
+        _primitives["set"], _primitives["count"] = frozenset(found), len(modules)
+    return _primitives["set"]
+
+
+def _linalg_primitives() -> frozenset:
+    if "linalg" not in _primitives:
+        from jax._src import core
+        from jax._src.lax import linalg
+
+        _primitives["linalg"] = frozenset(v for v in vars(linalg).values()
+                                          if isinstance(v, core.Primitive))
+    return _primitives["linalg"]
+
+
 def program_key(lowered, compiler_options: dict) -> str:
     """The SHA-256 key of ``lowered`` compiled with ``compiler_options`` (module docstring)."""
-    h = hashlib.sha256(_environment_key())
-    h.update(repr(sorted(compiler_options.items())).encode())
-    # every JAX option (those that set XLA's compile options among them), XLA's flags
-    h.update(repr((sorted(jax.config.values.items()), os.environ.get("XLA_FLAGS", ""),
-                   os.environ.get("LIBTPU_INIT_ARGS", ""))).encode())
+    h = _hasher(b"lowered\0", compiler_options)
     avals = [(a.shape, str(a.dtype), getattr(a, "weak_type", None))
              for a in jax.tree_util.tree_leaves(lowered.in_avals)]
     args = lowered._lowering.compile_args
@@ -153,28 +361,129 @@ def program_key(lowered, compiler_options: dict) -> str:
     return h.hexdigest()
 
 
+def _hasher(kind: bytes, compiler_options: dict):
+    """A SHA-256 fed with ``kind`` and everything outside the program that changes the
+    executable: versions, backend, devices, host CPU, compiler options, JAX's options, XLA's
+    flags."""
+    h = hashlib.sha256(kind + _environment_key())
+    h.update(repr(sorted(compiler_options.items())).encode())
+    # every JAX option (those that set XLA's compile options among them), XLA's flags
+    h.update(repr((sorted(jax.config.values.items()), os.environ.get("XLA_FLAGS", ""),
+                   os.environ.get("LIBTPU_INIT_ARGS", ""))).encode())
+    return h
+
+
 def compile_lowered(lowered, compiler_options: dict):
     """``lowered.compile()``, served from this process's programs or the disk cache when the
     same program was compiled before (module docstring)."""
     if _uncacheable(lowered):
         stats["uncacheable"] += 1
         return _compile(lowered)
-    key = program_key(lowered, compiler_options)
+    return _cached(program_key(lowered, compiler_options), lowered.in_tree,
+                   lowered.out_tree, lambda: lowered, False)
+
+
+def compile_traced(traced, compiler_options: dict):
+    """``traced.lower().compile()``, served as :func:`compile_lowered` serves it but keyed by
+    the traced program (:func:`traced_key`), so that a hit skips lowering; a program that
+    cannot be keyed so is lowered and keyed by its lowering."""
+    started = time.perf_counter()
+    key = traced_key(traced, compiler_options)
+    stats["key_s"] += time.perf_counter() - started
+    if key is None:
+        return compile_lowered(_lower(traced), compiler_options)
+    key, linalg = key
+    in_tree = jax.tree_util.tree_structure(traced.args_info)
+    return _cached(key, in_tree, traced.out_tree, lambda: _lower(traced), linalg)
+
+
+def _lower(traced):
+    started = time.perf_counter()
+    lowered = traced.lower()
+    stats["lower_s"] += time.perf_counter() - started
+    return lowered
+
+
+def _cached(key: str, in_tree, out_tree, lower, linalg: bool):
+    """The executable of the program ``key`` (with these argument and result trees): from this
+    process's programs, else the disk cache, else compiled from ``lower()`` and stored."""
     entry = _programs.get(key)
-    if entry is not None and entry[1:] == (lowered.in_tree, lowered.out_tree):
+    if entry is not None and entry[1:] == (in_tree, out_tree):
         stats["memory_hits"] += 1
         return entry[0]
+    if linalg:
+        started = time.perf_counter()
+        lapack_ready()
+        stats["lapack_s"] += time.perf_counter() - started
     folder = directory()
     path = None if folder is None else os.path.join(folder, key + _SUFFIX)
-    compiled = None if path is None else _load(path, lowered)
+    compiled = None if path is None else _load(path, in_tree, out_tree)
     if compiled is None:
+        lowered = lower()
+        if _uncacheable(lowered):  # only reached by keys of traced programs
+            stats["uncacheable"] += 1
+            return _compile(lowered)
         compiled = _compile(lowered)
         if path is not None:
             _store(path, compiled)
     if len(_programs) >= _MAX_PROGRAMS:
         _programs.pop(next(iter(_programs)))
-    _programs[key] = (compiled, lowered.in_tree, lowered.out_tree)
+    _programs[key] = (compiled, in_tree, out_tree)
     return compiled
+
+
+_lapack_done: list = []
+
+
+def lapack_ready() -> None:
+    """Make jaxlib's CPU LAPACK kernels callable, as lowering a linear-algebra primitive does
+    (a loaded executable skips lowering). jaxlib takes LAPACK's routines from SciPy's Cython
+    modules ``scipy.linalg.cython_blas`` and ``cython_lapack``, and importing those runs
+    ``scipy.linalg``'s package (most of SciPy's linear algebra, a large share of a cached
+    solve). Unless ``scipy.linalg`` is loaded already, the two extension modules are loaded
+    here on their own and taken off ``sys.modules`` again once jaxlib has read them, so a
+    later ``import scipy.linalg`` runs as it would have; on any failure jaxlib imports them
+    its own way."""
+    if _lapack_done:
+        return
+    _lapack_done.append(True)
+    try:
+        from jaxlib.cpu import _lapack
+    except ImportError:  # pragma: no cover (a jaxlib without CPU LAPACK kernels)
+        return
+    added: list = []
+    try:
+        if "scipy.linalg" not in sys.modules:
+            _load_scipy_lapack(added)
+        _lapack.initialize()
+        return
+    except Exception:
+        pass
+    finally:
+        for name in added:
+            sys.modules.pop(name, None)
+    _lapack.initialize()
+
+
+def _load_scipy_lapack(added: list) -> None:
+    """Load ``scipy.linalg.cython_blas`` and ``cython_lapack`` without their package, listing
+    the names put in ``sys.modules`` in ``added``."""
+    import importlib.machinery
+    import importlib.util
+
+    spec = importlib.util.find_spec("scipy")
+    folder = os.path.join(list(spec.submodule_search_locations)[0], "linalg")
+    for name in ("cython_blas", "cython_lapack"):
+        full = "scipy.linalg." + name
+        if full in sys.modules:
+            continue
+        sub = importlib.machinery.PathFinder.find_spec(full, [folder])
+        if sub is None or not isinstance(sub.loader, importlib.machinery.ExtensionFileLoader):
+            raise ImportError(full)
+        module = importlib.util.module_from_spec(sub)
+        sys.modules[full] = module
+        added.append(full)
+        sub.loader.exec_module(module)
 
 
 def _compile(lowered):
@@ -185,7 +494,7 @@ def _compile(lowered):
     return compiled
 
 
-def _load(path: str, lowered):
+def _load(path: str, in_tree, out_tree):
     """The executable stored at ``path``, or ``None`` when there is none or it is unusable (a
     bad entry is counted and left to be overwritten)."""
     from jax.experimental import serialize_executable
@@ -206,8 +515,7 @@ def _load(path: str, lowered):
         stats["bad_entries"] += 1
         return None
     try:
-        compiled = serialize_executable.deserialize_and_load(payload, lowered.in_tree,
-                                                             lowered.out_tree)
+        compiled = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
     except Exception:  # an entry this jax cannot load: rebuild it
         stats["bad_entries"] += 1
         return None

@@ -8,10 +8,10 @@ both). Compiler options only apply to a top-level ``jit``: inside a user's own `
 option, the plain ``jit`` is used from then on.
 
 Called directly with concrete arrays on a single CPU device, a solve is traced, lowered and
-compiled in explicit stages (``jit(...).trace(...).lower().compile()``) so that the compiled
-executable can come from :mod:`jacopt._cache` (same program compiled before, in this process
-or an earlier one); the executables are then kept per static arguments and argument types, as
-``jax.jit`` keeps them. A function that is new at every call (defined inside a loop) still
+compiled in explicit stages (``jit(...).trace(...)``, then ``lower().compile()``) so that the
+compiled executable can come from :mod:`jacopt._cache` (same program compiled before, in this
+process or an earlier one; a hit skips lowering); the executables are then kept per static
+arguments and argument types, as ``jax.jit`` keeps them. A function that is new at every call (defined inside a loop) still
 costs a trace each time; when one function's code has been traced for more than
 :data:`RETRACE_LIMIT` distinct function objects, a :class:`RecompileWarning` names the fix.
 """
@@ -72,13 +72,10 @@ def cpu_fast_jit(fn: Callable, static_argnames: Sequence[str]) -> Callable:
         jitted = fast if fast_ok[0] else plain
         started = time.perf_counter()
         traced = jitted.trace(*args, **kwargs)
-        lowered_at = time.perf_counter()
-        lowered = traced.lower()
-        _cache.stats["trace_s"] += lowered_at - started
-        _cache.stats["lower_s"] += time.perf_counter() - lowered_at
+        _cache.stats["trace_s"] += time.perf_counter() - started
         _watch(kwargs.get("fun"), entry)
         try:
-            return _cache.compile_lowered(lowered, CPU_COMPILER_OPTIONS if fast_ok[0] else {})
+            return _cache.compile_traced(traced, CPU_COMPILER_OPTIONS if fast_ok[0] else {})
         except jax.errors.JaxRuntimeError as exc:  # an XLA without the option
             if not fast_ok[0] or "No such compile option" not in str(exc):
                 raise

@@ -316,17 +316,23 @@ print(json.dumps({"compiles": len(compiles), "popt": np.asarray(fit.popt).tolist
 """
 
 
-def test_a_second_process_fitting_numpy_data_compiles_nothing(tmp_path):
-    # not the solve (loaded from the cache), nor small eager conversions of the NumPy data,
-    # which no cache serves and which cost a compile each in every new process
-    env = {**os.environ, "JACOPT_CACHE": "1", "JACOPT_CACHE_DIR": str(tmp_path)}
+def _two_processes(script, folder):
+    """What ``script`` prints last (JSON) in two fresh processes run one after the other on
+    the cache directory ``folder``."""
+    env = {**os.environ, "JACOPT_CACHE": "1", "JACOPT_CACHE_DIR": str(folder)}
     runs = []
     for _ in range(2):
-        proc = subprocess.run([sys.executable, "-c", _CURVE_FIT], env=env, capture_output=True,
+        proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                               text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    first, second = runs
+    return runs
+
+
+def test_a_second_process_fitting_numpy_data_compiles_nothing(tmp_path):
+    # not the solve (loaded from the cache), nor small eager conversions of the NumPy data,
+    # which no cache serves and which cost a compile each in every new process
+    first, second = _two_processes(_CURVE_FIT, tmp_path)
     assert first["compiles"] >= 2 and second["compiles"] == 0
     assert second["popt"] == first["popt"] and second["dof"] == 47
     import scipy.optimize
@@ -337,3 +343,99 @@ def test_a_second_process_fitting_numpy_data_compiles_nothing(tmp_path):
         2.5 * np.exp(-1.3 * x) + 0.5 + 0.01 * np.cos(5.0 * x), [1.0, 1.0, 0.0],
         sigma=0.1 + 0.05 * x, bounds=([0.0, 0.0, -1.0], [10.0, 5.0, 2.0]))
     np.testing.assert_allclose(second["popt"], popt, rtol=1e-6)
+
+
+_QR_FIT = r"""
+import json, sys, jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_enable_x64", True)
+from jax import monitoring
+import jacopt
+from jacopt import _cache
+events = []
+monitoring.register_event_duration_secs_listener(lambda event, secs, **kw: events.append(event))
+t = np.linspace(0.0, 4.0, 12)
+res = jacopt.least_squares(lambda p, t, y: p[0] * jnp.exp(-p[1] * t) - y, np.array([1.0, 0.1]),
+                           args=(t, 2.0 * np.exp(-0.7 * t)), solver="lm")  # NumPy: no eager op
+jax.block_until_ready(res.params)
+out = {"params": np.asarray(res.params).tolist(), "lapack": "lapack_s" in _cache.stats,
+       "lowerings": sum(e.endswith("jaxpr_to_mlir_module_duration") for e in events),
+       "compiles": sum(e.endswith("backend_compile_duration") for e in events),
+       "disk_hits": _cache.stats["disk_hits"], "scipy_linalg": "scipy.linalg" in sys.modules}
+# SciPy's LAPACK modules still import as usual afterwards, and agree with jaxlib's QR
+import scipy.linalg.cython_lapack
+a = np.vander(np.linspace(1.0, 2.0, 6), 4)
+out["capi"] = len(scipy.linalg.cython_lapack.__pyx_capi__) > 0
+out["qr_gap"] = float(np.max(np.abs(np.abs(scipy.linalg.qr(a, mode="economic")[1])
+                                    - np.abs(np.asarray(jnp.linalg.qr(a)[1])))))
+print(json.dumps(out))
+"""
+
+
+def test_a_second_process_runs_a_qr_solve_without_lowering_it_or_importing_scipy_linalg(
+        tmp_path):
+    # the key is the traced program, so a hit skips lowering; the loaded executable's LAPACK
+    # kernels (the LM step's QR) are made ready without SciPy's linalg package
+    first, second = _two_processes(_QR_FIT, tmp_path)
+    assert first["lowerings"] >= 1 and first["compiles"] >= 1 and first["disk_hits"] == 0
+    assert second["lowerings"] == 0 and second["compiles"] == 0 and second["disk_hits"] == 1
+    assert first["lapack"] and second["lapack"]
+    assert not first["scipy_linalg"] and not second["scipy_linalg"]
+    np.testing.assert_allclose(second["params"], [2.0, 0.7], rtol=1e-10)
+    assert second["params"] == first["params"]
+    assert second["capi"] and second["qr_gap"] < 1e-12
+
+
+def test_closed_over_numbers_that_differ_are_different_programs(cache_dir, monkeypatch):
+    # a Python float closed over is a literal in the traced program: its value is in the key
+    before = _cache.stats.copy()
+    for c in (1.5, 2.5, 1.5 + 2.0 ** -40):
+        monkeypatch.setattr(_cache, "_programs", {})  # as a new process: only the disk
+        res = jacopt.least_squares(lambda p: p - c, jnp.zeros(2))
+        np.testing.assert_array_equal(res.params, [c, c])
+    assert _delta(before) == {"compiles": 3, "disk_writes": 3}
+
+
+def _key(fun, *args):
+    return _cache.traced_key(jax.jit(fun).trace(*args), {})
+
+
+def test_arrays_are_keyed_by_their_content_not_their_printed_summary():
+    # NumPy prints arrays this long with "...": one element in the middle must still count
+    base = np.linspace(0.0, 1.0, 5000)
+    other = base.copy()
+    other[2500] += 1e-12
+    x = jnp.zeros(5000)
+    keys = [_key(lambda x, c=jnp.asarray(c): x + c, x) for c in (base, other, base.copy())]
+    assert None not in keys
+    assert keys[0] != keys[1] and keys[0] == keys[2]
+
+
+def test_a_thread_local_option_is_part_of_the_key():
+    a = jnp.ones((3, 3))
+    plain = _key(lambda a: a @ a, a)
+    with jax.default_matmul_precision("highest"):
+        highest = _key(lambda a: a @ a, a)
+    assert None not in (plain, highest) and plain != highest
+
+
+def _shift_primitive(amount):
+    """A primitive named like another but lowered differently (as a user's own would be)."""
+    from jax.extend.core import Primitive
+    from jax.interpreters import ad, mlir
+
+    prim = Primitive("jacopt_test_shift")
+    prim.def_impl(lambda x: x + amount)
+    prim.def_abstract_eval(lambda x: x)
+    ad.defjvp(prim, lambda g, x: g)
+    mlir.register_lowering(prim, mlir.lower_fun(lambda x: x + amount, multiple_results=False))
+    return prim
+
+
+def test_a_primitive_defined_outside_jax_is_keyed_by_its_lowering(cache_dir, monkeypatch):
+    # its lowering rule is not fixed by jax's version: the traced text alone could be stale
+    for amount in (1.0, 2.0):
+        prim = _shift_primitive(amount)
+        assert _key(lambda p: prim.bind(p), jnp.zeros(2)) is None
+        monkeypatch.setattr(_cache, "_programs", {})
+        res = jacopt.least_squares(lambda p: prim.bind(p) - 3.0, jnp.zeros(2))
+        np.testing.assert_allclose(res.params, [3.0 - amount] * 2, rtol=1e-12)
