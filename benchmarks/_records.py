@@ -198,14 +198,17 @@ def _opcode(rest: str) -> str:
 
 def kernel_count(compiled) -> dict:
     """The kernels of a compiled function (``jax.jit(f).lower(...).compile()``), from its
-    optimised HLO: every instruction outside fused computations that runs as code of its own
+    optimised HLO: every instruction outside fused and per-element computations (the bodies of
+    fusions, reductions' and sorts' element functions) that runs as code of its own
     (fusions, copies, custom calls such as LAPACK's, dots, unfused elementwise ops), without
     parameters, constants, tuples, bitcasts and the control flow (``while``, ``conditional``)
     whose bodies are counted instead. XLA's CPU backend compiles each kernel separately, so
     compile time grows with this count. Returns ``{"kernels": total, "fusions": ...,
     "copies": ...}``."""
     text = compiled.as_text()
-    fused = set(re.findall(r"calls=%?([\w.\-]+)", text))
+    # fused computations and the small computations that reductions, scatters and sorts apply
+    # per element are code inside the kernel that calls them
+    fused = set(re.findall(r"(?:calls|to_apply|comparator)=%?([\w.\-]+)", text))
     ops: dict = {}
     computation = None
     for line in text.splitlines():
