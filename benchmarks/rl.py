@@ -224,7 +224,7 @@ def _gymnax_missing() -> Optional[str]:
     try:
         import gymnax  # noqa: F401
     except ImportError:
-        return f"gymnax not installed: skipped; {rl.INSTALL_HINT}"
+        return f"gymnax not installed; {rl.INSTALL_HINT}"
     return None
 
 

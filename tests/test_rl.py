@@ -1,12 +1,15 @@
 """Policy gradients on environments (jacopt.problems.rl): the sampled Fisher against the exact
 tabular Fisher, Fisher-vector products against dense matrices, NPG's CG solve, TRPO's KL bound,
 GAE against a plain loop; with gymnax: reproducible rollouts and a short training run."""
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jacopt.benchmarks import rl as rl_bench
+from jacopt.benchmarks import runner
 from jacopt.problems import rl
 from jacopt.problems import softmax_policy as sp
 
@@ -159,11 +162,12 @@ def test_benchmark_steps_to_target_and_skip_note_without_gymnax(monkeypatch):
     assert rl_bench.steps_to_target([1.0, 2.0, np.nan, 3.0], steps, 475) is None
     assert rl_bench._median_or_none([100, None, 300]) == 300
     assert rl_bench._median_or_none([None, None, 300]) is None
-    monkeypatch.setattr(rl_bench, "_gymnax_missing", lambda: "gymnax not installed: skipped")
+    monkeypatch.setitem(sys.modules, "gymnax", None)  # import gymnax now fails
     records = rl_bench.run(quick=True)
     assert {r["method"] for r in records} == set(rl.METHODS)
-    assert all(r["note"] == "gymnax not installed: skipped" and r["run_s"] is None
-               for r in records)
+    note = f"gymnax not installed; {rl.INSTALL_HINT}"
+    assert all(r["note"] == note and r["run_s"] is None for r in records)
+    assert f"rl/trpo (1 of 1 runs): skipped: {note}" in runner.skipped_summary(records)
 
 
 # ------------------------------------------------------------------------------------------
