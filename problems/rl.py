@@ -487,6 +487,13 @@ def train(env: Environment, method: str, logits_fn: Callable, params0, key, step
         raise ValueError(f"unknown method={method!r}; valid: {', '.join(METHODS)}.")
     if config.fisher not in ("exact", "empirical"):
         raise ValueError(f"config.fisher must be 'exact' or 'empirical', got {config.fisher!r}.")
+    for field in ("num_envs", "num_steps", "num_updates", "critic_steps", "ppo_epochs",
+                  "ppo_minibatches", "cg_iters"):
+        value = getattr(config, field)
+        if not (isinstance(value, int) and value >= 1):
+            raise ValueError(f"config.{field} must be a positive int, got {value!r}.")
+    if not isinstance(step_size, jax.core.Tracer) and not float(step_size) > 0:
+        raise ValueError(f"step_size must be positive, got {step_size!r}.")
     env_key, critic_key, key = jax.random.split(key, 3)
     critic = init_mlp(critic_key, (env.obs_dim, *config.critic_hidden, 1), env.dtype, 1.0)
     critic_opt = optax.adam(config.critic_lr).init(critic)

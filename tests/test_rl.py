@@ -148,12 +148,16 @@ def test_gae_against_a_plain_loop():
     np.testing.assert_allclose(target, expected + value, rtol=1e-12)
 
 
-def test_bad_method_and_fisher_name_are_refused_before_work():
+def test_bad_arguments_are_refused_before_work():
     with pytest.raises(ValueError, match="method='sgd'"):
         rl.train(None, "sgd", rl.mlp, None, jax.random.PRNGKey(0), 0.1)
     with pytest.raises(ValueError, match="config.fisher"):
         rl.train(None, "npg", rl.mlp, None, jax.random.PRNGKey(0), 0.1,
                  rl.Config(fisher="gauss"))
+    with pytest.raises(ValueError, match="config.num_envs"):
+        rl.train(None, "npg", rl.mlp, None, jax.random.PRNGKey(0), 0.1, rl.Config(num_envs=0))
+    with pytest.raises(ValueError, match="step_size must be positive"):
+        rl.train(None, "ppo", rl.mlp, None, jax.random.PRNGKey(0), -1e-3)
 
 
 def test_benchmark_steps_to_target_and_skip_note_without_gymnax(monkeypatch):
