@@ -219,6 +219,20 @@ def test_ggn_training_separates_a_small_spiral():
     _check_ggn_training(result, x, labels, 40, target=1e-3)
 
 
+def test_ggn_in_float32_ends_at_the_precision_limit_not_a_false_success():
+    # the default gtol (1e-10) lies below float32's resolution of this gradient: the damped
+    # steps shrink to rounding level and the run says so, with the best point it found
+    x, labels = M.two_spirals(num_per_class=20, turns=1.0)
+    x, labels = jnp.asarray(3 * x, jnp.float32), jnp.asarray(labels, jnp.float32)
+    result = M.train_ggn(M.init_mlp(0, [2, 8, 2], jnp.float32), x, labels, max_steps=200,
+                         history=True)
+    assert result.status_name == "PRECISION_LIMIT" and not result.success
+    assert result.value.dtype == jnp.float32 and int(result.num_steps) < 200
+    losses = np.asarray(result.history.value)[:int(result.num_steps) + 1]
+    assert float(result.value) == losses.min() < 1e-6
+    assert float(jnp.max(jnp.abs(ravel_pytree(result.grad)[0]))) > 1e-10
+
+
 @pytest.mark.slow
 def test_ggn_training_reaches_two_spirals_target():
     problem = M.get("two-spirals")
