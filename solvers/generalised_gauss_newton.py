@@ -192,8 +192,10 @@ class GeneralisedGaussNewton(Minimizer):
         trial_finite = jnp.isfinite(trial_value) & (derivatives_finite | ~take)
         nonfinite = nonfinite_since_accept(s.nonfinite, trial_finite | first, accepted)
         step_norm = jnp.sqrt(jnp.sum(p * p))
-        collapsed = ~first & ~accepted & ~(step_norm > jnp.finfo(dtype).eps
-                                           * jnp.sqrt(jnp.sum(s.x * s.x)))
+        # a step at the resolution of x, or a damping that overflowed (a NaN step, from a
+        # Cholesky breakdown, is only rejected: the damping grows and the next one is finite)
+        tiny_step = step_norm <= jnp.finfo(dtype).eps * jnp.sqrt(jnp.sum(s.x * s.x))
+        collapsed = ~first & ~accepted & (tiny_step | ~jnp.isfinite(lam))
         failure = jnp.where(first & ~derivatives_finite, Status.NONFINITE,
                   jnp.where(collapsed & (nonfinite > 0), Status.NONFINITE,
                   jnp.where(collapsed, Status.PRECISION_LIMIT, Status.RUNNING)))

@@ -282,6 +282,20 @@ def test_ggn_on_a_quadratic_reaches_the_minimiser_with_gtol():
     np.testing.assert_allclose(out.state.lam, 3.0 ** -int(out.num_steps), rtol=1e-12)
 
 
+def test_a_cholesky_breakdown_at_tiny_damping_is_a_rejected_trial_not_a_stop():
+    from jacopt._loop import run
+
+    # f = (x0 + x1 - 2)^2 / 2, G = [[1, 1], [1, 1]] singular: G + 1e-300 I is not positive
+    # definite in floating point, so the first steps are NaN until the damping has grown
+    problem = G.GGNProblem(lambda v, target: 0.5 * (v[0] + v[1] - target) ** 2,
+                           lambda v, target: jnp.array([[1.0, 1.0], [0.0, 0.0]]), 2.0)
+    solver = G.GeneralisedGaussNewton(gtol=1e-12, initial_damping=1e-300)
+    out = jax.jit(lambda x0: run(solver, problem, x0, max_steps=200))(jnp.zeros(2))
+    assert Status(int(out.status)) == Status.GTOL
+    assert int(out.state.ngev) > 1 and int(out.num_steps) > int(out.state.ngev)  # rejections
+    np.testing.assert_allclose(out.state.x[0] + out.state.x[1], 2.0, rtol=1e-12)
+
+
 def test_a_nan_wall_stops_with_nonfinite_at_the_best_point_found():
     from jacopt._loop import run
 
