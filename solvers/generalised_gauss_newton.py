@@ -36,14 +36,15 @@ iteration):
 
 - ``GTOL`` (success): ``max|g| <= gtol`` at the current point.
 - ``NONFINITE``: the loss, gradient or factor at the start is non-finite; or the damped steps
-  collapsed (below ``eps ||x||``) after non-finite trials since the last accepted step.
-- ``PRECISION_LIMIT`` (a failure, as for every minimiser): the damped step fell below the
-  resolution of ``x`` (``eps ||x||``) with finite trials that all failed to decrease ``f``.
+  collapsed (below ``eps ||x||``, or the damping overflowed) after non-finite trials since the
+  last accepted step.
+- ``PRECISION_LIMIT`` (a failure, as for every minimiser): the steps collapsed so with finite
+  trials that all failed to decrease ``f``.
 - ``MAX_STEPS``: the loop ran out of iterations.
 
 Counters: ``nfev`` loss evaluations (one per iteration, the start's included: ``num_steps +
 1``); ``ngev`` gradients and ``nhev`` factors (each one Jacobian of the outputs), one each at
-the start and at every accepted point. ``History.damping`` is the ``lam`` of the next trial.
+the start and at every trial that decreased ``f`` (accepted unless they are non-finite). ``History.damping`` is the ``lam`` of the next trial.
 
 Cost per iteration: one loss evaluation, one Cholesky factorisation of size ``min(R, P)`` and
 O(R P) products; at an accepted point also the gradient, the factor and its Gram matrix
