@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jacopt.linalg import pinv_symmetric_apply
+
 try:  # the trace-state query behind hoist_closure's fast path (private; optional)
     from jax._src import core as jax_core
 except ImportError:  # pragma: no cover - always convert
@@ -72,15 +74,6 @@ def _zero_tangent(x):
     if jnp.issubdtype(x.dtype, jnp.inexact):
         return jnp.zeros_like(x)
     return np.zeros(x.shape, dtype=jax.dtypes.float0)
-
-
-def pinv_symmetric_apply(h, b):
-    """``pinv(h) @ b`` for a symmetric ``h`` via ``eigh``; eigenvalues below
-    ``n * eps * max|eig|`` are treated as zero."""
-    w, v = jnp.linalg.eigh(h)
-    cutoff = h.shape[-1] * jnp.finfo(h.dtype).eps * jnp.max(jnp.abs(w))
-    inv = jnp.where(jnp.abs(w) > cutoff, 1.0 / jnp.where(w == 0, 1.0, w), 0.0)
-    return v @ (inv * (v.T @ b))
 
 
 def active_bounds(x, grad, lower, upper):

@@ -18,7 +18,7 @@ or ``1 / x_scale``):
 
 - the Gauss-Newton point ``p_gn = -R^{-1} Q^T r~`` from one Householder QR of ``[J~ | r~]``
   (the minimum-``||D p||`` solution from a truncated SVD of ``R D^{-1}`` when ``R`` is
-  numerically singular, see :func:`jacopt.solvers.gauss_newton.gauss_newton_step`);
+  numerically singular, see :func:`jacopt.linalg.triangular_lstsq`);
 - the Cauchy point ``p_c = -t D^{-2} g``, the model's minimiser along the scaled steepest
   descent direction (``t = ||D^{-1} g||^2 / ||J~ D^{-2} g||^2``);
 - the step: ``p_gn`` if ``||D p_gn|| <= radius``; else ``p_c`` cut back to the boundary if

@@ -81,6 +81,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jacopt.linalg import solve_upper, solve_upper_transposed, triangular_lstsq
 from jacopt.solvers.least_squares_problem import (
     LeastSquaresProblem,
     TOLERANCES,
@@ -91,8 +92,6 @@ from jacopt.solvers.least_squares_problem import (
     evaluate_point,
     factor_point,
     first_order_backed,
-    solve_upper,
-    solve_upper_transposed,
     with_counts,
 )
 from jacopt.solvers.line_search import BacktrackingArmijo, LineSearchState
@@ -124,32 +123,12 @@ def empty_system(n, dtype) -> GaussNewtonSystem:
         qtr=jnp.zeros((n,), dtype), p_gn=jnp.zeros((n,), dtype))
 
 
-def gauss_newton_step(R, qtr, scale):
-    """``p`` minimising ``||R p + qtr||``: ``-R^{-1} qtr`` by one triangular solve when ``R`` is
-    numerically non-singular, else the minimum-``||D p||`` solution from a truncated SVD of
-    ``R D^{-1}`` (singular values ``<= n eps sigma_max`` dropped). Shapes ``(n, n)``, ``(n,)``,
-    ``(n,)``; O(n^2), O(n^3) in the singular case."""
-    n = R.shape[0]
-    eps = jnp.finfo(R.dtype).eps
-    diag = jnp.abs(jnp.diagonal(R))
-    p_tri = -solve_upper(R, qtr)
-    singular = (jnp.min(diag) <= n * eps * jnp.max(diag)) | ~jnp.all(jnp.isfinite(p_tri))
-
-    def minimum_norm():
-        U, sv, Vt = jnp.linalg.svd(R / scale[None, :], full_matrices=False)
-        keep = sv > n * eps * sv[0]
-        coef = jnp.where(keep, (U.T @ qtr) / jnp.where(keep, sv, 1.0), 0.0)
-        return -(Vt.T @ coef) / scale
-
-    return lax.cond(singular, minimum_norm, lambda: p_tri)
-
-
 def factorise(problem: LeastSquaresProblem, point: PointEvaluation, scale) -> GaussNewtonSystem:
     """The O(m n^2) work of a new point: update the scaling (Moré's running maximum of the
     column norms, or ``1 / x_scale``), the active set, one Householder QR of the corrected
     ``[J~ | r~]`` and the Gauss-Newton step."""
     scale, fixed, R, qtr = factor_point(problem, point, scale)
-    p_gn = jnp.where(fixed, 0.0, gauss_newton_step(R, qtr, scale))
+    p_gn = jnp.where(fixed, 0.0, triangular_lstsq(R, qtr, scale))
     return GaussNewtonSystem(scale, fixed, R, qtr, p_gn)
 
 

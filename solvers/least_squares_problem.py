@@ -13,9 +13,9 @@ import numbers
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax.numpy as jnp
-from jax import lax
 
 from jacopt.jacobian import jacobian as _jacobian
+from jacopt.linalg import triangular_factor
 from jacopt.losses import Loss, get_loss
 from jacopt.results import History
 from jacopt.status import Status
@@ -110,7 +110,7 @@ class LeastSquaresProblem(NamedTuple):
       x_scale``), or ``None`` for Moré's adaptive scaling from the Jacobian's column norms.
     - ``batched``: the solve runs under ``vmap`` (a static flag set by
       :func:`jacopt.least_squares`): small QR factorisations are then unrolled array
-      operations (:func:`r_factor`) instead of batched LAPACK calls.
+      operations (:func:`jacopt.linalg.r_factor`) instead of batched LAPACK calls.
     """
 
     residual: Callable
@@ -316,112 +316,15 @@ def updated_scale(problem: LeastSquaresProblem, scale, norms):
     return jnp.where(new > 0, new, jnp.ones_like(new))
 
 
-def triangular_factor(J, r, fixed=None, fixed_scale=None, unrolled=False):
-    """QR of the augmented ``[J | r]``: returns ``(R, qtr)`` with ``J = Q R`` (``R`` upper
-    triangular ``(n, n)``) and ``qtr = Q^T r`` ``(n,)``, from one Householder factorisation
-    (LAPACK ``geqrf``; ``Q`` is never formed). Then ``||J p + r||^2 = ||R p + qtr||^2 +
-    const`` for every ``p``, so every later damped solve works on the small ``R``.
-
-    ``fixed`` (bool ``(n,)``) pins those components of the step to zero: their columns are
-    dropped from ``J`` and rows ``fixed_scale[j] * e_j`` (right-hand side 0) appended, so
-    ``R`` stays non-singular. ``unrolled``: see :func:`r_factor`. Cost O(m n^2) (O((m + n) n^2)
-    with ``fixed``).
-    """
-    m, n = J.shape
-    if fixed is not None:
-        J = jnp.where(fixed[None, :], 0.0, J)
-        pins = jnp.diag(jnp.where(fixed, fixed_scale, 0.0)).astype(J.dtype)
-        J = jnp.concatenate([J, pins], axis=0)
-        r = jnp.concatenate([r, jnp.zeros((n,), r.dtype)])
-        m = m + n
-    a = jnp.concatenate([J, r[:, None]], axis=1)
-    if m < n + 1:
-        a = jnp.concatenate([a, jnp.zeros((n + 1 - m, n + 1), a.dtype)], axis=0)
-    top = r_factor(a, unrolled)[:n]  # Q is not formed
-    return top[:, :n], top[:, n]
-
-
 def factor_point(problem: LeastSquaresProblem, point: PointEvaluation, scale):
     """The start of the O(m n^2) (``m < n``: O(n^3)) work at a newly accepted point, shared by
     Gauss-Newton, dogleg and Levenberg-Marquardt: the updated scaling ``D``
     (:func:`updated_scale`), the active set (:meth:`LeastSquaresProblem.active_set`, all False when
     unbounded) and the QR of the corrected ``[J~ | r~]`` with the fixed columns pinned
-    (:func:`triangular_factor`). Returns ``(scale, fixed, R, qtr)``."""
+    (:func:`jacopt.linalg.triangular_factor`). Returns ``(scale, fixed, R, qtr)``."""
     rc, Jc = problem.corrected(point.r, point.J)
     scale = updated_scale(problem, scale, point.column_norms)
     fixed = problem.active_set(point.x, point.grad)
     pins = (fixed, scale) if problem.bounded else (None, None)
     R, qtr = triangular_factor(Jc, rc, *pins, unrolled=problem.batched)
     return scale, fixed, R, qtr
-
-
-UNROLLED_MAX_N = 4
-"""Up to this many parameters the triangular solves below are unrolled into plain array
-operations instead of LAPACK calls: under ``vmap`` (a batch of small fits) they then run across
-the whole batch at once, where a batched LAPACK call loops over the members (a batch of 1,000
-Misra1a fits: about 25% less time), for about 5% more compiled kernels. The QR is unrolled
-only under ``vmap`` (:func:`r_factor`)."""
-
-
-def r_factor(a, unrolled=False):
-    """The ``R`` of a QR factorisation of ``a`` (``p x q``, ``p >= q``): ``(q, q)`` upper
-    triangular with ``R^T R = a^T a`` (row signs not normalised). LAPACK ``geqrf`` (``Q`` never
-    formed); with ``unrolled`` and ``q <= UNROLLED_MAX_N + 1`` columns, the same Householder
-    reflections (Golub & Van Loan, *Matrix Computations*, 4th ed., Algorithm 5.2.1) applied
-    column by column, each column a separate array updated with elementwise products and
-    sums only (no ``dot``, scatter or in-place slice update, which XLA's CPU backend runs as
-    separate, slow kernels on small batched blocks). Under ``vmap`` these run across the whole
-    batch at once: 10,000 Misra1a fits (:mod:`jacopt.benchmarks.batch`) took 0.12 s against
-    0.32 s with batched LAPACK and 0.38 s with the previous form, which updated the trailing
-    block in place with a matrix-vector product (fresh processes, 2 cores, at f4a124f). Single
-    solves keep LAPACK, which is not slower there: forcing this form on ten NIST problems with
-    ``n <= 4`` (at f4a124f) changed neither their warm nor their compile times consistently.
-    Norms are not rescaled: a column whose squares underflow (float64 entries below about
-    1e-154) gives a zero diagonal, where LAPACK's scaled norms do not. Cost O(p q^2)."""
-    p, q = a.shape
-    if not unrolled or q > UNROLLED_MAX_N + 1:
-        return jnp.linalg.qr(a, mode="r")
-    cols = [a[:, k] for k in range(q)]  # the rows not yet reduced, one array per column
-    rows = []
-    for j in range(q):
-        x = cols[j]
-        norm = jnp.sqrt(jnp.sum(x * x))
-        alpha = jnp.where(x[0] >= 0, -norm, norm)
-        v = jnp.concatenate([x[:1] - alpha, x[1:]])
-        vv = jnp.sum(v * v)
-        beta = jnp.where(vv > 0, 2.0 / jnp.where(vv > 0, vv, 1.0), 0.0)
-        row = [jnp.zeros((), a.dtype)] * j + [alpha]
-        for k in range(j + 1, q):
-            c = cols[k] - (beta * jnp.sum(v * cols[k])) * v
-            row.append(c[0])
-            cols[k] = c[1:]
-        rows.append(jnp.stack(row))
-    return jnp.stack(rows)
-
-
-def solve_upper(R, b):
-    """``R^{-1} b`` for upper-triangular ``R`` (one triangular solve, O(n^2); back
-    substitution unrolled into array operations for ``n <= UNROLLED_MAX_N``)."""
-    n = R.shape[0]
-    if n <= UNROLLED_MAX_N:
-        x = [None] * n
-        for i in reversed(range(n)):
-            rest = sum((R[i, j] * x[j] for j in range(i + 1, n)), jnp.zeros((), R.dtype))
-            x[i] = (b[i] - rest) / R[i, i]
-        return jnp.stack(x)
-    return lax.linalg.triangular_solve(R, b[:, None], left_side=True, lower=False)[:, 0]
-
-
-def solve_upper_transposed(R, b):
-    """``R^{-T} b`` for upper-triangular ``R`` (one triangular solve, O(n^2); forward
-    substitution unrolled into array operations for ``n <= UNROLLED_MAX_N``)."""
-    n = R.shape[0]
-    if n <= UNROLLED_MAX_N:
-        x = [None] * n
-        for i in range(n):
-            rest = sum((R[j, i] * x[j] for j in range(i)), jnp.zeros((), R.dtype))
-            x[i] = (b[i] - rest) / R[i, i]
-        return jnp.stack(x)
-    return lax.linalg.triangular_solve(
-        R, b[:, None], left_side=True, lower=False, transpose_a=True
-    )[:, 0]

@@ -129,6 +129,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jacopt.linalg import damped_step, dual_factor, solve_upper, solve_upper_transposed
 from jacopt.solvers import trust_region as tr
 from jacopt.solvers.least_squares_problem import (
     LeastSquaresProblem,
@@ -141,9 +142,6 @@ from jacopt.solvers.least_squares_problem import (
     factor_point,
     first_order_backed,
     nonfinite_since_accept,
-    r_factor,
-    solve_upper,
-    solve_upper_transposed,
     updated_scale,
     with_counts,
 )
@@ -264,33 +262,6 @@ def factorise(problem: LeastSquaresProblem, point: PointEvaluation, scale) -> Fa
     slope = jnp.sum(w * w)
     slope = jnp.where(full_rank & jnp.isfinite(slope), slope, 0.0)
     return Factorisation(scale, fixed, R, qtr, p_gn, gn_norm, slope, gnorm)
-
-
-def damped_step(R, qtr, scale, lam, unrolled=False):
-    """``p`` minimising ``||R p + qtr||^2 + lam ||D p||^2`` (equivalently ``||J p + r||^2 +
-    lam ||D p||^2``) from the QR of the stacked ``[R | qtr; sqrt(lam) D | 0]`` (``2n x (n+1)``,
-    equal to the QR of ``[J; sqrt(lam) D]`` since ``Q`` is orthogonal) and one triangular solve;
-    also returns that QR's ``S`` (``n x n``, ``S^T S = R^T R + lam D^T D``). Cost O(n^3)."""
-    n = R.shape[0]
-    top = jnp.concatenate([R, qtr[:, None]], axis=1)
-    bottom = jnp.concatenate(
-        [jnp.diag(jnp.sqrt(lam) * scale), jnp.zeros((n, 1), R.dtype)], axis=1
-    )
-    h = r_factor(jnp.concatenate([top, bottom], axis=0), unrolled)
-    S = h[:n, :n]
-    return -solve_upper(S, h[:n, n]), S
-
-
-def dual_factor(A, lam):
-    """The dual form's factorisation (module docstring) for ``A = J~ D^{-1}`` (``m x n``,
-    ``m < n``): the QR ``Q S`` of the stacked ``[A^T; sqrt(lam) I_m]`` (``(n+m) x m``), as
-    ``(Q_top, S)`` with ``Q_top`` the first ``n`` rows of ``Q``. Since ``S^T S = A A^T + lam I``
-    and ``Q_top = A^T S^{-1}``, ``(A^T A + lam I)^{-1} A^T b = Q_top S^{-T} b`` for every ``b``
-    (the damped step is ``q = D p = -Q_top S^{-T} r~``). Cost O((n + m) m^2)."""
-    m, n = A.shape
-    stacked = jnp.concatenate([A.T, jnp.sqrt(lam) * jnp.eye(m, dtype=A.dtype)], axis=0)
-    Q, S = jnp.linalg.qr(stacked, mode="reduced")
-    return Q[:n], S
 
 
 def damping_bounds(fac: Factorisation, radius):

@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 
 from jacopt.jacobian import hessian, hessian_operator
+from jacopt.linalg import boundary_root, steihaug_cg
 from jacopt.solvers.minimize_problem import Minimizer, check_tolerances, matvec, vdot
 from jacopt.solvers.trust_region import CLASSICAL, RadiusUpdate, gain_ratio, update_radius
 from jacopt.status import Status
@@ -75,15 +76,6 @@ class NewtonState(NamedTuple):
     nfev: Any
     ngev: Any
     nhev: Any
-
-
-def boundary_root(z, d, radius):
-    """The ``tau >= 0`` with ``||z + tau d|| = radius`` (for ``||z|| <= radius``)."""
-    dd = vdot(d, d)
-    zd = vdot(z, d)
-    zz = vdot(z, z)
-    disc = jnp.sqrt(jnp.maximum(zd * zd + dd * (radius * radius - zz), 0.0))
-    return (disc - zd) / jnp.where(dd > 0, dd, 1.0)
 
 
 def exact_trust_region_step(eigenvalues, eigenvectors, g, radius):
@@ -142,59 +134,6 @@ def exact_trust_region_step(eigenvalues, eigenvectors, g, radius):
     p_hat = jnp.where(interior, newton_hat, boundary_hat)
     predicted = -(vdot(gh, p_hat) + 0.5 * vdot(w * p_hat, p_hat))
     return matvec(v, p_hat), predicted
-
-
-class SteihaugResult(NamedTuple):
-    """``step`` (n,); ``predicted_reduction``; ``num_products`` (Hessian-vector products);
-    ``boundary``: the step ended on the trust-region boundary."""
-
-    step: Any
-    predicted_reduction: Any
-    num_products: Any
-    boundary: Any
-
-
-def steihaug_cg(hvp, g, radius, *, max_iterations: int, forcing=None) -> SteihaugResult:
-    """Steihaug-Toint truncated CG for ``min g^T p + 0.5 p^T H p``, ``||p|| <= radius``
-    (N&W Algorithm 7.2), with ``hvp(v) = H v``. Stops at the boundary, on a direction of
-    non-positive curvature (followed to the boundary), when ``||r|| <= forcing`` (default
-    ``min(0.5, sqrt(||g||)) ||g||``), or after ``max_iterations`` products. Runs one
-    ``lax.while_loop``; ``H p`` is tracked along the way so the predicted reduction costs no
-    extra product."""
-    gnorm = jnp.linalg.norm(g)
-    tol = jnp.minimum(0.5, jnp.sqrt(gnorm)) * gnorm if forcing is None else forcing
-    zero = jnp.zeros_like(g)
-
-    # carry: z, Hz, r, d, rr, k, done, boundary
-    def cond(c):
-        return ~c[6] & (c[5] < max_iterations)
-
-    def body(c):
-        z, hz, r, d, rr, k, _, _ = c
-        hd = hvp(d)
-        dhd = vdot(d, hd)
-        alpha = rr / jnp.where(dhd > 0, dhd, 1.0)
-        z_next = z + alpha * d
-        negative = ~(dhd > 0)
-        outside = jnp.linalg.norm(z_next) >= radius
-        to_boundary = negative | outside
-        tau = boundary_root(z, d, radius)
-        z_b, hz_b = z + tau * d, hz + tau * hd
-        r_next = r + alpha * hd
-        rr_next = vdot(r_next, r_next)
-        converged = jnp.sqrt(rr_next) <= tol
-        beta = rr_next / jnp.where(rr > 0, rr, 1.0)
-        d_next = -r_next + beta * d
-        z_new = jnp.where(to_boundary, z_b, z_next)
-        hz_new = jnp.where(to_boundary, hz_b, hz + alpha * hd)
-        done = to_boundary | converged | ~jnp.isfinite(rr_next)
-        return (z_new, hz_new, r_next, d_next, rr_next, k + 1, done, to_boundary)
-
-    start = (zero, zero, g, -g, vdot(g, g), jnp.asarray(0, jnp.int32), gnorm <= tol,
-             jnp.asarray(False))
-    z, hz, _, _, _, k, _, boundary = jax.lax.while_loop(cond, body, start)
-    predicted = -(vdot(g, z) + 0.5 * vdot(z, hz))
-    return SteihaugResult(z, predicted, k, boundary)
 
 
 class TrustRegionNewton(Minimizer):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from jacopt.solvers import least_squares_problem as lsp
+from jacopt.linalg import dense
 
 
 def _tall(rng, p, q, cond=1e6):
@@ -28,9 +28,9 @@ def _assert_r_of(r, a, atol):
 
 @pytest.mark.parametrize("shape", [(14, 3), (5, 5), (8, 1), (30, 5), (40, 4), (1, 1)])
 def test_unrolled_r_factor_matches_lapack_up_to_row_signs(shape):
-    assert shape[1] <= lsp.UNROLLED_MAX_N + 1  # larger q falls back to LAPACK itself
+    assert shape[1] <= dense.UNROLLED_MAX_N + 1  # larger q falls back to LAPACK itself
     a = _tall(np.random.default_rng(sum(shape)), *shape)
-    _assert_r_of(np.asarray(lsp.r_factor(jnp.asarray(a), unrolled=True)), a, 1e-13)
+    _assert_r_of(np.asarray(dense.r_factor(jnp.asarray(a), unrolled=True)), a, 1e-13)
 
 
 def _stacked(rng, n, lam):
@@ -52,10 +52,10 @@ def test_unrolled_r_factor_under_vmap_matches_each_member(shape, dtype, atol):
     else:
         batch = np.stack([_tall(rng, *shape, cond) for cond in (1.0, 1e3, 1e5, 1e8)])
     batch = batch.astype(dtype)
-    rs = np.asarray(jax.vmap(lambda a: lsp.r_factor(a, unrolled=True))(jnp.asarray(batch)))
+    rs = np.asarray(jax.vmap(lambda a: dense.r_factor(a, unrolled=True))(jnp.asarray(batch)))
     assert rs.dtype == dtype
     for a, r in zip(batch, rs):
-        alone = np.asarray(lsp.r_factor(jnp.asarray(a), unrolled=True))
+        alone = np.asarray(dense.r_factor(jnp.asarray(a), unrolled=True))
         np.testing.assert_allclose(r, alone, rtol=10 * np.finfo(dtype).eps, atol=atol * 1e-3)
         _assert_r_of(r.astype(np.float64), a.astype(np.float64), atol)
 
@@ -63,7 +63,7 @@ def test_unrolled_r_factor_under_vmap_matches_each_member(shape, dtype, atol):
 def test_unrolled_r_factor_of_a_zero_column_stays_finite():
     a = np.random.default_rng(0).standard_normal((6, 3))
     a[:, 1] = 0.0
-    r = np.asarray(lsp.r_factor(jnp.asarray(a), unrolled=True))
+    r = np.asarray(dense.r_factor(jnp.asarray(a), unrolled=True))
     assert np.all(np.isfinite(r)) and r[1, 1] == 0.0
     np.testing.assert_allclose(r.T @ r, a.T @ a, atol=1e-13)
 
@@ -83,9 +83,9 @@ def test_triangular_solves_match_scipy(n):
     rng = np.random.default_rng(n)
     R = np.triu(rng.standard_normal((n, n))) + 3 * np.eye(n)
     b = rng.standard_normal(n)
-    np.testing.assert_allclose(lsp.solve_upper(jnp.asarray(R), jnp.asarray(b)),
+    np.testing.assert_allclose(dense.solve_upper(jnp.asarray(R), jnp.asarray(b)),
                                scipy.linalg.solve_triangular(R, b), rtol=1e-13)
-    np.testing.assert_allclose(lsp.solve_upper_transposed(jnp.asarray(R), jnp.asarray(b)),
+    np.testing.assert_allclose(dense.solve_upper_transposed(jnp.asarray(R), jnp.asarray(b)),
                                scipy.linalg.solve_triangular(R, b, trans="T"), rtol=1e-13)
 
 
@@ -93,7 +93,7 @@ def test_unrolled_solves_under_vmap_match_one_by_one():
     rng = np.random.default_rng(7)
     R = jnp.asarray(np.triu(rng.standard_normal((5, 3, 3))) + 3 * np.eye(3))
     b = jnp.asarray(rng.standard_normal((5, 3)))
-    batched = jax.vmap(lsp.solve_upper)(R, b)
+    batched = jax.vmap(dense.solve_upper)(R, b)
     for i in range(5):
         np.testing.assert_allclose(batched[i], scipy.linalg.solve_triangular(R[i], b[i]),
                                    rtol=1e-13)

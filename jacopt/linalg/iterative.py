@@ -1,26 +1,23 @@
-"""Linear algebra for the least-squares solvers: matrix-free Krylov solvers and SVD helpers.
+"""Matrix-free Krylov solvers: conjugate gradients (:func:`cg`), LSQR (:func:`lsqr`) and
+Steihaug-Toint truncated CG for a trust-region subproblem (:func:`steihaug_cg`).
 
 Everything here works on **flat 1-D vectors** (ravel a pytree first, e.g. with
 ``jax.flatten_util.ravel_pytree``). An operator is a plain function of one such vector:
 ``matvec(v) -> A v`` and ``rmatvec(u) -> A^T u`` (``jacopt.jacobian_operator(f, x)`` provides
 ``.mv``, ``.rmv`` and ``.gn_mv`` of this form). Operators are traced once, inside the loop body.
 
-The iterative solvers (:func:`cg`, :func:`lsqr`) run one ``lax.while_loop`` with a fixed-shape
-state, so they work under ``jit`` and ``vmap`` (under ``vmap`` each member stops on its own test;
-finished members keep their answer while the others iterate), never raise inside the loop, and
-return a NamedTuple with the solution, the iteration count and a ``converged`` flag.
+Each solver runs one ``lax.while_loop`` with a fixed-shape state, so it works under ``jit`` and
+``vmap`` (under ``vmap`` each member stops on its own test; finished members keep their answer
+while the others iterate), never raises inside the loop, and returns a NamedTuple with the
+solution, the iteration count and a ``converged`` flag (:func:`steihaug_cg`: ``boundary``).
 They compute in the dtype of ``b``. Their default tolerances aim at the accuracy of a dense
 solve in that dtype (``eps`` its machine epsilon: ``cg`` ``tol = 10 eps``, ``lsqr`` ``atol = btol
 = eps``, which then stops on Paige and Saunders' machine-precision tests); an inexact-Newton caller
 wanting fewer iterations passes looser values (e.g. ``sqrt(eps)``). Non-convergence within
 ``maxiter`` is reported by ``converged``, never raised.
 
-The dense helpers (:func:`lstsq_svd`, :func:`gram_pinv`) use one SVD and discard singular values
-below ``rcond * s_max`` (default ``rcond = eps * max(m, n)``, the rule of
-``numpy.linalg.lstsq`` and ``scipy.optimize.curve_fit``), and report the numerical rank.
-
-Cost: :func:`cg` does one ``matvec`` per iteration, :func:`lsqr` one ``matvec`` and one
-``rmatvec``, plus O(n + m) vector work; the SVD helpers cost O(m n min(m, n)).
+Cost: :func:`cg` and :func:`steihaug_cg` do one ``matvec`` per iteration, :func:`lsqr` one
+``matvec`` and one ``rmatvec``, plus O(n + m) vector work.
 """
 from __future__ import annotations
 
@@ -30,16 +27,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["CGResult", "LSQRResult", "LSQR_STOP_MESSAGES", "cg", "lsqr", "SVDSolve", "lstsq_svd",
-           "GramPinv", "gram_pinv"]
+from jacopt.linalg.dense import _real_dtype
 
-
-def _real_dtype(b):
-    dtype = jnp.result_type(b)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"b must have a real floating dtype, got {dtype}; jacopt never casts "
-                        f"silently (cast it first, e.g. b.astype(jnp.float64))")
-    return dtype
+__all__ = ["CGResult", "LSQRResult", "LSQR_STOP_MESSAGES", "cg", "lsqr", "SteihaugResult",
+           "steihaug_cg", "boundary_root"]
 
 
 def _check_vector(b, name="b"):
@@ -388,83 +379,67 @@ def lsqr(matvec: Callable, rmatvec: Callable, b, *, damp=0.0, diag=None, atol=No
                       residual_norm=s.rnorm, normal_residual_norm=s.arnorm, norm_a=s.anorm,
                       cond_a=s.acond, norm_x=s.xnorm)
 
-
 # ------------------------------------------------------------------------------------------
-# Dense SVD helpers
+# Steihaug-Toint truncated conjugate gradients
 # ------------------------------------------------------------------------------------------
 
-def _svd_cutoff(a, rcond):
-    """SVD of ``a`` (m, n) with the mask of kept singular values and the numerical rank."""
-    if jnp.ndim(a) != 2:
-        raise ValueError(f"a must be a 2-D matrix, got shape {jnp.shape(a)}")
-    dtype = _real_dtype(a)
-    m, n = a.shape
-    if rcond is None:
-        rcond = jnp.finfo(dtype).eps * max(m, n)
-    u, s, vt = jnp.linalg.svd(a, full_matrices=False)
-    s_max = s[0] if s.shape[0] else jnp.zeros((), dtype)
-    keep = (s > jnp.asarray(rcond, dtype) * s_max) & jnp.isfinite(s)
-    rank = jnp.sum(keep).astype(jnp.int32)
-    s_inv = jnp.where(keep, 1 / jnp.where(keep, s, 1), 0)
-    return u, s, vt, s_inv, rank
+def boundary_root(z, d, radius):
+    """The ``tau >= 0`` with ``||z + tau d|| = radius`` (for ``||z|| <= radius``)."""
+    dd = jnp.sum(d * d)
+    zd = jnp.sum(z * d)
+    zz = jnp.sum(z * z)
+    disc = jnp.sqrt(jnp.maximum(zd * zd + dd * (radius * radius - zz), 0.0))
+    return (disc - zd) / jnp.where(dd > 0, dd, 1.0)
 
 
-class SVDSolve(NamedTuple):
-    """Result of :func:`lstsq_svd`: ``x`` (n,) or (n, k), numerical ``rank``, ``singular_values``
-    (descending, shape ``(min(m, n),)``)."""
+class SteihaugResult(NamedTuple):
+    """``step`` (n,); ``predicted_reduction``; ``num_products`` (Hessian-vector products);
+    ``boundary``: the step ended on the trust-region boundary."""
 
-    x: Any
-    rank: Any
-    singular_values: Any
-
-
-def lstsq_svd(a, b, rcond=None) -> SVDSolve:
-    """Minimum-norm least-squares solution of ``a x = b`` by a truncated SVD pseudo-inverse.
-
-    Singular values ``<= rcond * s_max`` are treated as zero (default ``rcond = eps * max(m,
-    n)``, as ``numpy.linalg.lstsq``). ``a``: (m, n); ``b``: (m,) or (m, k). Jittable and
-    vmappable; works for any rank. Cost: one SVD, O(m n min(m, n)).
-    """
-    u, s, vt, s_inv, rank = _svd_cutoff(a, rcond)
-    if jnp.ndim(b) not in (1, 2) or jnp.shape(b)[0] != a.shape[0]:
-        raise ValueError(f"b must have shape ({a.shape[0]},) or ({a.shape[0]}, k), "
-                         f"got {jnp.shape(b)}")
-    utb = u.T @ b
-    scaled = s_inv * utb if jnp.ndim(b) == 1 else s_inv[:, None] * utb
-    return SVDSolve(x=vt.T @ scaled, rank=rank, singular_values=s)
+    step: Any
+    predicted_reduction: Any
+    num_products: Any
+    boundary: Any
 
 
-class GramPinv(NamedTuple):
-    """Result of :func:`gram_pinv`.
+def steihaug_cg(hvp, g, radius, *, max_iterations: int, forcing=None) -> SteihaugResult:
+    """Steihaug-Toint truncated CG for ``min g^T p + 0.5 p^T H p``, ``||p|| <= radius``
+    (N&W Algorithm 7.2), with ``hvp(v) = H v``. Stops at the boundary, on a direction of
+    non-positive curvature (followed to the boundary), when ``||r|| <= forcing`` (default
+    ``min(0.5, sqrt(||g||)) ||g||``), or after ``max_iterations`` products. Runs one
+    ``lax.while_loop``; ``H p`` is tracked along the way so the predicted reduction costs no
+    extra product."""
+    gnorm = jnp.linalg.norm(g)
+    tol = jnp.minimum(0.5, jnp.sqrt(gnorm)) * gnorm if forcing is None else forcing
+    zero = jnp.zeros_like(g)
 
-    - ``inverse``: (n, n), ``(a^T a)^+``.
-    - ``rank``: the numerical rank of ``a``.
-    - ``singular_values``: of ``a``, descending, ``(min(m, n),)``.
-    - ``identifiable``: (n,) bool, whether the coordinate direction ``e_j`` lies in the row space
-      of ``a`` (to a relative ``sqrt(eps)``): then ``x_j`` is determined by ``a x`` and
-      ``inverse[j, j]`` is its variance; otherwise only combinations involving ``x_j`` are.
-    """
+    # carry: z, Hz, r, d, rr, k, done, boundary
+    def cond(c):
+        return ~c[6] & (c[5] < max_iterations)
 
-    inverse: Any
-    rank: Any
-    singular_values: Any
-    identifiable: Any
+    def body(c):
+        z, hz, r, d, rr, k, _, _ = c
+        hd = hvp(d)
+        dhd = jnp.sum(d * hd)
+        alpha = rr / jnp.where(dhd > 0, dhd, 1.0)
+        z_next = z + alpha * d
+        negative = ~(dhd > 0)
+        outside = jnp.linalg.norm(z_next) >= radius
+        to_boundary = negative | outside
+        tau = boundary_root(z, d, radius)
+        z_b, hz_b = z + tau * d, hz + tau * hd
+        r_next = r + alpha * hd
+        rr_next = jnp.sum(r_next * r_next)
+        converged = jnp.sqrt(rr_next) <= tol
+        beta = rr_next / jnp.where(rr > 0, rr, 1.0)
+        d_next = -r_next + beta * d
+        z_new = jnp.where(to_boundary, z_b, z_next)
+        hz_new = jnp.where(to_boundary, hz_b, hz + alpha * hd)
+        done = to_boundary | converged | ~jnp.isfinite(rr_next)
+        return (z_new, hz_new, r_next, d_next, rr_next, k + 1, done, to_boundary)
 
-
-def gram_pinv(a, rcond=None) -> GramPinv:
-    """Pseudo-inverse of the Gram matrix ``a^T a`` from the SVD of ``a`` (never forms ``a^T a``).
-
-    ``(a^T a)^+ = V diag(1/s^2) V^T`` over the kept singular values (``s > rcond * s_max``,
-    default ``rcond = eps * max(m, n)``, the rule of ``scipy.optimize.curve_fit``). This is the
-    unscaled covariance of a least-squares fit with Jacobian ``a``; ``rank < n`` means some
-    parameter combinations are not identified (their directions get zero variance here, so a
-    caller must report them: see ``identifiable``). ``a``: (m, n). Cost: one SVD.
-    """
-    _, s, vt, s_inv, rank = _svd_cutoff(a, rcond)
-    inverse = (vt.T * s_inv ** 2) @ vt
-    # ||P_row e_j||^2 = sum over kept singular vectors of vt[k, j]^2; 1 when e_j is in the row
-    # space (the rows of vt past min(m, n) are never kept, so m < n is covered).
-    in_row_space = jnp.sum(jnp.where((s_inv > 0)[:, None], vt * vt, 0), axis=0)
-    tol = jnp.sqrt(jnp.finfo(in_row_space.dtype).eps)
-    return GramPinv(inverse=inverse, rank=rank, singular_values=s,
-                    identifiable=in_row_space >= 1 - tol)
+    start = (zero, zero, g, -g, jnp.sum(g * g), jnp.asarray(0, jnp.int32), gnorm <= tol,
+             jnp.asarray(False))
+    z, hz, _, _, _, k, _, boundary = lax.while_loop(cond, body, start)
+    predicted = -(jnp.sum(g * z) + 0.5 * jnp.sum(z * hz))
+    return SteihaugResult(z, predicted, k, boundary)
