@@ -458,10 +458,10 @@ def _solve_impl(x0, args, lower, upper, x_scale, f_scale, *, solver, fun, jac, l
         success=is_success(status),
         status=status,
         num_steps=out.num_steps,
-        num_accepted=state.num_accepted,
-        num_rejected=state.num_rejected,
-        nfev=state.nfev,
-        njev=state.njev,
+        num_accepted=state.counters.num_accepted,
+        num_rejected=state.counters.num_rejected,
+        nfev=state.counters.nfev,
+        njev=state.counters.njev,
         history=out.history,
     )
 

@@ -54,39 +54,39 @@ import jax.numpy as jnp
 from jax import lax
 
 from jacopt.solvers import trust_region as tr
+from jacopt.solvers.acceptance import natural_monotonicity
 from jacopt.solvers.gauss_newton import (
     GaussNewtonSystem,
     backed_at,
     cauchy_step,
-    contracts,
     empty_system,
-    evaluate_start,
     factorise,
     model_decrease,
-    scaled_norm,
 )
 from jacopt.solvers.least_squares_problem import (
     LeastSquaresProblem,
     TOLERANCES,
     LeastSquaresSolver,
-    PointEvaluation,
     check_options,
-    confirm_stop,
     evaluate_point,
-    nonfinite_since_accept,
-    with_counts,
+    scaled_norm,
 )
-from jacopt.status import Status
+from jacopt.solvers.stopping import (
+    Counters,
+    confirm_stop,
+    nonfinite_since_accept,
+    start_status,
+    stop_status,
+)
 
 
-@with_counts
 class DoglegState(NamedTuple):
     """Loop carry: the accepted ``point`` (:class:`PointEvaluation`), its
     :class:`~jacopt.solvers.gauss_newton.GaussNewtonSystem` ``system`` and Cauchy step
     ``p_cauchy`` (valid when ``factored``), the ``radius``, the last trial's radius
-    (``trial_radius``), step norm and acceptance, ``counts = [num_accepted, num_rejected, nfev,
-    njev, nonfinite]`` (``nonfinite``: non-finite trials since the last accepted step), the
-    ``start_cost`` and ``status``."""
+    (``trial_radius``), step norm and acceptance, the
+    :class:`~jacopt.solvers.stopping.Counters` ``counters``, the ``start_cost`` and
+    ``status``."""
 
     point: Any
     system: GaussNewtonSystem
@@ -96,7 +96,7 @@ class DoglegState(NamedTuple):
     trial_radius: Any
     step_norm: Any
     accepted: Any
-    counts: Any
+    counters: Counters
     start_cost: Any
     status: Any
 
@@ -128,30 +128,6 @@ def dogleg_step(scale, p_gn, p_cauchy, radius):
     return p, inside & finite_gn
 
 
-def trust_region_status(tols, point: PointEvaluation, trial: PointEvaluation, accepted,
-                        nonfinite, actual, predicted, ratio, new_radius, xnorm):
-    """MINPACK's stopping tests after one trust-region trial (as :class:`LevenbergMarquardt`),
-    relative to the cost and the scaled norm ``xnorm = ||D x||`` of the point before it; ``tols``
-    has ``ftol``, ``xtol``, ``gtol``. Returns the int32 :class:`Status` (``RUNNING`` if none
-    holds): ``NONFINITE`` when the region collapsed with ``nonfinite`` (non-finite trials since
-    the last accepted step, :func:`nonfinite_since_accept`) positive, then ``GTOL`` (an
-    accepted trial), ``FTOL``, ``XTOL`` (``new_radius <= xtol ||D x||``), ``PRECISION_LIMIT``
-    (the same with machine epsilon)."""
-    eps = jnp.finfo(jnp.result_type(xnorm)).eps
-    cost0 = jnp.where(point.cost > 0, point.cost, 1.0)
-    small_f = ((jnp.abs(actual) <= tols.ftol * cost0) & (predicted <= tols.ftol * cost0)
-               & (ratio <= 2.0))
-    small_x = new_radius <= tols.xtol * xnorm
-    limit = new_radius <= eps * xnorm
-    small_g = accepted & (trial.gtol_measure <= tols.gtol)
-    collapsed_on_nan = (nonfinite > 0) & (small_x | limit)
-    return jnp.where(collapsed_on_nan, Status.NONFINITE,
-           jnp.where(small_g, Status.GTOL,
-           jnp.where(small_f, Status.FTOL,
-           jnp.where(small_x, Status.XTOL,
-           jnp.where(limit, Status.PRECISION_LIMIT, Status.RUNNING))))).astype(jnp.int32)
-
-
 @dataclasses.dataclass(frozen=True)
 class Dogleg(LeastSquaresSolver):
     """Powell's dogleg in a scaled trust region (module docstring: method, bounds, stopping).
@@ -176,12 +152,13 @@ class Dogleg(LeastSquaresSolver):
                       fraction=("contraction",))
 
     def init(self, problem: LeastSquaresProblem, x0) -> DoglegState:
-        point, status = evaluate_start(problem, x0, self.gtol)
+        point = evaluate_point(problem, x0)
+        status = start_status(point, self.gtol)
         zero = jnp.zeros((), x0.dtype)
         return DoglegState(
             point=point, system=empty_system(x0.shape[0], x0.dtype), p_cauchy=jnp.zeros_like(x0),
             factored=jnp.asarray(False), radius=zero, trial_radius=zero, step_norm=zero,
-            accepted=jnp.asarray(False), counts=jnp.array([0, 0, 1, 1, 0], jnp.int32),
+            accepted=jnp.asarray(False), counters=Counters.start(1, 1),
             start_cost=point.cost, status=status,
         )
 
@@ -194,7 +171,7 @@ class Dogleg(LeastSquaresSolver):
             return system, cauchy_step(system, point.grad, point.cost)
 
         system, p_cauchy = lax.cond(s.factored, lambda: (s.system, s.p_cauchy), fresh)
-        first = (s.num_accepted + s.num_rejected) == 0
+        first = (s.counters.num_accepted + s.counters.num_rejected) == 0
         xnorm = scaled_norm(system.scale, x)
         radius = jnp.where(
             first, self.initial_radius_factor * jnp.where(xnorm > 0, xnorm, 1.0), s.radius)
@@ -215,25 +192,25 @@ class Dogleg(LeastSquaresSolver):
         new_radius, accepted = tr.update_radius(
             tr.MINPACK, radius, ratio, pnorm, inside=gauss_newton, shrink_factor=shrink)
         if self.contraction > 0:
-            natural = gauss_newton & contracts(problem, point, system, trial.r, step,
-                                               self.contraction)
+            natural = gauss_newton & natural_monotonicity(
+                problem, point, system.R, system.scale, system.fixed, trial.r, pnorm,
+                self.contraction)
             accepted = accepted | natural
             new_radius = jnp.where(natural, jnp.maximum(new_radius, 2.0 * pnorm), new_radius)
         accepted = accepted & trial.finite
 
         # 3. Stopping tests (MINPACK's, as LevenbergMarquardt), relative to the old point.
-        nonfinite = nonfinite_since_accept(s.counts[4], trial.finite, accepted)
-        status = trust_region_status(self, point, trial, accepted, nonfinite, actual, predicted,
-                                     ratio, new_radius, xnorm)
+        nonfinite = nonfinite_since_accept(s.counters.nonfinite, trial.finite, accepted)
+        status = stop_status(self, cost=point.cost, actual=actual, predicted=predicted,
+                             ratio=ratio, step_bound=new_radius, xnorm=xnorm, accepted=accepted,
+                             gtol_measure=trial.gtol_measure, nonfinite=nonfinite)
         new_point = lax.cond(accepted, lambda: trial, lambda: point)
         status = confirm_stop(status, backed_at(problem, self, status, accepted, new_point,
                                                 system, s.start_cost))
-        counts = s.counts + jnp.where(accepted, jnp.array([1, 0, 1, 1, 0], jnp.int32),
-                                      jnp.array([0, 1, 1, 1, 0], jnp.int32))
-        counts = counts.at[4].set(nonfinite)
+        counters = s.counters.tally(accepted, ~accepted, 1, 1, nonfinite=nonfinite)
         return DoglegState(
             point=new_point, system=system, p_cauchy=p_cauchy, factored=~accepted,
             radius=new_radius, trial_radius=radius, step_norm=jnp.sqrt(jnp.sum(step * step)),
-            accepted=accepted, counts=counts, start_cost=s.start_cost, status=status,
+            accepted=accepted, counters=counters, start_cost=s.start_cost, status=status,
         )
 

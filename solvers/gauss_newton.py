@@ -81,20 +81,27 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jacopt.linalg import solve_upper, solve_upper_transposed, triangular_lstsq
+from jacopt.linalg import triangular_lstsq
+from jacopt.solvers import trust_region as tr
+from jacopt.solvers.acceptance import natural_monotonicity
 from jacopt.solvers.least_squares_problem import (
     LeastSquaresProblem,
     TOLERANCES,
     LeastSquaresSolver,
     PointEvaluation,
     check_options,
-    confirm_stop,
     evaluate_point,
     factor_point,
-    first_order_backed,
-    with_counts,
+    scaled_norm,
 )
 from jacopt.solvers.line_search import BacktrackingArmijo, LineSearchState
+from jacopt.solvers.stopping import (
+    Counters,
+    confirm_stop,
+    first_order_backed,
+    start_status,
+    stop_status,
+)
 from jacopt.status import Status
 
 
@@ -130,22 +137,6 @@ def factorise(problem: LeastSquaresProblem, point: PointEvaluation, scale) -> Ga
     scale, fixed, R, qtr = factor_point(problem, point, scale)
     p_gn = jnp.where(fixed, 0.0, triangular_lstsq(R, qtr, scale))
     return GaussNewtonSystem(scale, fixed, R, qtr, p_gn)
-
-
-def evaluate_start(problem: LeastSquaresProblem, x0, gtol):
-    """``(point, status)`` at the start: ``NONFINITE`` when anything there is non-finite,
-    ``GTOL`` when MINPACK's gradient test already holds, else ``RUNNING``."""
-    point = evaluate_point(problem, x0)
-    finite = point.finite & jnp.all(jnp.isfinite(x0))
-    status = jnp.where(~finite, Status.NONFINITE,
-                       jnp.where(point.gtol_measure <= gtol, Status.GTOL, Status.RUNNING))
-    return point, status.astype(jnp.int32)
-
-
-def scaled_norm(scale, v):
-    """``||D v||_2``."""
-    dv = scale * v
-    return jnp.sqrt(jnp.sum(dv * dv))
 
 
 def cauchy_step(system: GaussNewtonSystem, grad, cost):
@@ -191,25 +182,11 @@ def backed_at(problem: LeastSquaresProblem, tols, status, accepted, point: Point
     return first_order_backed(tols, point, start_cost, system.p_gn, 0.5 * jnp.sum(rp * rp))
 
 
-def contracts(problem: LeastSquaresProblem, point: PointEvaluation, system: GaussNewtonSystem,
-              trial_r, step, contraction):
-    """Deuflhard's natural monotonicity test: the simplified Gauss-Newton correction
-    ``J~^+ r~(x + step)`` with the old Jacobian (two triangular solves with ``R``, O(m n)) is at
-    most ``contraction`` times the step, both in the ``D`` norm. False when ``R`` is singular."""
-    rc_new, _ = problem.corrected(trial_r, point.J)
-    _, Jc = problem.corrected(point.r, point.J)
-    if problem.bounded:
-        Jc = jnp.where(system.fixed[None, :], 0.0, Jc)
-    sbar = solve_upper(system.R, solve_upper_transposed(system.R, Jc.T @ rc_new))
-    return scaled_norm(system.scale, sbar) <= contraction * scaled_norm(system.scale, step)
-
-
 # ------------------------------------------------------------------------------------------
 # The solver.
 # ------------------------------------------------------------------------------------------
 
 
-@with_counts
 class GNState(NamedTuple):
     """Loop carry: the accepted point ``point`` (:class:`PointEvaluation`), its
     :class:`GaussNewtonSystem` ``system``, the search ``direction`` (n,), whether it is the
@@ -217,7 +194,7 @@ class GNState(NamedTuple):
     (payload: the :class:`PointEvaluation` of the best trial), ``need_direction`` (the next
     iteration starts a new search), ``steepest`` (it searches along steepest descent, after a
     failed Gauss-Newton search), the last trial's ``alpha`` and ``step_norm``, whether it was
-    ``accepted``, ``counts = [num_accepted, num_rejected, nfev, njev]``, the ``start_cost``
+    ``accepted``, the :class:`~jacopt.solvers.stopping.Counters` ``counters``, the ``start_cost``
     and ``status``."""
 
     point: Any
@@ -230,7 +207,7 @@ class GNState(NamedTuple):
     alpha: Any
     step_norm: Any
     accepted: Any
-    counts: Any
+    counters: Counters
     start_cost: Any
     status: Any
 
@@ -282,7 +259,8 @@ class GaussNewton(LeastSquaresSolver):
                              f"BacktrackingArmijo() or StrongWolfe(), got {self.line_search!r}.")
 
     def init(self, problem: LeastSquaresProblem, x0) -> GNState:
-        point, status = evaluate_start(problem, x0, self.gtol)
+        point = evaluate_point(problem, x0)
+        status = start_status(point, self.gtol)
         dtype = x0.dtype
         zero = jnp.zeros((), dtype)
         return GNState(
@@ -290,7 +268,7 @@ class GaussNewton(LeastSquaresSolver):
             is_gauss_newton=jnp.asarray(True),
             search=self.line_search.init(zero, -jnp.ones((), dtype), jnp.ones((), dtype), point),
             need_direction=jnp.asarray(True), steepest=jnp.asarray(False), alpha=zero,
-            step_norm=zero, accepted=jnp.asarray(False), counts=jnp.array([0, 0, 1, 1], jnp.int32),
+            step_norm=zero, accepted=jnp.asarray(False), counters=Counters.start(1, 1),
             start_cost=point.cost, status=status,
         )
 
@@ -327,8 +305,9 @@ class GaussNewton(LeastSquaresSolver):
         if self.contraction > 0:
             natural = ((search.num_trials == 0) & is_gn & trial.finite
                        & (actual >= -jnp.sqrt(eps) * point.cost)
-                       & contracts(problem, point, system, trial.r, x_trial - x,
-                                   self.contraction))
+                       & natural_monotonicity(
+                           problem, point, system.R, system.scale, system.fixed, trial.r,
+                           scaled_norm(system.scale, x_trial - x), self.contraction))
         taken = new_search.finished & (new_search.alpha_lo > 0)
         accepted = natural | (taken & descent)
         # lax.cond rather than one select per field: no copies of the unchanged point
@@ -344,19 +323,12 @@ class GaussNewton(LeastSquaresSolver):
         dnorm = scaled_norm(system.scale, dx)
         predicted, _ = model_decrease(system, point.grad, dx)
         taken_reduction = problem.reduction(point.r, new_point.r)
-        cost0 = jnp.where(point.cost > 0, point.cost, 1.0)
-        small_g = new_point.gtol_measure <= self.gtol
         # the f and x tests judge full steps only: a step the search cut short says how far
         # the search got, not how far the method can go
-        full = natural | (new_search.alpha_lo == 1)
-        small_f = full & ((jnp.abs(taken_reduction) <= self.ftol * cost0)
-                          & (predicted <= self.ftol * cost0))
-        small_x = full & (dnorm <= self.xtol * xnorm)
-        limit = dnorm <= eps * xnorm
-        done = jnp.where(small_g, Status.GTOL,
-               jnp.where(small_f, Status.FTOL,
-               jnp.where(small_x, Status.XTOL,
-               jnp.where(limit, Status.PRECISION_LIMIT, Status.RUNNING))))
+        done = stop_status(self, cost=point.cost, actual=taken_reduction, predicted=predicted,
+                           ratio=tr.gain_ratio(taken_reduction, predicted), step_bound=dnorm,
+                           xnorm=xnorm, accepted=accepted, gtol_measure=new_point.gtol_measure,
+                           judged=natural | (new_search.alpha_lo == 1))
         # A failed search along the Gauss-Newton direction is retried along steepest descent.
         retry = new_search.finished & ~accepted & is_gn
         failed = jnp.where(~trial.finite, Status.NONFINITE,
@@ -373,13 +345,13 @@ class GaussNewton(LeastSquaresSolver):
                            Status.PRECISION_LIMIT, status)
         status = confirm_stop(status, backed)
 
-        counts = s.counts + jnp.where(accepted, jnp.array([1, 0, 1, 1], jnp.int32),
-                                      jnp.array([0, 1, 1, 1], jnp.int32))
+        counters = s.counters.tally(accepted, ~accepted, 1, 1)
         return GNState(
             point=new_point, system=system, direction=d, is_gauss_newton=is_gn,
             search=new_search, need_direction=accepted | new_search.finished,
             steepest=retry, alpha=alpha,
-            step_norm=jnp.sqrt(jnp.sum((x_trial - x) ** 2)), accepted=accepted, counts=counts,
+            step_norm=jnp.sqrt(jnp.sum((x_trial - x) ** 2)), accepted=accepted,
+            counters=counters,
             start_cost=s.start_cost, status=status,
         )
 

@@ -18,13 +18,14 @@ from jacopt.jacobian import jacobian as _jacobian
 from jacopt.linalg import triangular_factor
 from jacopt.losses import Loss, get_loss
 from jacopt.results import History
+from jacopt.solvers.stopping import nonfinite_since_accept  # noqa: F401 (its old home)
 from jacopt.status import Status
 
 
 class LeastSquaresSolver:
     """Base of the least-squares solvers (``solver=`` accepts any instance). A solver is a
-    frozen dataclass with ``init/step`` for :func:`jacopt._loop.run`, whose state has the fields
-    ``x, r, J, cost, grad, fixed, num_accepted, num_rejected, nfev, njev`` that
+    frozen dataclass with ``init/step`` for :func:`jacopt._loop.run`, whose state has the
+    fields ``point`` and ``counters`` (:class:`~jacopt.solvers.stopping.Counters`) that
     :func:`jacopt.least_squares` reads. ``terminate`` and ``record`` are shared: the state also
     carries ``point`` (the accepted :class:`PointEvaluation`), ``status`` (``Status.RUNNING``
     until a stopping test fires), ``step_norm``, ``accepted`` and ``damping`` (what
@@ -76,24 +77,6 @@ def check_options(solver, *, nonnegative=(), positive=(), fraction=(), counts=()
 
 TOLERANCES = ("ftol", "xtol", "gtol")
 """The stopping tolerances every least-squares solver has (validated as ``nonnegative``)."""
-
-
-def with_counts(state_class):
-    """Class decorator: properties ``num_accepted, num_rejected, nfev, njev`` reading the
-    state's ``counts`` field (one int32 array ``[num_accepted, num_rejected, nfev, njev]``,
-    with any batch axes in front; more entries may follow), the names
-    :func:`jacopt.least_squares` reads."""
-    for index, name in enumerate(("num_accepted", "num_rejected", "nfev", "njev")):
-        setattr(state_class, name, property(lambda self, i=index: self.counts[..., i]))
-    return state_class
-
-
-def nonfinite_since_accept(previous, trial_finite, accepted):
-    """The trust-region solvers' count of non-finite trials since the last accepted step (0
-    after one). A region that collapses while it is positive collapsed on non-finite values
-    (``NONFINITE``), even when the very last, tiny trial happened to be finite: the status must
-    not depend on that luck."""
-    return jnp.where(accepted, 0, previous + (~trial_finite).astype(jnp.int32))
 
 
 class LeastSquaresProblem(NamedTuple):
@@ -237,64 +220,24 @@ def evaluate_point(problem: "LeastSquaresProblem", x) -> PointEvaluation:
     return PointEvaluation(x, r, J, cost, grad, norms, measure, finite)
 
 
-def first_order_backed(tols, point: PointEvaluation, start_cost, gn_step, gn_gain,
-                       column_norms=None):
-    """Whether a first-order test backs a stop at ``point`` (the rule of :func:`confirm_stop`).
-
-    ``gn_step`` is the full (undamped, unrestricted) Gauss-Newton step ``p`` from ``point``
-    (non-finite where there is none: a singular ``R``, the dual form; ``None`` for a solver
-    without ``J``, which passes estimated ``column_norms`` instead of ``point.column_norms``)
-    and ``gn_gain`` its model reduction ``-(g.p + ||J~ p||^2 / 2)``; ``tols`` has ``ftol``, ``xtol``, ``gtol``. The
-    rounding levels are Gill, Murray & Wright's (*Practical Optimization*, 1981, section
-    8.2.3.2): near a minimum a relative change of ``x`` below ``sqrt(eps)`` changes the cost by
-    less than rounding, and a gradient computed there is only known to about ``eps^(1/3)``.
-    One of these holds:
-
-    - MINPACK's scaled gradient (:func:`gtol_measure`) ``<= max(gtol, eps^(1/3))`` (a
-      minimiser where ``J`` is nearly singular, as Chebyquad's, passes this test only);
-    - the full step would gain at most ``max(ftol, eps) C``: the gradient is small in the
-      Gauss-Newton metric relative to the cost (large residuals);
-    - the full step has ``||D p|| <= max(xtol, sqrt(eps)) ||D x||``, with ``D`` the column norms
-      of ``J`` at ``point`` (not the running maximum, which a far start can leave huge): it
-      would change nothing at the tolerance (zero residuals, where the first test cannot hold);
-    - the residuals vanished (zero-residual minimisers where ``J`` is singular, so the
-      Gauss-Newton step does not shrink faster than ``x``, or where there is no Gauss-Newton
-      step): ``||r|| <= sqrt(eps) sum_j ||J_j|| |x_j|``, below what a relative change of ``x``
-      at the rounding level above makes, or ``C <= eps^2 C(x0)``."""
-    eps = jnp.finfo(jnp.result_type(point.cost)).eps
-    norms = point.column_norms if column_norms is None else column_norms
-    rnorm = jnp.sqrt(jnp.sum(point.r * point.r))
-    vanished = ((rnorm <= jnp.sqrt(eps) * jnp.sum(norms * jnp.abs(point.x)))
-                | (point.cost <= eps * eps * start_cost))
-    small_g = point.gtol_measure <= jnp.maximum(tols.gtol, jnp.cbrt(eps))
-    if gn_step is None:  # matrix-free: the gradient and residual tests only
-        return small_g | vanished
-    scale = jnp.where(norms > 0, norms, 1.0)
-    pnorm = jnp.sqrt(jnp.sum((scale * gn_step) ** 2))
-    xnorm = jnp.sqrt(jnp.sum((scale * point.x) ** 2))
-    gain_ok = jnp.isfinite(gn_gain) & (gn_gain <= jnp.maximum(tols.ftol, eps) * point.cost)
-    step_ok = jnp.isfinite(pnorm) & (pnorm <= jnp.maximum(tols.xtol, jnp.sqrt(eps)) * xnorm)
-    return small_g | gain_ok | step_ok | vanished
-
-
-def confirm_stop(status, backed):
-    """jacopt's rule for a success: a stop on the cost (``FTOL``), step (``XTOL``) or rounding
-    (``PRECISION_LIMIT``) test counts only when a first-order test backs it
-    (:func:`first_order_backed`); otherwise the run ends ``STALLED`` (a failure) at the best
-    point found. MINPACK (``lmder``, ``info`` 1-4) and Ceres (function, parameter and gradient
-    tolerance) report their f and x tests as convergence without such a check; SciPy's
-    ``least_squares`` too."""
-    claims = ((status == Status.FTOL) | (status == Status.XTOL)
-              | (status == Status.PRECISION_LIMIT))
-    return jnp.where(claims & ~backed, Status.STALLED, status).astype(jnp.int32)
-
-
 def gtol_measure(norms, rnorm, grad):
     """MINPACK's scale-free gradient test: ``max_j |g_j| / (||J_j|| ||r||)``, the largest cosine
     between the residual vector and a Jacobian column (zero columns skipped)."""
     denom = norms * rnorm
     cosine = jnp.abs(grad) / jnp.where(denom > 0, denom, 1.0)
     return jnp.max(jnp.where(denom > 0, cosine, 0.0))
+
+
+def scaled_norm(scale, v):
+    """``||D v||_2`` with ``D = diag(scale)``: a step's length in the scaled variables."""
+    dv = scale * v
+    return jnp.sqrt(jnp.sum(dv * dv))
+
+
+def scaled_gradient_norm(grad, scale):
+    """``||D^{-1} g||_2``: the gradient's norm in the scaled variables (the dual norm of
+    :func:`scaled_norm`; Moré's upper bound on the damping uses it)."""
+    return jnp.sqrt(jnp.sum((grad / scale) ** 2))
 
 
 def column_norms(J):

@@ -131,19 +131,25 @@ from jax import lax
 
 from jacopt.linalg import damped_step, dual_factor, solve_upper, solve_upper_transposed
 from jacopt.solvers import trust_region as tr
+from jacopt.solvers.acceptance import natural_monotonicity
 from jacopt.solvers.least_squares_problem import (
     LeastSquaresProblem,
     TOLERANCES,
     LeastSquaresSolver,
     PointEvaluation,
     check_options,
-    confirm_stop,
     evaluate_point,
     factor_point,
+    scaled_gradient_norm,
+    updated_scale,
+)
+from jacopt.solvers.stopping import (
+    Counters,
+    confirm_stop,
     first_order_backed,
     nonfinite_since_accept,
-    updated_scale,
-    with_counts,
+    start_status,
+    stop_status,
 )
 from jacopt.status import Status
 
@@ -192,18 +198,15 @@ class Trial(NamedTuple):
     xnorm: Any
 
 
-@with_counts
 class LMState(NamedTuple):
     """Loop carry: the accepted point ``point`` (:class:`PointEvaluation`: ``x``, raw ``r``
     and ``J``, cost, gradient...; placeholders until the first iteration has evaluated the
     start), its :class:`Factorisation` ``fac``, the pending :class:`Trial` ``trial``, the
     radius, the damping and length of the last evaluated trial (``damping``, ``step_norm``),
-    whether it was ``accepted``, the counters ``counts = [num_accepted, num_rejected, nfev,
-    njev, stalled, nonfinite]`` (one int32 array; ``stalled`` counts the accepted steps in a row
-    without progress, ``nonfinite`` the non-finite trials since the last accepted step),
-    ``shortest``, the shortest accepted step so far (``||D step||``), ``lowest``,
-    the lowest accepted cost so far, ``start_cost``, ``started`` (the start has been evaluated)
-    and ``status``."""
+    whether it was ``accepted``, the :class:`~jacopt.solvers.stopping.Counters` ``counters``
+    (``stalled``: accepted steps in a row without progress; ``nonfinite``), ``shortest``, the
+    shortest accepted step so far (``||D step||``), ``lowest``, the lowest accepted cost so
+    far, ``start_cost``, ``started`` (the start has been evaluated) and ``status``."""
 
     point: Any
     fac: Any
@@ -212,7 +215,7 @@ class LMState(NamedTuple):
     damping: Any
     step_norm: Any
     accepted: Any
-    counts: Any
+    counters: Counters
     shortest: Any
     lowest: Any
     start_cost: Any
@@ -228,12 +231,6 @@ def is_dual(problem: LeastSquaresProblem, m: int, n: int) -> bool:
     return 3 * m <= 2 * n and not problem.bounded
 
 
-def scaled_norm(grad, scale):
-    """``||D^{-1} g||``, the gradient's norm in the scaled variables (Moré's upper bound on
-    ``lam`` uses it)."""
-    return jnp.sqrt(jnp.sum((grad / scale) ** 2))
-
-
 def factorise(problem: LeastSquaresProblem, point: PointEvaluation, scale) -> Factorisation:
     """The O(m n^2) (``m < n``: O(n^3)) work of a new point: update the scaling, one Householder QR
     of the corrected ``[J~ | r~]`` and two triangular solves (in the dual form only the scaled
@@ -244,9 +241,9 @@ def factorise(problem: LeastSquaresProblem, point: PointEvaluation, scale) -> Fa
         A = Jc / scale
         return Factorisation(scale, jnp.zeros(point.x.shape, bool), A, rc,
                              jnp.zeros_like(point.x), jnp.asarray(jnp.inf, A.dtype),
-                             jnp.zeros((), A.dtype), scaled_norm(point.grad, scale))
+                             jnp.zeros((), A.dtype), scaled_gradient_norm(point.grad, scale))
     scale, fixed, R, qtr = factor_point(problem, point, scale)
-    gnorm = scaled_norm(jnp.where(fixed, 0.0, point.grad), scale)
+    gnorm = scaled_gradient_norm(jnp.where(fixed, 0.0, point.grad), scale)
     p_gn = -solve_upper(R, qtr)
     dx = scale * p_gn
     gn_norm = jnp.sqrt(jnp.sum(dx * dx))
@@ -358,7 +355,7 @@ class LevenbergMarquardt(LeastSquaresSolver):
                       qn2=zeros(), xnorm=zeros())
         return LMState(point=point, fac=fac, trial=trial, radius=zeros(), damping=zeros(),
                        step_norm=zeros(), accepted=jnp.asarray(False),
-                       counts=jnp.zeros((6,), jnp.int32), shortest=jnp.asarray(jnp.inf, dtype),
+                       counters=Counters.start(), shortest=jnp.asarray(jnp.inf, dtype),
                        lowest=jnp.asarray(jnp.inf, dtype), start_cost=zeros(),
                        started=jnp.asarray(False),
                        status=jnp.asarray(Status.RUNNING, jnp.int32))
@@ -369,7 +366,6 @@ class LevenbergMarquardt(LeastSquaresSolver):
         compute the next trial."""
         point, fac, pending = s.point, s.fac, s.trial
         dtype = pending.x.dtype
-        eps = jnp.finfo(dtype).eps
         first = ~s.started
 
         # 1. The trial: gain ratio, radius (MINPACK) and acceptance.
@@ -389,13 +385,8 @@ class LevenbergMarquardt(LeastSquaresSolver):
             # where the cost is flat to rounding and the gain ratio is noise; a cond, so it
             # only runs for the Gauss-Newton steps the gain ratio rejected.
             def natural_test():
-                rc_new, _ = problem.corrected(trial.r, point.J)
-                _, Jc_old = problem.corrected(point.r, point.J)
-                if problem.bounded:
-                    Jc_old = jnp.where(fac.fixed[None, :], 0.0, Jc_old)
-                sbar = solve_upper(fac.R, solve_upper_transposed(fac.R, Jc_old.T @ rc_new))
-                return (jnp.sqrt(jnp.sum((fac.scale * sbar) ** 2))
-                        <= self.contraction * pending.pnorm)
+                return natural_monotonicity(problem, point, fac.R, fac.scale, fac.fixed,
+                                            trial.r, pending.pnorm, self.contraction)
 
             natural = lax.cond(pending.gauss_newton & ~accepted & finite & ~first,
                                natural_test, lambda: jnp.asarray(False))
@@ -412,32 +403,18 @@ class LevenbergMarquardt(LeastSquaresSolver):
                              jnp.maximum(lower_new, pending.lam + correction), pending.lam)
         lam_next = jnp.where(pending.gauss_newton | first, 0.0, lam_next)
 
-        # 2. Stopping tests, relative to the cost and the point before the trial.
-        cost0 = jnp.where(point.cost > 0, point.cost, 1.0)
-        if self.ftol > 0:  # traced only when on (the default is off)
-            small_f = ((jnp.abs(actual) <= self.ftol * cost0)
-                       & (pending.predicted <= self.ftol * cost0) & (ratio <= 2.0))
-        else:  # ftol = 0: only an exactly zero step and reduction
-            small_f = (actual == 0) & (pending.predicted == 0)
-        small_x = radius <= self.xtol * pending.xnorm
-        limit = radius <= eps * pending.xnorm
-        small_g = accepted & (trial.gtol_measure <= self.gtol)
-        # stalled at rounding level: accepted steps that neither reach a new lowest cost nor
-        # get shorter (module docstring)
+        # 2. Stopping tests, relative to the cost and the point before the trial; stalled at
+        #    rounding level: accepted steps that neither reach a new lowest cost nor get
+        #    shorter (module docstring).
         progress = (trial.cost < s.lowest) | (pending.pnorm < s.shortest)
-        stalled = jnp.where(accepted, jnp.where(progress, 0, s.counts[4] + 1), s.counts[4])
-        limit = limit | (stalled >= self.stall_limit)
-        nonfinite = nonfinite_since_accept(s.counts[5], finite, accepted)
-        collapsed_on_nan = (nonfinite > 0) & (small_x | limit)
-        status = jnp.where(collapsed_on_nan, Status.NONFINITE,
-                 jnp.where(small_g, Status.GTOL,
-                 jnp.where(small_f, Status.FTOL,
-                 jnp.where(small_x, Status.XTOL,
-                 jnp.where(limit, Status.PRECISION_LIMIT, Status.RUNNING)))))
-        start_status = jnp.where(~finite, Status.NONFINITE,
-                                 jnp.where(trial.gtol_measure <= self.gtol, Status.GTOL,
-                                           Status.RUNNING))
-        status = jnp.where(first, start_status, status).astype(jnp.int32)
+        stalled = jnp.where(accepted, jnp.where(progress, 0, s.counters.stalled + 1),
+                            s.counters.stalled)
+        nonfinite = nonfinite_since_accept(s.counters.nonfinite, finite, accepted)
+        status = stop_status(self, cost=point.cost, actual=actual, predicted=pending.predicted,
+                             ratio=ratio, step_bound=radius, xnorm=pending.xnorm,
+                             accepted=accepted, gtol_measure=trial.gtol_measure,
+                             nonfinite=nonfinite, limit=stalled >= self.stall_limit)
+        status = jnp.where(first, start_status(trial, self.gtol), status)
 
         # 3. The new point and, when it changed, its factorisation (lax.cond: no copies of
         #    the unchanged point, and no QR after a rejected trial).
@@ -527,18 +504,15 @@ class LevenbergMarquardt(LeastSquaresSolver):
                            step_norm=step_norm, predicted=predicted, slope=slope,
                            dpnorm=dpnorm, qn2=qn2, xnorm=xnorm)
 
-        extra = 1 + int(self.geodesic)
-        counts = s.counts + jnp.where(
-            first, jnp.array([0, 0, 1, 1, 0, 0], jnp.int32),
-            jnp.where(accepted, jnp.array([1, 0, extra, 1, 0, 0], jnp.int32),
-                      jnp.array([0, 1, extra, 1, 0, 0], jnp.int32)))
-        counts = counts.at[4].set(stalled).at[5].set(jnp.where(first, 0, nonfinite))
+        nfev = jnp.where(first, 1, 1 + int(self.geodesic)) if self.geodesic else 1
+        counters = s.counters.tally(accepted, ~accepted & ~first, nfev, 1, stalled=stalled,
+                                    nonfinite=jnp.where(first, 0, nonfinite))
         zero = jnp.zeros((), dtype)
         return LMState(
             point=point, fac=fac, trial=next_trial, radius=radius,
             damping=jnp.where(first, zero, pending.lam),
             step_norm=jnp.where(first, zero, pending.step_norm), accepted=accepted,
-            counts=counts,
+            counters=counters,
             shortest=jnp.where(accepted, jnp.minimum(s.shortest, pending.pnorm), s.shortest),
             lowest=jnp.where(take, jnp.minimum(s.lowest, trial.cost), s.lowest),
             start_cost=start_cost, started=jnp.asarray(True), status=status)

@@ -66,8 +66,8 @@ Stopping (after every iteration; default tolerances run to full precision):
   (MINPACK's gtol test takes the same cosine against every column of ``J``, which a matrix-free
   solver does not have).
 - ``FTOL``: the actual and predicted relative reductions are ``<= ftol`` (default 0: off).
-- ``XTOL``: the step has ``||D s|| <= xtol (||D x|| + xtol)`` (MNT's test; rejections raise
-  ``lam`` geometrically, so the step shrinks below it once no trial decreases the cost).
+- ``XTOL``: the step has ``||D s|| <= xtol ||D x||`` (rejections raise ``lam``
+  geometrically, so the step shrinks below it once no trial decreases the cost).
 - ``PRECISION_LIMIT``: ``||D s|| <= eps ||D x||``.
 - ``NONFINITE``: the start is non-finite; the steps collapsed on non-finite trials; or an
   accepted point's gradient is non-finite (the previous point is kept).
@@ -110,11 +110,16 @@ from jacopt.solvers.least_squares_problem import (
     LeastSquaresSolver,
     PointEvaluation,
     check_options,
+    scaled_norm,
+    updated_scale,
+)
+from jacopt.solvers.stopping import (
+    Counters,
     confirm_stop,
     first_order_backed,
     nonfinite_since_accept,
-    updated_scale,
-    with_counts,
+    start_status,
+    stop_status,
 )
 from jacopt.status import Status
 
@@ -122,15 +127,14 @@ LINEAR_SOLVERS = ("lsqr", "cg")
 SCALINGS = ("probes", "identity")
 
 
-@with_counts
 class MatrixFreeLMState(NamedTuple):
     """Loop carry: the accepted ``point`` (:class:`PointEvaluation` with ``J = None`` and
     ``column_norms = None``), the scaling ``D`` (n,), the damping ``lam`` and its growth
-    factor ``nu``, the last trial's step norm and acceptance, ``counts = [num_accepted,
-    num_rejected, nfev, njev, num_inner_steps, nonfinite]`` (int32; ``nfev`` counts evaluations
-    of the residual function, a linearisation counting as one, ``njev`` linearisations, each
-    giving ``J`` as an operator, and ``nonfinite`` the non-finite trials since the last accepted
-    step), the ``start_cost`` and the status."""
+    factor ``nu``, the last trial's step norm and acceptance, the
+    :class:`~jacopt.solvers.stopping.Counters` ``counters`` (``nfev`` counts evaluations of the
+    residual function, a linearisation counting as one, ``njev`` linearisations, each giving
+    ``J`` as an operator; ``inner_steps`` the LSQR or CG iterations, each one JVP and one
+    transposed JVP), the ``start_cost`` and the status."""
 
     point: Any
     scale: Any
@@ -138,14 +142,9 @@ class MatrixFreeLMState(NamedTuple):
     nu: Any
     step_norm: Any
     accepted: Any
-    counts: Any
+    counters: Counters
     start_cost: Any
     status: Any
-
-    @property
-    def num_inner_steps(self):
-        """Inner (LSQR or CG) iterations so far, each one JVP and one transposed JVP."""
-        return self.counts[..., 4]
 
     @property
     def damping(self):
@@ -346,23 +345,19 @@ class MatrixFreeLevenbergMarquardt(LeastSquaresSolver):
 
     def init(self, problem: LeastSquaresProblem, x0):
         point, scale, curvature = self._evaluate(problem, x0, jnp.zeros_like(x0), 0)
-        finite = point.finite & jnp.all(jnp.isfinite(x0))
         lam = self.initial_damping * jnp.where(
             (curvature > 0) & jnp.isfinite(curvature), curvature, 1.0)
-        status = jnp.where(~finite, Status.NONFINITE,
-                           jnp.where(point.gtol_measure <= self.gtol, Status.GTOL,
-                                     Status.RUNNING)).astype(jnp.int32)
+        status = start_status(point, self.gtol)
         zero = jnp.zeros((), x0.dtype)
         return MatrixFreeLMState(
             point=point, scale=scale, lam=lam, nu=jnp.asarray(2.0, x0.dtype), step_norm=zero,
-            accepted=jnp.asarray(False), counts=jnp.array([0, 0, 1, 1, 0, 0], jnp.int32),
+            accepted=jnp.asarray(False), counters=Counters.start(1, 1),
             start_cost=point.cost, status=status)
 
     def step(self, problem: LeastSquaresProblem, s: MatrixFreeLMState) -> MatrixFreeLMState:
         point, scale = s.point, s.scale
         x = point.x
         dtype = x.dtype
-        eps = jnp.finfo(dtype).eps
 
         # 1. The step: linearise at the current point (products only; its gradient is known)
         #    and solve the damped problem inexactly.
@@ -371,7 +366,7 @@ class MatrixFreeLevenbergMarquardt(LeastSquaresSolver):
         x_new, step = problem.projected_step(x, p, lin.fixed)
         js = lin.mv(step)
         predicted = -(jnp.sum(point.grad * step) + 0.5 * jnp.sum(js * js))
-        dstep, dx = _norm(scale * step), _norm(scale * x)
+        dstep, dx = scaled_norm(scale, step), scaled_norm(scale, x)
 
         # 2. The trial: one residual evaluation, accepted when the gain ratio is positive.
         r_trial = problem.residual_only(x_new)
@@ -389,7 +384,7 @@ class MatrixFreeLevenbergMarquardt(LeastSquaresSolver):
         # 4. A new point: linearise there (gradient, scaling, gtol cosine). A cond, so
         #    rejected trials skip it; a point with non-finite derivatives is not taken.
         new_point, new_scale, _ = lax.cond(
-            accepted, lambda: self._evaluate(problem, x_new, scale, s.njev),
+            accepted, lambda: self._evaluate(problem, x_new, scale, s.counters.njev),
             lambda: (point, scale, jnp.zeros((), dtype)))
         broken = accepted & ~new_point.finite
         accepted = accepted & ~broken
@@ -397,31 +392,21 @@ class MatrixFreeLevenbergMarquardt(LeastSquaresSolver):
         new_scale = jnp.where(accepted, new_scale, scale)
 
         # 5. Stopping tests.
-        cost0 = jnp.where(point.cost > 0, point.cost, 1.0)
-        if self.ftol > 0:
-            small_f = ((jnp.abs(actual) <= self.ftol * cost0)
-                       & (predicted <= self.ftol * cost0) & (ratio <= 2.0))
-        else:
-            small_f = (actual == 0) & (predicted == 0)
-        small_g = accepted & (new_point.gtol_measure <= self.gtol)
-        small_x = dstep <= self.xtol * (dx + self.xtol)
-        limit = dstep <= eps * dx
-        nonfinite = nonfinite_since_accept(s.counts[5], trial_finite, accepted)
+        nonfinite = nonfinite_since_accept(s.counters.nonfinite, trial_finite, accepted)
         # the step tests here judge the trial's own step (not a radius): a tiny step accepted
         # right after non-finite trials drove lam up has collapsed on them too
-        collapsed_on_nan = (jnp.maximum(s.counts[5], nonfinite) > 0) & (small_x | limit)
-        status = jnp.where(broken | collapsed_on_nan, Status.NONFINITE,
-                 jnp.where(small_g, Status.GTOL,
-                 jnp.where(small_f, Status.FTOL,
-                 jnp.where(small_x, Status.XTOL,
-                 jnp.where(limit, Status.PRECISION_LIMIT, Status.RUNNING))))).astype(jnp.int32)
+        status = stop_status(self, cost=point.cost, actual=actual, predicted=predicted,
+                             ratio=ratio, step_bound=dstep, xnorm=dx, accepted=accepted,
+                             gtol_measure=new_point.gtol_measure,
+                             nonfinite=jnp.maximum(s.counters.nonfinite, nonfinite))
+        status = jnp.where(broken, Status.NONFINITE, status)
         # an f or x stop needs a first-order test (the gradient cosine, or vanished residuals)
         status = confirm_stop(status, first_order_backed(self, new_point, s.start_cost, None,
                                                          None, column_norms=new_scale))
 
         one = accepted.astype(jnp.int32)
-        counts = s.counts + jnp.stack([one, 1 - one, 2 + one, 1 + one, inner, jnp.zeros_like(one)])
-        counts = counts.at[5].set(nonfinite)
+        counters = s.counters.tally(accepted, ~accepted, 2 + one, 1 + one, nonfinite=nonfinite,
+                                    inner_steps=s.counters.inner_steps + inner)
         return MatrixFreeLMState(
             point=new_point, scale=new_scale, lam=lam, nu=nu, step_norm=_norm(step),
-            accepted=accepted, counts=counts, start_cost=s.start_cost, status=status)
+            accepted=accepted, counters=counters, start_cost=s.start_cost, status=status)
