@@ -11,15 +11,7 @@ from jacopt import Status
 from jacopt.problems import test_functions as tf
 from jacopt.solvers import LevenbergMarquardt
 
-FAST = {"xla_cpu_use_fusion_emitters": False} if jax.default_backend() == "cpu" else {}
-
-
-def decay(b, t, y):
-    return b[0] * jnp.exp(-b[1] * t) + b[2] - y
-
-
-def decay_np(b, t, y):
-    return b[0] * np.exp(-b[1] * t) + b[2] - y
+from _ls_helpers import decay, decay_np
 
 
 @pytest.fixture(scope="module")

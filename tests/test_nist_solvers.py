@@ -17,8 +17,9 @@ import pytest
 import jacopt
 from jacopt.problems import nist
 
+from _ls_helpers import FAST_COMPILE
+
 SOLVERS = ("lm", "gn", "dogleg")
-FAST_COMPILE = {"xla_cpu_use_fusion_emitters": False} if jax.default_backend() == "cpu" else {}
 # Levenberg-Marquardt reaches float64's limit on every run (LRE >= 10 in
 # `python -m jacopt.benchmarks.nist`); the issue's target for every solver is 6.
 MIN_LRE = {"lm": 9.0, "gn": 6.0, "dogleg": 6.0}
