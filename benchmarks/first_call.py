@@ -12,8 +12,9 @@ Cases (float64):
 Every figure is the median over ``repeats`` fresh processes. The phases come from JAX's
 monitoring events (``jaxpr_trace_duration``, ``jaxpr_to_mlir_module_duration``,
 ``backend_compile_duration``) and, for jacopt's cache, from ``jacopt._cache.stats``
-(``load``: reading and loading a compiled executable); ``other`` is the rest (Python, the
-solve itself). The jacopt "first" process starts from an empty cache directory; "second" runs
+(``key``: writing out and hashing the traced program; ``lapack``: making jaxlib's LAPACK
+kernels ready; ``load``: reading and loading a compiled executable); ``other`` is the rest
+(Python, the solve itself). The jacopt "first" process starts from an empty cache directory; "second" runs
 the same script again on that directory.
 
 Run: ``python -m jacopt.benchmarks.first_call [--repeats N] [--cases a,b]``.
@@ -110,8 +111,9 @@ first = dict(phases)
 started = time.perf_counter()
 jax.block_until_ready(call())
 warm = time.perf_counter() - started
-load = _cache.stats["load_s"] if impl == "jacopt" and _cache else 0.0
-print(json.dumps({"total": total, "warm": warm, "load": load, "x0": float(out.ravel()[0]),
+stats = _cache.stats if impl == "jacopt" and _cache else {}
+print(json.dumps({"total": total, "warm": warm, "x0": float(out.ravel()[0]),
+                  **{k: stats.get(k + "_s", 0.0) for k in ("key", "lapack", "load")},
                   "trace": first.get("jaxpr_trace_duration", 0.0),
                   "lower": first.get("jaxpr_to_mlir_module_duration", 0.0),
                   "compile": first.get("backend_compile_duration", 0.0)}))
@@ -123,15 +125,16 @@ CASES = {
     "misra1a": ("least_squares LM, NIST Misra1a", ("scipy", "optimistix")),
     "rosenbrock": ("minimize BFGS, 50-D Rosenbrock", ("scipy", "optimistix")),
 }
-PHASES = ("trace", "lower", "compile", "load")
+PHASES = ("trace", "key", "lapack", "lower", "compile", "load")
 
 
-def fresh_process(script: str, *argv: str, env: dict | None = None) -> str:
+def fresh_process(script: str, *argv: str, env: dict | None = None,
+                  cwd: str | None = None) -> str:
     """The last line ``script`` prints when run with ``argv`` in a new Python process (with
-    ``env`` added to this process's environment)."""
+    ``env`` added to this process's environment, in the folder ``cwd``)."""
     out = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True,
-                         text=True, check=True, env=None if env is None else {**os.environ,
-                                                                             **env})
+                         text=True, check=True, cwd=cwd,
+                         env=None if env is None else {**os.environ, **env})
     return out.stdout.strip().splitlines()[-1]
 
 
@@ -139,18 +142,26 @@ def _median(rows: list[dict]) -> dict:
     return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
 
 
-def measure(case: str, repeats: int = 3) -> dict:
+def measure(case: str, repeats: int = 3, baseline: str | None = None) -> dict:
     """``{implementation: median figures}`` for one case: ``jacopt first``, ``jacopt second``
-    (cache filled by the first), and each peer installed (module docstring)."""
+    (cache filled by the first), the same for the jacopt found in the folder ``baseline``
+    (``baseline first``, ``baseline second``; run in turn with the others), and each peer
+    installed (module docstring)."""
     import importlib.util
 
     runs: dict = {}
     for _ in range(repeats):
-        with tempfile.TemporaryDirectory() as folder:
-            env = {"JACOPT_CACHE": "1", "JACOPT_CACHE_DIR": folder}
-            for label in ("jacopt first", "jacopt second"):
-                runs.setdefault(label, []).append(
-                    json.loads(fresh_process(_SCRIPT, case, "jacopt", env=env)))
+        for name, path in (("jacopt", None), ("baseline", baseline)):
+            if name == "baseline" and path is None:
+                continue
+            with tempfile.TemporaryDirectory() as folder:
+                env = {"JACOPT_CACHE": "1", "JACOPT_CACHE_DIR": folder}
+                if path is not None:
+                    env["PYTHONPATH"] = os.pathsep.join(
+                        [path] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+                for label in (f"{name} first", f"{name} second"):  # not in a checkout's root
+                    runs.setdefault(label, []).append(json.loads(
+                        fresh_process(_SCRIPT, case, "jacopt", env=env, cwd=folder)))
         for peer in CASES[case][1]:
             if importlib.util.find_spec(peer) is not None:
                 runs.setdefault(peer, []).append(json.loads(fresh_process(_SCRIPT, case, peer)))
@@ -161,7 +172,7 @@ def _other(row: dict):
     """``total`` less the phases, or ``None`` when the phases add up to more than ``total``:
     JAX reports the trace (and lowering) of a ``jit`` nested in the traced function as an
     event of its own, inside the outer one's duration, so nested programs count twice."""
-    other = row["total"] - sum(row[p] for p in PHASES)
+    other = row["total"] - sum(row.get(p, 0.0) for p in PHASES)
     return None if other < 0 else other
 
 
@@ -174,18 +185,23 @@ def main(argv=None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per figure")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated cases")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also time the jacopt package in DIR/jacopt (its solvers/, "
+                             "problems/ and benchmarks/ inside it, as installed), in turn "
+                             "with the installed one")
     opts = parser.parse_args(argv)
     print("first call in a fresh process, import excluded (median ms of "
-          f"{opts.repeats}; machine load makes these noisy)")
-    header = (f"  {'case / implementation':<52} {'total':>8} " +
+          f"{opts.repeats}; machine load makes these noisy; load average "
+          f"{os.getloadavg()[0]:.1f} at the start)")
+    header = (f"  {'implementation':<16} {'total':>8} " +
               " ".join(f"{p:>8}" for p in PHASES) + f" {'other':>8} {'warm':>8}")
     for case in opts.cases.split(","):
         title, _ = CASES[case]
-        results = measure(case, opts.repeats)
+        results = measure(case, opts.repeats, opts.baseline)
         print(f"{title}\n{header}")
         for label, r in results.items():
             other = _other(r)
-            print(f"  {label:<52} {_ms(r['total'])} " +
+            print(f"  {label:<16} {_ms(r['total'])} " +
                   " ".join(_ms(r[p]) for p in PHASES) +
                   f" {'n/a' if other is None else _ms(other).strip():>8} {_ms(r['warm'])}")
         ratios = []
@@ -196,7 +212,8 @@ def main(argv=None) -> int:
         if ratios:
             print(f"  jacopt first = {', '.join(ratios)}; second process "
                   f"{_ms(results['jacopt second']['total']).strip()} ms")
-    print("other: total less the phases; n/a where nested jits' traces count twice")
+    print("other: total less the phases; n/a where nested jits' traces count twice; load "
+          f"average {os.getloadavg()[0]:.1f} at the end")
     return 0
 
 

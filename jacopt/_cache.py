@@ -34,10 +34,12 @@ import enum
 import functools
 import hashlib
 import inspect
+import io
 import os
 import platform
 import sys
 import tempfile
+import threading
 import time
 import warnings
 
@@ -54,9 +56,11 @@ _SUFFIX = ".xla"
 _OFF = ("0", "false", "no", "off")
 
 stats = collections.Counter()
-"""What this process did: ``compiles`` (XLA compilations), ``memory_hits``, ``disk_hits``,
-``disk_writes``, ``bad_entries`` (corrupt or unreadable, rebuilt), ``uncacheable``, and the
-seconds spent in ``trace_s``, ``lower_s``, ``compile_s``, ``load_s``, ``store_s``."""
+"""What this process did: ``compiles`` (XLA compilations), ``memory_hits``, ``disk_hits``
+(``prefetch_hits`` of them loaded while tracing), ``disk_writes``, ``bad_entries`` (corrupt
+or unreadable, rebuilt), ``uncacheable``, and the seconds spent in ``trace_s``, ``key_s``,
+``lapack_s``, ``lower_s``, ``compile_s``, ``load_s`` (waiting for a load), ``prefetch_s`` (on
+the prefetch thread), ``store_s``."""
 
 _programs: dict = {}  # key -> compiled executable, for this process
 _MAX_PROGRAMS = 128
@@ -294,8 +298,9 @@ class _JaxprWriter:
             return "<jaxpr above>"
         if isinstance(v, enum.Enum):
             return f"{type(v).__qualname__}.{v.name}"
-        if hasattr(v, "shape") and hasattr(v, "dtype") and hasattr(v, "__array__"):
-            a = np.asarray(v)
+        if isinstance(v, np.ndarray) or (hasattr(v, "shape") and hasattr(v, "dtype")
+                                         and hasattr(v, "__array__")):
+            a = v if isinstance(v, np.ndarray) else np.asarray(v)
             self.arrays.update(a.tobytes())
             return f"array:{a.dtype.name}:{a.dtype.str}:{a.shape}:{getattr(v, 'weak_type', '')}"
         if isinstance(v, (tuple, list)):
@@ -383,10 +388,11 @@ def compile_lowered(lowered, compiler_options: dict):
                    lowered.out_tree, lambda: lowered, False)
 
 
-def compile_traced(traced, compiler_options: dict):
+def compile_traced(traced, compiler_options: dict, prefetch: "Prefetch | None" = None):
     """``traced.lower().compile()``, served as :func:`compile_lowered` serves it but keyed by
     the traced program (:func:`traced_key`), so that a hit skips lowering; a program that
-    cannot be keyed so is lowered and keyed by its lowering."""
+    cannot be keyed so is lowered and keyed by its lowering. ``prefetch`` (from
+    :func:`prefetch`, started before tracing) is used when it loaded this very key."""
     started = time.perf_counter()
     key = traced_key(traced, compiler_options)
     stats["key_s"] += time.perf_counter() - started
@@ -394,7 +400,11 @@ def compile_traced(traced, compiler_options: dict):
         return compile_lowered(_lower(traced), compiler_options)
     key, linalg = key
     in_tree = jax.tree_util.tree_structure(traced.args_info)
-    return _cached(key, in_tree, traced.out_tree, lambda: _lower(traced), linalg)
+    compiled = _cached(key, in_tree, traced.out_tree, lambda: _lower(traced), linalg,
+                       prefetch)
+    if prefetch is not None and prefetch.key != key:
+        prefetch.remember(key)
+    return compiled
 
 
 def _lower(traced):
@@ -404,9 +414,10 @@ def _lower(traced):
     return lowered
 
 
-def _cached(key: str, in_tree, out_tree, lower, linalg: bool):
+def _cached(key: str, in_tree, out_tree, lower, linalg: bool, prefetch=None):
     """The executable of the program ``key`` (with these argument and result trees): from this
-    process's programs, else the disk cache, else compiled from ``lower()`` and stored."""
+    process's programs, else ``prefetch`` when it loaded ``key``, else the disk cache, else
+    compiled from ``lower()`` and stored."""
     entry = _programs.get(key)
     if entry is not None and entry[1:] == (in_tree, out_tree):
         stats["memory_hits"] += 1
@@ -417,7 +428,11 @@ def _cached(key: str, in_tree, out_tree, lower, linalg: bool):
         stats["lapack_s"] += time.perf_counter() - started
     folder = directory()
     path = None if folder is None else os.path.join(folder, key + _SUFFIX)
-    compiled = None if path is None else _load(path, in_tree, out_tree)
+    compiled = None
+    if prefetch is not None and prefetch.key == key:
+        compiled = prefetch.executable(in_tree, out_tree)
+    if compiled is None and path is not None:
+        compiled = _load(path, in_tree, out_tree)
     if compiled is None:
         lowered = lower()
         if _uncacheable(lowered):  # only reached by keys of traced programs
@@ -494,43 +509,142 @@ def _compile(lowered):
     return compiled
 
 
-def _load(path: str, in_tree, out_tree):
-    """The executable stored at ``path``, or ``None`` when there is none or it is unusable (a
-    bad entry is counted and left to be overwritten)."""
-    from jax.experimental import serialize_executable
-
-    started = time.perf_counter()
+def _read(path: str, count: bool = True):
+    """The checked payload of the entry at ``path``, or ``None`` when there is none or it is
+    corrupt (counted in ``stats`` when ``count``; the prefetch thread leaves that to the
+    load that follows)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
         return None
     except OSError:
-        stats["bad_entries"] += 1
+        stats["bad_entries"] += count
         return None
     head = len(MAGIC) + 32
     payload = data[head:]
     if (len(data) <= head or not data.startswith(MAGIC)
             or hashlib.sha256(payload).digest() != data[len(MAGIC):head]):
-        stats["bad_entries"] += 1
+        stats["bad_entries"] += count
         return None
-    try:
-        compiled = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
-    except Exception:  # an entry this jax cannot load: rebuild it
-        stats["bad_entries"] += 1
-        return None
+    return payload
+
+
+def _loaded(path: str, started: float) -> None:
     stats["load_s"] += time.perf_counter() - started
     stats["disk_hits"] += 1
     try:
         os.utime(path)  # recently used: pruned last
     except OSError:
         pass
+
+
+def _load(path: str, in_tree, out_tree):
+    """The executable stored at ``path``, or ``None`` when there is none or it is unusable (a
+    bad entry is counted and left to be overwritten)."""
+    from jax.experimental import serialize_executable
+
+    started = time.perf_counter()
+    payload = _read(path)
+    if payload is None:
+        return None
+    try:
+        compiled = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+    except Exception:  # an entry this jax cannot load: rebuild it
+        stats["bad_entries"] += 1
+        return None
+    _loaded(path, started)
     return compiled
 
 
+# ------------------------------------------------------------------------------------------
+# Prefetch: the entry a call is likely to need, loaded while the call is traced
+# ------------------------------------------------------------------------------------------
+
+_HINT = ".hint"
+
+
+class Prefetch:
+    """The entry that a call like this one (same function code, argument types and static
+    values: its *hint*) needed last time, read and deserialised on a thread while the call is
+    traced (XLA deserialises without Python's lock). It is only a guess: the executable is
+    used only when the traced program's key (:func:`traced_key`) is the one it was loaded
+    for, and the hint is pointed at the right key otherwise."""
+
+    def __init__(self, hint_path: str, key: str | None):
+        self.hint_path, self.key = hint_path, key
+        self._result = None
+        self._thread = None
+        if key is not None:
+            self._thread = threading.Thread(target=self._run, name="jacopt-prefetch",
+                                            daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            from jax.experimental import serialize_executable as se
+
+            started = time.perf_counter()
+            path = os.path.join(os.path.dirname(self.hint_path), self.key + _SUFFIX)
+            payload = _read(path, count=False)
+            if payload is not None:
+                backend = jax.devices()[0].client
+                unloaded = se._JaxPjrtUnpickler(io.BytesIO(payload), backend).load()
+                self._result = (path, time.perf_counter() - started, unloaded)
+        except Exception:  # a JAX whose internals differ, or a bad entry: load as usual
+            self._result = None
+
+    def executable(self, in_tree, out_tree):
+        """The prefetched executable, or ``None`` (then the entry is loaded as usual)."""
+        if self._thread is None:
+            return None
+        started = time.perf_counter()
+        self._thread.join()
+        if self._result is None:
+            return None
+        path, _, (unloaded, args_info_flat, no_kwargs) = self._result
+        try:
+            compiled = jax.stages.Compiled(unloaded.load(), [],
+                                           in_tree.unflatten(args_info_flat), out_tree,
+                                           no_kwargs=no_kwargs)
+        except Exception:
+            return None
+        stats["prefetch_hits"] += 1
+        stats["prefetch_s"] += self._result[1]  # on the thread, while tracing
+        _loaded(path, started)  # load_s: the wait for the thread and the rest
+        return compiled
+
+    def remember(self, key: str) -> None:
+        """Point the hint at ``key`` (written atomically; a failure costs a later prefetch)."""
+        _write_atomically(self.hint_path, key.encode())
+
+
+def prefetch(hint: str, compiler_options: dict) -> Prefetch | None:
+    """Start loading the entry last used by calls with this ``hint`` (a text naming the
+    entry point, the function's code location, argument types and static values), or
+    ``None`` when the disk cache is off."""
+    folder = directory()
+    if folder is None:
+        return None
+    h = _hasher(b"hint\0", compiler_options)
+    h.update(hint.encode())
+    path = os.path.join(folder, h.hexdigest() + _HINT)
+    key = None
+    try:
+        with open(path, "rb") as f:
+            text = f.read(65).decode("ascii")
+        if len(text) == 64 and all(c in "0123456789abcdef" for c in text) \
+                and os.path.exists(os.path.join(folder, text + _SUFFIX)):
+            key = text
+            os.utime(path)
+    except (OSError, UnicodeDecodeError):
+        pass
+    return Prefetch(path, key)
+
+
 def _store(path: str, compiled) -> None:
-    """Write ``compiled`` to ``path`` atomically (temporary file, then ``os.replace``); a
-    failure to write only costs the next process a compile."""
+    """Write ``compiled`` to ``path`` atomically; a failure to write only costs the next
+    process a compile."""
     from jax.experimental import serialize_executable
 
     started = time.perf_counter()
@@ -538,25 +652,32 @@ def _store(path: str, compiled) -> None:
         payload, _, _ = serialize_executable.serialize(compiled)
     except Exception:  # an executable this backend cannot serialise
         return
+    if _write_atomically(path, MAGIC + hashlib.sha256(payload).digest() + payload):
+        stats["disk_writes"] += 1
+        _prune(os.path.dirname(path))
+    stats["store_s"] += time.perf_counter() - started
+
+
+def _write_atomically(path: str, data: bytes) -> bool:
+    """Write ``data`` to a temporary file beside ``path``, then rename it into place
+    (``os.replace``); whether it was written."""
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-",
                                    suffix=_SUFFIX)
         with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC + hashlib.sha256(payload).digest() + payload)
+            f.write(data)
         os.replace(tmp, path)
         tmp = None
-        stats["disk_writes"] += 1
-        _prune(os.path.dirname(path))
+        return True
     except OSError:
-        pass
+        return False
     finally:
         if tmp is not None:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
-    stats["store_s"] += time.perf_counter() - started
 
 
 _STALE_TMP_S = 3600.0  # a temporary file this old was left by a writer that died
@@ -572,10 +693,14 @@ def _prune(folder: str) -> None:
             if e.name.startswith(".tmp-") and e.stat().st_mtime < old:
                 os.unlink(e.path)
         entries = [e for e in found if not e.name.startswith(".")]
-        if len(entries) <= MAX_ENTRIES:
-            return
-        entries.sort(key=lambda e: e.stat().st_mtime)
-        for e in entries[: len(entries) - MAX_ENTRIES * 4 // 5]:
-            os.unlink(e.path)
+        if len(entries) > MAX_ENTRIES:
+            entries.sort(key=lambda e: e.stat().st_mtime)
+            for e in entries[: len(entries) - MAX_ENTRIES * 4 // 5]:
+                os.unlink(e.path)
+        hints = [e for e in os.scandir(folder) if e.name.endswith(_HINT)]
+        if len(hints) > MAX_ENTRIES:
+            hints.sort(key=lambda e: e.stat().st_mtime)
+            for e in hints[: len(hints) - MAX_ENTRIES * 4 // 5]:
+                os.unlink(e.path)
     except OSError:
         pass

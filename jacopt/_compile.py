@@ -10,7 +10,8 @@ option, the plain ``jit`` is used from then on.
 Called directly with concrete arrays on a single CPU device, a solve is traced, lowered and
 compiled in explicit stages (``jit(...).trace(...)``, then ``lower().compile()``) so that the
 compiled executable can come from :mod:`jacopt._cache` (same program compiled before, in this
-process or an earlier one; a hit skips lowering); the executables are then kept per static
+process or an earlier one; a hit skips lowering, and the entry that a call like this one
+used last is loaded on a thread while it is traced); the executables are then kept per static
 arguments and argument types, as ``jax.jit`` keeps them. A function that is new at every call (defined inside a loop) still
 costs a trace each time; when one function's code has been traced for more than
 :data:`RETRACE_LIMIT` distinct function objects, a :class:`RecompileWarning` names the fix.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import re
 import sys
 import time
 import warnings
@@ -68,19 +70,20 @@ def cpu_fast_jit(fn: Callable, static_argnames: Sequence[str]) -> Callable:
     # a static argument given by position goes to the plain jit (executables take keywords)
     positional = min([params.index(name) for name in static if name in params], default=None)
 
-    def build(args, kwargs):
-        jitted = fast if fast_ok[0] else plain
+    def build(args, kwargs, key):
+        jitted, options = (fast, CPU_COMPILER_OPTIONS) if fast_ok[0] else (plain, {})
+        ahead = _cache.prefetch(_hint(entry, key), options)  # loads while this traces
         started = time.perf_counter()
         traced = jitted.trace(*args, **kwargs)
         _cache.stats["trace_s"] += time.perf_counter() - started
         _watch(kwargs.get("fun"), entry)
         try:
-            return _cache.compile_traced(traced, CPU_COMPILER_OPTIONS if fast_ok[0] else {})
+            return _cache.compile_traced(traced, options, ahead)
         except jax.errors.JaxRuntimeError as exc:  # an XLA without the option
             if not fast_ok[0] or "No such compile option" not in str(exc):
                 raise
             fast_ok[0] = False
-            return build(args, kwargs)
+            return build(args, kwargs, key)
 
     def call(*args, **kwargs):
         dynamic = {k: v for k, v in kwargs.items() if k not in static_set}
@@ -95,7 +98,7 @@ def cpu_fast_jit(fn: Callable, static_argnames: Sequence[str]) -> Callable:
         except TypeError:  # an unhashable static argument: jax.jit says so
             return plain(*args, **kwargs)
         if executable is None:
-            executable = build(args, kwargs)
+            executable = build(args, kwargs, key)
             if len(executables) >= _MAX_EXECUTABLES:
                 executables.pop(next(iter(executables)))
             executables[key] = executable
@@ -106,6 +109,16 @@ def cpu_fast_jit(fn: Callable, static_argnames: Sequence[str]) -> Callable:
     call.cache_size = lambda: (len(executables) + fast._cache_size()
                                + plain._cache_size())  # compiled variants
     return call
+
+
+def _hint(entry: str, key) -> str:
+    """A text naming a call (the entry point, argument types, static values, functions by
+    their code and place) for :func:`jacopt._cache.prefetch`: only a guess at the program,
+    so addresses are dropped and nothing needs to be exact."""
+    treedef, signatures, statics, context = key
+    described = [(_code_identity(v) or v) if callable(v) else v for v in statics]
+    text = repr((entry, str(treedef), signatures, described, context))
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", text)
 
 
 def _outside_transformations(leaves) -> bool:
