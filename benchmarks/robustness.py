@@ -15,7 +15,8 @@ Methods, all with exact Jacobians:
 
 - ``jacopt-<name>``: :func:`jacopt.least_squares` with ``solver=<name>`` for every solver in
   :data:`jacopt.least_squares.SOLVERS` (one name per solver), default settings. Compiled once
-  per problem and solver, the three starts run through the compiled solve.
+  per problem and solver, the three starts run through the compiled solve. ``jacopt-lm-jac``:
+  ``solver="lm"`` with ``x_scale="jac"`` (Moré's scaling, MINPACK's) instead of the default 1.
 - ``scipy-lm`` (MINPACK's lmder) and ``scipy-trf``: ``scipy.optimize.least_squares`` with
   ``ftol = xtol = gtol = 1e-15``, residuals and ``jax.jacfwd`` Jacobian jitted.
 - ``optimistix-lm``, ``optimistix-dogleg``: ``optimistix.LevenbergMarquardt`` / ``Dogleg`` with
@@ -69,12 +70,12 @@ def jacopt_solvers() -> dict[str, object]:
 # ------------------------------------------------------------------------------------------
 
 
-def _jacopt_solve(solver: str) -> Callable:
+def _jacopt_solve(solver: str, **options) -> Callable:
     def make(problem):
         import jacopt
 
         def solve(x0):
-            res = jacopt.least_squares(problem.residual, x0, solver=solver)
+            res = jacopt.least_squares(problem.residual, x0, solver=solver, **options)
             return {"x": res.params, "status": res.status, "success": res.success,
                     "nfev": res.nfev, "njev": res.njev, "steps": res.num_steps}
 
@@ -270,6 +271,9 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None, *
     for name in jacopt_solvers():
         plan[f"jacopt-{name}"] = (lambda p, m, make=_jacopt_solve(name):
                                   _run_jax_method(p, m, make))
+    # LM with Moré's scaling (MINPACK's), beside the default's x_scale = 1
+    plan["jacopt-lm-jac"] = (lambda p, m, make=_jacopt_solve("lm", x_scale="jac"):
+                             _run_jax_method(p, m, make))
     for kind in ("lm", "trf"):
         plan[f"scipy-{kind}"] = lambda p, m, kind=kind: _run_scipy(p, kind)
     for method, (module, make) in _peer_methods().items():

@@ -76,7 +76,7 @@ def least_squares(
     loss="linear",
     f_scale=1.0,
     bounds=None,
-    x_scale="jac",
+    x_scale=None,
     ftol=None,
     xtol=None,
     gtol=None,
@@ -118,10 +118,13 @@ def least_squares(
       f_scale: the residual scale of the robust loss (> 0).
       bounds: ``None`` or ``(lower, upper)``, each a scalar or a pytree like ``x0`` whose leaves
         are scalars or have the shape of ``x0``'s (``-inf``/``inf`` for no bound), or a
-        :class:`scipy.optimize.Bounds` (its ``lb`` and ``ub``). Needs ``lower <= x0 <= upper``. Solvers ``"lm"``, ``"gn"`` and ``"lm-matrix-free"``.
-      x_scale: ``"jac"`` (Moré's scaling by the Jacobian's column norms, updated as their
-        running maximum) or the characteristic scale of each parameter: a positive scalar or a
-        pytree like ``x0`` (the scaling is ``1 / x_scale``).
+        :class:`scipy.optimize.Bounds` (its ``lb`` and ``ub``). Needs ``lower <= x0 <= upper``. Every built-in solver takes bounds.
+      x_scale: the characteristic scale of each parameter: a positive scalar or a pytree like
+        ``x0`` (the scaling is ``1 / x_scale``), or ``"jac"`` (Moré's scaling by the
+        Jacobian's column norms, updated as their running maximum), or ``None`` (default): the
+        solver's own, ``1.0`` for ``"lm"`` (as SciPy's ``trf`` and Optimistix; from far
+        starts it solves more problems than ``"jac"``, which MINPACK and SciPy's ``lm`` use)
+        and ``"jac"`` for the others (``solver.default_x_scale``).
       ftol, xtol, gtol: override the solver's tolerances (see the solver's docstring for the
         tests; ``None`` keeps the solver's defaults, which run to full precision).
       max_steps: the most iterations (each one trial step, accepted or rejected); default
@@ -191,6 +194,8 @@ def least_squares(
                 f"{type(solver).__name__}."
             )
         lower, upper = _check_bounds(bounds, x0, treedef, shapes, dtype, x0_name)
+    if x_scale is None:
+        x_scale = getattr(solver, "default_x_scale", "jac")
     scale = _check_x_scale(x_scale, treedef, shapes, dtype)
     check_verbose(verbose)
 

@@ -31,6 +31,9 @@ class LeastSquaresSolver:
     until a stopping test fires), ``step_norm``, ``accepted`` and ``damping`` (what
     ``History.damping`` records: the LM parameter, a line-search step or a radius)."""
 
+    default_x_scale = "jac"
+    """What ``least_squares(x_scale=None)`` (the default) means for this solver."""
+
     def terminate(self, problem, s):
         return s.status != Status.RUNNING, s.status
 

@@ -46,7 +46,7 @@ def test_lm_powell_badly_scaled_from_100x0_is_not_an_ftol_success():
     fun = tf.powell_badly_scaled_residual
     res = jacopt.least_squares(fun, jnp.asarray(x0))
     assert_no_false_success(res, fun)
-    assert bool(res.success) or res.status_name == "STALLED"
+    assert res.status_name != "FTOL" and int(res.num_steps) > 1
 
 
 @pytest.mark.parametrize("name, factor", [("box_3d", 1), ("chebyquad_8", 1), ("chebyquad_8", 2)])

@@ -42,10 +42,6 @@ SOLVER_CLASSES = sorted(set(SOLVERS.values()), key=lambda cls: cls.__name__)
 
 # (check, solver class name) -> (reason, exception the check raises): strict xfails.
 KNOWN = {
-    ("history", "LevenbergMarquardt"): (
-        "Deuflhard's natural monotonicity test accepts Gauss-Newton steps far from the solution, "
-        "not only where the gain ratio is rounding noise: Misra1a from NIST's start 1, step 4 "
-        "raises the cost from 97.18 to 99.46", AssertionError),
     ("float32", "MatrixFreeLevenbergMarquardt"): (
         "stops with PRECISION_LIMIT (a success) 2.6e-5 (relative) from the float64 minimiser of "
         "Misra1a, 4x the most that float32 rounding of the data moves it; the dense solvers "
