@@ -16,7 +16,8 @@ Methods, all with exact Jacobians:
 - ``jacopt-<name>``: :func:`jacopt.least_squares` with ``solver=<name>`` for every solver in
   :data:`jacopt.least_squares.SOLVERS` (one name per solver), default settings. Compiled once
   per problem and solver, the three starts run through the compiled solve. ``jacopt-lm-jac``:
-  ``solver="lm"`` with ``x_scale="jac"`` (Moré's scaling, MINPACK's) instead of the default 1.
+  ``solver="lm"`` with ``x_scale="jac"`` (Moré's scaling, MINPACK's) instead of the default 1;
+  ``jacopt-lm-lazy``: ``LevenbergMarquardt(lazy_jacobian=True)``, J only at accepted points.
 - ``scipy-lm`` (MINPACK's lmder) and ``scipy-trf``: ``scipy.optimize.least_squares`` with
   ``ftol = xtol = gtol = 1e-15``, residuals and ``jax.jacfwd`` Jacobian jitted.
 - ``optimistix-lm``, ``optimistix-dogleg``: ``optimistix.LevenbergMarquardt`` / ``Dogleg`` with
@@ -70,7 +71,7 @@ def jacopt_solvers() -> dict[str, object]:
 # ------------------------------------------------------------------------------------------
 
 
-def _jacopt_solve(solver: str, **options) -> Callable:
+def _jacopt_solve(solver, **options) -> Callable:
     def make(problem):
         import jacopt
 
@@ -263,6 +264,7 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None, *
     from jacopt.benchmarks import _records
     from jacopt.benchmarks.nist import _peer_available
     from jacopt.problems import mgh
+    from jacopt.solvers import LevenbergMarquardt
 
     _records.limit_blas_threads(1)
     if problems is None:
@@ -271,9 +273,13 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None, *
     for name in jacopt_solvers():
         plan[f"jacopt-{name}"] = (lambda p, m, make=_jacopt_solve(name):
                                   _run_jax_method(p, m, make))
-    # LM with Moré's scaling (MINPACK's), beside the default's x_scale = 1
+    # LM with Moré's scaling (MINPACK's), beside the default's x_scale = 1, and LM that
+    # evaluates J only at accepted points (MINPACK's schedule)
     plan["jacopt-lm-jac"] = (lambda p, m, make=_jacopt_solve("lm", x_scale="jac"):
                              _run_jax_method(p, m, make))
+    plan["jacopt-lm-lazy"] = (lambda p, m, make=_jacopt_solve(
+                                  LevenbergMarquardt(lazy_jacobian=True)):
+                              _run_jax_method(p, m, make))
     for kind in ("lm", "trf"):
         plan[f"scipy-{kind}"] = lambda p, m, kind=kind: _run_scipy(p, kind)
     for method, (module, make) in _peer_methods().items():

@@ -315,6 +315,10 @@ class LevenbergMarquardt(LeastSquaresSolver):
     - ``geodesic``: add Transtrum & Sethna's geodesic acceleration (one extra second-order
       directional derivative of the residuals per trial); ``geodesic_ratio`` caps
       ``2 ||D a|| / ||D v||`` (0.75 in the paper): a larger acceleration is dropped.
+    - ``lazy_jacobian``: evaluate a trial's residuals only, and the Jacobian once the trial
+      is accepted (MINPACK's ``lmder``), instead of ``r`` and ``J`` together at every trial:
+      fewer Jacobians where trials are often rejected, at the price of a second evaluation
+      of ``r`` (with ``J``) at each accepted point. ``njev`` counts the linearisations.
 
     The radius rule is :data:`jacopt.solvers.trust_region.MINPACK`. ``History.damping``
     records the ``lam`` of each trial (0 for a Gauss-Newton step).
@@ -328,6 +332,7 @@ class LevenbergMarquardt(LeastSquaresSolver):
     geodesic: bool = False
     geodesic_ratio: float = 0.75
     stall_limit: int = 5
+    lazy_jacobian: bool = False
 
     # :func:`jacopt._loop.run` lets the first iteration evaluate the start, so the user's
     # function (and its Jacobian) is traced and compiled once, inside the loop body.
@@ -338,7 +343,7 @@ class LevenbergMarquardt(LeastSquaresSolver):
     def __post_init__(self):
         check_options(self, nonnegative=TOLERANCES, positive=("initial_radius_factor",
                       "geodesic_ratio"), fraction=("contraction",), counts=("stall_limit",),
-                      flags=("geodesic",))
+                      flags=("geodesic", "lazy_jacobian"))
 
     def init(self, problem: LeastSquaresProblem, x0):
         """Placeholders of the right shapes; nothing is evaluated here."""
@@ -375,12 +380,18 @@ class LevenbergMarquardt(LeastSquaresSolver):
         first = ~s.started
 
         # 1. The trial: gain ratio, radius (MINPACK) and acceptance.
-        trial = evaluate_point(problem, pending.x)
-        finite = trial.finite & jnp.all(jnp.isfinite(pending.x))
-        actual = jnp.where(finite, problem.reduction(point.r, trial.r), -jnp.inf)
+        if self.lazy_jacobian:  # the residuals only; J once the trial is taken (below)
+            trial_r = problem.residual_only(pending.x)
+            trial_cost = problem.cost(trial_r)
+            finite = jnp.isfinite(trial_cost) & jnp.all(jnp.isfinite(pending.x))
+        else:
+            trial = evaluate_point(problem, pending.x)
+            trial_r, trial_cost = trial.r, trial.cost
+            finite = trial.finite & jnp.all(jnp.isfinite(pending.x))
+        actual = jnp.where(finite, problem.reduction(point.r, trial_r), -jnp.inf)
         ratio = tr.gain_ratio(actual, pending.predicted)
         shrink = tr.interpolated_shrink(pending.slope, actual)
-        shrink = jnp.where(trial.cost >= 100.0 * point.cost, 0.1, shrink)
+        shrink = jnp.where(trial_cost >= 100.0 * point.cost, 0.1, shrink)
         radius, accepted = tr.update_radius(
             tr.MINPACK, s.radius, ratio, pending.pnorm, inside=pending.gauss_newton,
             shrink_factor=shrink)
@@ -392,7 +403,7 @@ class LevenbergMarquardt(LeastSquaresSolver):
             # only runs for the Gauss-Newton steps the gain ratio rejected.
             def natural_test():
                 return natural_monotonicity(problem, point, fac.R, fac.scale, fac.fixed,
-                                            trial.r, pending.pnorm, self.contraction)
+                                            trial_r, pending.pnorm, self.contraction)
 
             # only where the cost rose by rounding at most: elsewhere the ratio is no noise
             flat = actual >= -jnp.sqrt(jnp.finfo(dtype).eps) * point.cost
@@ -401,6 +412,14 @@ class LevenbergMarquardt(LeastSquaresSolver):
             accepted = accepted | natural
             radius = jnp.where(natural, jnp.maximum(radius, 2.0 * pending.pnorm), radius)
         accepted = accepted & finite & ~first
+        if self.lazy_jacobian:
+            # J at the start and at an accepted trial only; a non-finite J rejects the trial
+            trial = lax.cond(
+                accepted | first, lambda: evaluate_point(problem, pending.x),
+                lambda: point._replace(x=pending.x, r=trial_r, cost=trial_cost,
+                                       gtol_measure=jnp.asarray(jnp.inf, dtype)))
+            broken = (accepted | first) & ~trial.finite
+            accepted, finite = accepted & ~broken, finite & ~broken
         # One safeguarded Newton step of Moré's lmpar iteration, from the damping just used
         # towards the damping whose step has length the new radius (0 after a Gauss-Newton
         # step).
@@ -513,7 +532,11 @@ class LevenbergMarquardt(LeastSquaresSolver):
                            dpnorm=dpnorm, qn2=qn2, xnorm=xnorm)
 
         nfev = jnp.where(first, 1, 1 + int(self.geodesic)) if self.geodesic else 1
-        counters = s.counters.tally(accepted, ~accepted & ~first, nfev, 1, stalled=stalled,
+        njev = 1
+        if self.lazy_jacobian:  # a linearisation (its r too) at each point taken
+            njev = take.astype(jnp.int32)
+            nfev = nfev + jnp.where(first, 0, njev)
+        counters = s.counters.tally(accepted, ~accepted & ~first, nfev, njev, stalled=stalled,
                                     nonfinite=jnp.where(first, 0, nonfinite))
         zero = jnp.zeros((), dtype)
         return LMState(
