@@ -258,7 +258,8 @@ def format_table(records: list[dict]) -> str:
     rows = [[cell(r, k, f) for k, _, f in columns] for r in body]
     heads = [h for _, h, _ in columns]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(heads)]
-    lines = [body[0]["problem"] if body else "", "  ".join(h.ljust(w) for h, w in zip(heads, widths)),
+    lines = [body[0]["problem"] if body else "",
+             "  ".join(h.ljust(w) for h, w in zip(heads, widths)),
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
     for rec in body:

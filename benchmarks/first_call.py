@@ -14,8 +14,8 @@ monitoring events (``jaxpr_trace_duration``, ``jaxpr_to_mlir_module_duration``,
 ``backend_compile_duration``) and, for jacopt's cache, from ``jacopt._cache.stats``
 (``key``: writing out and hashing the traced program; ``lapack``: making jaxlib's LAPACK
 kernels ready; ``load``: reading and loading a compiled executable); ``other`` is the rest
-(Python, the solve itself). The jacopt "first" process starts from an empty cache directory; "second" runs
-the same script again on that directory.
+(Python, the solve itself). The jacopt "first" process starts from an empty cache directory;
+"second" runs the same script again on that directory.
 
 Run: ``python -m jacopt.benchmarks.first_call [--repeats N] [--cases a,b]``.
 """

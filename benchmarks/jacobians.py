@@ -26,9 +26,9 @@ Sections:
 
 Timing: every function is jitted; ``compile_s`` is ``lower().compile()``; ``run_s`` is the median
 of several warm calls (after one untimed call), each ended by ``block_until_ready``, taken in
-interleaved rounds over the methods of a section so that load changes hit all of them alike. Arrays are
-float32 (JAX's default), whatever the x64 setting. The machine is shared, so times are noisy:
-compare ratios, not absolute numbers.
+interleaved rounds over the methods of a section so that load changes hit all of them alike.
+Arrays are float32 (JAX's default), whatever the x64 setting. The machine is shared, so times are
+noisy: compare ratios, not absolute numbers.
 """
 from __future__ import annotations
 
@@ -72,7 +72,8 @@ def _mlp(params, x):
     return h @ W.T + b
 
 
-def _compare(section: str, case: str, methods: dict, args: tuple, repeats: int, progress) -> list[dict]:
+def _compare(section: str, case: str, methods: dict, args: tuple, repeats: int,
+             progress) -> list[dict]:
     """Compile every method, then time them in interleaved rounds (so load drifts on a shared
     machine hit all methods alike); one record per method.
 
@@ -147,18 +148,23 @@ def _batch_section(quick, repeats, progress):
     f = lambda X, params: _mlp(params, X)  # row i of the output depends on row i of X only
     d_in, d_out = sizes[0], sizes[-1]
 
-    def full_then_blocks(X, params):  # the full (B*d_out, B*d_in) Jacobian, then its diagonal blocks
+    # the full (B*d_out, B*d_in) Jacobian, then its diagonal blocks
+    def full_then_blocks(X, params):
         full = jacopt.jacobian(f)(X, params)  # (B, d_out, B, d_in)
         return full[jnp.arange(batch), :, jnp.arange(batch), :]
 
     methods = {
-        "batch_jacobian": (jacopt.batch_jacobian(f), {"mode": auto_mode(d_in, d_out), "passes": min(d_in, d_out)}),
-        "batch_jacobian fwd": (jacopt.batch_jacobian(f, mode="fwd"), {"mode": "fwd", "passes": d_in}),
+        "batch_jacobian": (jacopt.batch_jacobian(f), {"mode": auto_mode(d_in, d_out),
+                                                      "passes": min(d_in, d_out)}),
+        "batch_jacobian fwd": (jacopt.batch_jacobian(f, mode="fwd"),
+                               {"mode": "fwd", "passes": d_in}),
         "full jacobian": (full_then_blocks, {"mode": auto_mode(batch * d_in, batch * d_out),
                                              "passes": min(batch * d_in, batch * d_out)}),
-        "vmap(jax.jacrev)": (jax.vmap(jax.jacrev(f), in_axes=(0, None)), {"mode": "rev", "passes": d_out}),
+        "vmap(jax.jacrev)": (jax.vmap(jax.jacrev(f), in_axes=(0, None)),
+                             {"mode": "rev", "passes": d_out}),
     }
-    rows = _compare("batch", f"B={batch}, {d_out}x{d_in} per row", methods, (X, params), repeats, progress)
+    rows = _compare("batch", f"B={batch}, {d_out}x{d_in} per row", methods, (X, params), repeats,
+                    progress)
     return _set_ratio(rows, ("batch_jacobian",))
 
 
@@ -249,7 +255,8 @@ def format_table(records: list[dict]) -> str:
         previous = rec["problem"]
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)))
     lines.append("")
-    lines.append("ratio: mode = time / faster of jacopt fwd and rev; batch = time / batch_jacobian;")
+    lines.append("ratio: mode = time / faster of jacopt fwd and rev; "
+                 "batch = time / batch_jacobian;")
     lines.append("elementwise = time / f alone; memory = time / unchunked. XLA temp = compiled")
     lines.append("memory_analysis().temp_size_in_bytes (scratch, excluding inputs and the output).")
     return "\n".join(lines)
@@ -268,7 +275,8 @@ def main(argv=None) -> int:
     progress.close()
     print(format_table(records))
     header = runner.machine_header([SUITE], options.quick)
-    header["command"] = " ".join(["python -m jacopt.benchmarks.jacobians"] + list(sys.argv[1:] if argv is None else argv))
+    header["command"] = " ".join(["python -m jacopt.benchmarks.jacobians"]
+                                 + list(sys.argv[1:] if argv is None else argv))
     os.makedirs(os.path.dirname(options.out) or ".", exist_ok=True)
     with open(options.out, "w") as fh:
         json.dump(runner._jsonable([header] + records), fh, indent=1)

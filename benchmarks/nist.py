@@ -264,7 +264,8 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -
 
 def summary(records: list[dict]) -> list[dict]:
     """Per method: runs, runs with LRE >= 4 and >= 6, mean LRE, median warm solve, median
-    compile, median kernel count of the compiled solve (:func:`_records.kernel_count`); and the ratios of jacopt-lm's medians to Optimistix's (same process)."""
+    compile, median kernel count of the compiled solve (:func:`_records.kernel_count`); and the
+    ratios of jacopt-lm's medians to Optimistix's (same process)."""
     out = []
     for method in dict.fromkeys(r["method"] for r in records):
         recs = [r for r in records if r["method"] == method and r.get("lre") is not None]

@@ -267,7 +267,8 @@ def summary(records: list[dict]) -> list[str]:
         line = f"{name}: median env steps to return {ENVS[name][0]:g}: {shown}"
         second = [s for m, s in steps.items() if ORDER.get(m) == "second" and s is not None]
         if second and steps.get("reinforce") is not None:
-            line += f"; best of NPG/TRPO {steps['reinforce'] / min(second):.2f}x fewer than REINFORCE"
+            line += (f"; best of NPG/TRPO {steps['reinforce'] / min(second):.2f}x fewer than "
+                     "REINFORCE")
         elif second:
             line += "; REINFORCE did not reach it"
         lines.append(line)

@@ -467,7 +467,8 @@ def comparison_summary(records: list[dict]) -> list[str]:
     for (suite, problem), recs in problems.items():
         best = {}
         for order in ("first", "second"):
-            reached = [r for r in recs if r["order"] == order and r.get("time_to_target_s") is not None]
+            reached = [r for r in recs
+                       if r["order"] == order and r.get("time_to_target_s") is not None]
             if reached:
                 best[order] = min(reached, key=lambda r: r["time_to_target_s"])
         have_both = {r["order"] for r in recs} >= {"first", "second"}

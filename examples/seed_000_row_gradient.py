@@ -15,7 +15,6 @@ import jax
 
 jax.config.update("jax_enable_x64", True)  # float64 before any array is made
 
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import jacopt  # noqa: E402

@@ -28,7 +28,8 @@ def init_params(key):
     params = []
     for n_in, n_out in zip(SIZES[:-1], SIZES[1:]):
         key, kw, kb = jax.random.split(key, 3)
-        params.append((jax.random.normal(kw, (n_out, n_in)) / np.sqrt(n_in), 0.1 * jax.random.normal(kb, (n_out,))))
+        params.append((jax.random.normal(kw, (n_out, n_in)) / np.sqrt(n_in),
+                       0.1 * jax.random.normal(kb, (n_out,))))
     return params
 
 

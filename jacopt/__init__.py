@@ -11,6 +11,11 @@ before any array is made. jacopt works in the dtype of its inputs and never cast
 Compiled solves are kept on disk and reused by later processes (``JACOPT_CACHE=0`` switches
 this off, ``JACOPT_CACHE_DIR`` moves it from ``~/.cache/jacopt``; see :mod:`jacopt._cache`).
 """
+from jacopt import linalg
+from jacopt._cache import CacheWarning
+from jacopt._compile import RecompileWarning
+from jacopt._validate import PrecisionWarning
+from jacopt.curve_fit import CovarianceWarning, CurveFitResult, curve_fit
 from jacopt.jacobian import (
     HessianOperator,
     JacobianOperator,
@@ -21,16 +26,11 @@ from jacopt.jacobian import (
     jacobian,
     jacobian_operator,
 )
-from jacopt.tree_index import TreeIndex
-from jacopt.status import Status
-from jacopt._validate import PrecisionWarning
-from jacopt._cache import CacheWarning
-from jacopt._compile import RecompileWarning
-from jacopt.results import History, LeastSquaresResult, MinimizeResult
 from jacopt.least_squares import least_squares
-from jacopt.curve_fit import CovarianceWarning, CurveFitResult, curve_fit
-from jacopt import linalg
 from jacopt.minimize import minimize
+from jacopt.results import History, LeastSquaresResult, MinimizeResult
+from jacopt.status import Status
+from jacopt.tree_index import TreeIndex
 
 __version__ = "0.1.0"
 

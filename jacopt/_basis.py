@@ -56,7 +56,8 @@ def push_basis(
     if chunk_size is None or chunk_size >= n_basis:
         return jax.vmap(linear_fn, out_axes=axis)(make_basis(jnp.arange(n_basis)))
     n_chunks = math.ceil(n_basis / chunk_size)
-    one = jax.eval_shape(lambda idx: linear_fn(make_basis(idx)[0]), jax.ShapeDtypeStruct((1,), jnp.int32))
+    one = jax.eval_shape(lambda idx: linear_fn(make_basis(idx)[0]),
+                         jax.ShapeDtypeStruct((1,), jnp.int32))
     shape = one.shape[:axis] + (n_basis,) + one.shape[axis:]
 
     def write_block(k, result):
@@ -114,7 +115,8 @@ def memory_model(linear_fn: Callable, example: jax.Array) -> tuple[int, int]:
     return fixed, max(1, _created_bytes(closed.jaxpr))
 
 
-def chunk_for_budget(linear_fn: Callable, example: jax.Array, n_basis: int, max_memory_bytes: int) -> int:
+def chunk_for_budget(linear_fn: Callable, example: jax.Array, n_basis: int,
+                     max_memory_bytes: int) -> int:
     """Largest chunk whose working memory, fixed + chunk x per vector (:func:`memory_model`),
     fits ``max_memory_bytes``; at least 1, at most ``n_basis``.
 

@@ -23,9 +23,10 @@ owned by the user or writable by group or others is refused with a warning and t
 is off. ``JACOPT_CACHE=0`` switches the disk cache off. Entries are written to a temporary file
 and renamed into place (``os.replace``), so two processes filling one entry both end with a
 whole entry; each entry carries a checksum of its payload, and a truncated or corrupt entry is
-ignored and rebuilt. Past :data:`MAX_ENTRIES` entries the least recently used are deleted, and so are
-temporary files an hour old (left by a writer that died). JAX's own persistent compilation cache (``jax_compilation_cache_dir``) is
-left as the user set it; when set, it also serves these compiles.
+ignored and rebuilt. Past :data:`MAX_ENTRIES` entries the least recently used are deleted, and
+so are temporary files an hour old (left by a writer that died). JAX's own persistent
+compilation cache (``jax_compilation_cache_dir``) is left as the user set it; when set, it also
+serves these compiles.
 """
 from __future__ import annotations
 
@@ -125,8 +126,9 @@ _environment: list = []
 def _environment_key() -> bytes:
     """Versions, backend, devices and host CPU: fixed for the life of the process."""
     if not _environment:
-        import jacopt
         import jaxlib
+
+        import jacopt
 
         backend = jax.devices()[0].client
         parts = [MAGIC.decode(), sys.version, jax.__version__,

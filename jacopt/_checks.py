@@ -35,7 +35,8 @@ def normalize_argnums(argnums: Any) -> int | tuple[int, ...]:
         return int(argnums)
     if isinstance(argnums, (tuple, list)):
         if len(argnums) == 0:
-            raise ValueError("argnums is an empty tuple: name at least one argument to differentiate")
+            raise ValueError("argnums is an empty tuple: "
+                             "name at least one argument to differentiate")
         for a in argnums:
             if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)):
                 raise bad(f"entry {a!r} is not an int")
@@ -105,11 +106,13 @@ def check_differentiable(tree: Any, name: str) -> Any:
             f"{name} mixes floating dtypes ({listing}); use one dtype so the Jacobian has one dtype"
         )
     if sum(int(np.prod(np.shape(leaf))) for leaf in converted) == 0:
-        raise ValueError(f"{name} is empty (it has no array elements): there is nothing to differentiate")
+        raise ValueError(f"{name} is empty (it has no array elements): "
+                         "there is nothing to differentiate")
     return jax.tree_util.tree_unflatten(treedef, converted)
 
 
-def check_args(args: Sequence[Any], argnums: int | tuple[int, ...]) -> tuple[tuple[Any, ...], tuple[int, ...]]:
+def check_args(args: Sequence[Any],
+               argnums: int | tuple[int, ...]) -> tuple[tuple[Any, ...], tuple[int, ...]]:
     """Resolve ``argnums`` against ``args`` and validate each differentiated argument.
 
     Returns (args with the differentiated ones converted, resolved positions).

@@ -12,9 +12,10 @@ compiled in explicit stages (``jit(...).trace(...)``, then ``lower().compile()``
 compiled executable can come from :mod:`jacopt._cache` (same program compiled before, in this
 process or an earlier one; a hit skips lowering, and the entry that a call like this one
 used last is loaded on a thread while it is traced); the executables are then kept per static
-arguments and argument types, as ``jax.jit`` keeps them. A function that is new at every call (defined inside a loop) still
-costs a trace each time; when one function's code has been traced for more than
-:data:`RETRACE_LIMIT` distinct function objects, a :class:`RecompileWarning` names the fix.
+arguments and argument types, as ``jax.jit`` keeps them. A function that is new at every call
+(defined inside a loop) still costs a trace each time; when one function's code has been traced
+for more than :data:`RETRACE_LIMIT` distinct function objects, a :class:`RecompileWarning` names
+the fix.
 """
 from __future__ import annotations
 

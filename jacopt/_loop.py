@@ -127,7 +127,8 @@ def _emit_row(k, value, grad_norm, step_norm, damping, accepted, title):
     if k == 0:
         if title:
             print(title)
-        print(f"{'iter':>6} {'value':>14} {'|grad|_inf':>11} {'step':>11} {'damping':>11}  accepted")
+        print(f"{'iter':>6} {'value':>14} {'|grad|_inf':>11} {'step':>11} {'damping':>11}"
+              "  accepted")
     print(
         f"{k:>6d} {_fmt(value, '14.7e')} {_fmt(grad_norm, '11.3e')} {_fmt(step_norm, '11.3e')} "
         f"{_fmt(damping, '11.3e')}  {_fmt(accepted, '')}",

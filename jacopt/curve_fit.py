@@ -70,8 +70,15 @@ from jax.scipy.linalg import solve_triangular
 
 from jacopt import _scipy_keywords
 from jacopt._compile import cpu_fast_jit
-from jacopt._validate import (TRACING_ERRORS, all_finite, as_float32_if_needed, as_float_tree,
-                              numbers_as_array, outer_broadcast_error, tracing_error)
+from jacopt._validate import (
+    TRACING_ERRORS,
+    all_finite,
+    as_float32_if_needed,
+    as_float_tree,
+    numbers_as_array,
+    outer_broadcast_error,
+    tracing_error,
+)
 from jacopt.least_squares import least_squares
 from jacopt.linalg import gram_pinv
 from jacopt.results import LeastSquaresResult

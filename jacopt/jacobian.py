@@ -1,4 +1,5 @@
-"""The Jacobian core: Jacobians, Hessians, batched and elementwise derivatives, matrix-free products.
+"""The Jacobian core: Jacobians, Hessians, batched and elementwise derivatives, matrix-free
+products.
 
 Every transformation has JAX's shape: it takes a function and returns a function, so the results
 compose with ``jit``, ``vmap`` and with each other (``jacobian(jacobian(f))`` is a Hessian).
@@ -19,8 +20,9 @@ Conventions shared by this module:
   follows JAX (``jax.jacfwd``: the output's dtype; ``jax.jacrev``: the input's).
 * **Bad input** raises before any work, naming the argument (rules in ``jacopt._checks``):
   leaves must be float arrays or Python floats of one dtype (integer/bool/complex leaves and
-  Python ints -> ``TypeError`` suggesting a float dtype; strings and other objects -> ``TypeError``),
-  an argument with no elements -> ``ValueError``, ``argnums`` out of range -> ``ValueError``.
+  Python ints -> ``TypeError`` suggesting a float dtype; strings and other objects ->
+  ``TypeError``), an argument with no elements -> ``ValueError``, ``argnums`` out of range ->
+  ``ValueError``.
 """
 from __future__ import annotations
 
@@ -124,8 +126,9 @@ def jacobian(
             ``jacopt.TreeIndex`` maps indices to leaves.
         chunk_size: build the Jacobian ``chunk_size`` columns (fwd) or rows (rev) at a time with
             a ``lax.fori_loop`` that writes each block into the result in place, bounding the
-            working memory at chunk_size passes instead of all n (or m) at once. Every basis vector goes through the same JVP/VJP as unchunked, so the
-            result is the same in exact arithmetic; in floating point it is bit-identical when
+            working memory at chunk_size passes instead of all n (or m) at once. Every basis
+            vector goes through the same JVP/VJP as unchunked, so the result is the same in
+            exact arithmetic; in floating point it is bit-identical when
             f has no matrix products, and otherwise within a few ulps, because XLA may order a
             batched matrix product's sums differently for a different batch (chunk) width
             (measured 0 to 3e-7 in float32 by ``benchmarks/jacobians.py``). When the chunk does
@@ -158,7 +161,8 @@ def jacobian(
     @functools.wraps(f)
     def jacobian_fn(*args, **kwargs):
         args, positions = _checks.check_args(args, argnums)
-        diff = tuple(args[p] for p in positions) if isinstance(argnums, tuple) else args[positions[0]]
+        diff = (tuple(args[p] for p in positions) if isinstance(argnums, tuple)
+                else args[positions[0]])
         x_flat, unravel_input = ravel_pytree(diff)
 
         def full(x):
@@ -236,7 +240,8 @@ def hessian(
         out = jax.eval_shape(functools.partial(f, **kwargs), *args)
         if not (hasattr(out, "shape") and out.shape == ()):
             raise ValueError(
-                f"hessian needs f to return a scalar; it returned {jax.tree_util.tree_map(lambda o: o.shape, out)}"
+                "hessian needs f to return a scalar; it returned "
+                f"{jax.tree_util.tree_map(lambda o: o.shape, out)}"
             )
         _checks.check_floating_output(out, "hessian")
         return hessian_of_grad(*args, **kwargs)
@@ -264,12 +269,14 @@ def _batch_leading(tree, name: str) -> int:
 
 def _per_sample_index(tree) -> TreeIndex:
     """TreeIndex of one sample (each leaf without its leading batch axis)."""
-    return TreeIndex(jax.tree_util.tree_map(lambda l: jax.ShapeDtypeStruct(l.shape[1:], l.dtype), tree))
+    return TreeIndex(jax.tree_util.tree_map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype), tree))
 
 
 def _rows_to_matrix(tree, batch: int) -> jax.Array:
     """Concatenate the per-sample ravel of every leaf: (B, d)."""
-    return jnp.concatenate([jnp.reshape(leaf, (batch, -1)) for leaf in jax.tree_util.tree_leaves(tree)], axis=1)
+    return jnp.concatenate(
+        [jnp.reshape(leaf, (batch, -1)) for leaf in jax.tree_util.tree_leaves(tree)], axis=1)
 
 
 def _matrix_to_rows(matrix, index: TreeIndex):
@@ -368,7 +375,8 @@ def batch_jacobian(
         batch = _batch_leading(x, "batch_jacobian x")
         if check and _is_traced(x):
             raise ValueError(
-                "batch_jacobian(check=True) needs concrete inputs (the probe raises a Python error); "
+                "batch_jacobian(check=True) needs concrete inputs "
+                "(the probe raises a Python error); "
                 "run it once outside jit/vmap, then use check=False inside"
             )
         in_index = _per_sample_index(x)
@@ -393,17 +401,20 @@ def batch_jacobian(
             linear_fn, n_basis, dtype = (lambda u: vjp_fn(u)[0]), d_out, out_rows.dtype
 
         def tiled_basis(idx):  # (k,) -> (k, B, n_basis): the same one-hot in every row
-            return jnp.broadcast_to(one_hot_rows(idx, n_basis, dtype)[:, None, :], (idx.shape[0], batch, n_basis))
+            return jnp.broadcast_to(one_hot_rows(idx, n_basis, dtype)[:, None, :],
+                                    (idx.shape[0], batch, n_basis))
 
         # per_row[b] = dY[b]/dX[b], (B, d_out, d_in): a JVP gives (B, d_out) for one input
         # direction (axis 2); a VJP gives (B, d_in) for one output direction (axis 1)
-        per_row = push_basis(linear_fn, n_basis, tiled_basis, chunk_size, axis=2 if chosen == "fwd" else 1)
+        per_row = push_basis(linear_fn, n_basis, tiled_basis, chunk_size,
+                             axis=2 if chosen == "fwd" else 1)
         if check:
             _probe_rows(g, x_rows, per_row)
         blocks = []
         for o_off, o_size, o_shape in zip(out_index.offsets, out_index.sizes, out_index.shapes):
             inner = [
-                per_row[:, o_off : o_off + o_size, i_off : i_off + i_size].reshape((batch,) + o_shape + i_shape)
+                per_row[:, o_off : o_off + o_size, i_off : i_off + i_size].reshape(
+                    (batch,) + o_shape + i_shape)
                 for i_off, i_size, i_shape in zip(in_index.offsets, in_index.sizes, in_index.shapes)
             ]
             blocks.append(jax.tree_util.tree_unflatten(in_index.treedef, inner))
@@ -422,7 +433,8 @@ def _random_half_tangent(shape_rows: tuple[int, ...], dtype, seed: int = 0):
         support[rng.integers(rows)] = True
     if rows > 1 and support.all():
         support[rng.integers(rows)] = False
-    tangent = rng.standard_normal(shape_rows) * support.reshape((rows,) + (1,) * (len(shape_rows) - 1))
+    tangent = rng.standard_normal(shape_rows) * support.reshape(
+        (rows,) + (1,) * (len(shape_rows) - 1))
     return tangent.astype(dtype), support
 
 
@@ -493,7 +505,8 @@ def elementwise_grad(f: Callable, *, check: bool = False) -> Callable:
         _, diagonal = jax.jvp(f_of_x, (x,), (ones,))
         shapes_in = jax.tree_util.tree_map(jnp.shape, x)
         shapes_out = jax.tree_util.tree_map(jnp.shape, diagonal)
-        if jax.tree_util.tree_structure(shapes_in) != jax.tree_util.tree_structure(shapes_out) or shapes_in != shapes_out:
+        if (jax.tree_util.tree_structure(shapes_in) != jax.tree_util.tree_structure(shapes_out)
+                or shapes_in != shapes_out):
             raise ValueError(
                 f"elementwise_grad: f must return the same structure and shapes as x for an "
                 f"elementwise derivative; x has {shapes_in}, f(x) has {shapes_out}"
@@ -587,7 +600,8 @@ def _flat_closure(f, x, args, who):
 
 
 def jacobian_operator(f: Callable, x: Any, *args: Any) -> JacobianOperator:
-    """Linearise ``f(x, *args)`` at ``x`` once and return J as a matrix-free :class:`JacobianOperator`.
+    """Linearise ``f(x, *args)`` at ``x`` once and return J as a matrix-free
+    :class:`JacobianOperator`.
 
     Args:
         f: function of a pytree x (and extra arguments, not differentiated) returning a pytree of
@@ -634,7 +648,8 @@ class HessianOperator(NamedTuple):
         return (self.grad.shape[0], self.grad.shape[0])
 
     def mv(self, v: jax.Array) -> jax.Array:
-        """H v: (n,) -> (n,). One JVP through the stored linearised gradient (forward-over-reverse)."""
+        """H v: (n,) -> (n,). One JVP through the stored linearised gradient
+        (forward-over-reverse)."""
         return self.linear(v)
 
     rmv = mv  # H is symmetric
@@ -660,7 +675,8 @@ def hessian_operator(f: Callable, x: Any, *args: Any) -> HessianOperator:
     """
     x_flat, unravel, out_shape = _flat_closure(f, x, args, "hessian_operator")
     if out_shape.shape != ():
-        raise ValueError(f"hessian_operator needs f to return a scalar; it returned shape {out_shape.shape}")
+        raise ValueError("hessian_operator needs f to return a scalar; "
+                         f"it returned shape {out_shape.shape}")
 
     def grad_and_value(v):
         value, grad = jax.value_and_grad(lambda w: f(unravel(w), *args))(v)

@@ -37,13 +37,22 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from jacopt import _loop
+from jacopt import _loop, _scipy_keywords
 from jacopt._compile import cpu_fast_jit
 from jacopt._implicit import hoist_closure, with_implicit_gradient
-from jacopt import _scipy_keywords
-from jacopt._validate import (TRACING_ERRORS, check_args, check_box, check_outer_broadcast,
-                              check_verbose, float_leaf, numbers_as_array, resolve_solver,
-                              static_number, tracing_error, warn_float64_leaves)
+from jacopt._validate import (
+    TRACING_ERRORS,
+    check_args,
+    check_box,
+    check_outer_broadcast,
+    check_verbose,
+    float_leaf,
+    numbers_as_array,
+    resolve_solver,
+    static_number,
+    tracing_error,
+    warn_float64_leaves,
+)
 from jacopt.losses import get_loss
 from jacopt.results import LeastSquaresResult
 from jacopt.solvers.dogleg import Dogleg
@@ -118,7 +127,8 @@ def least_squares(
       f_scale: the residual scale of the robust loss (> 0).
       bounds: ``None`` or ``(lower, upper)``, each a scalar or a pytree like ``x0`` whose leaves
         are scalars or have the shape of ``x0``'s (``-inf``/``inf`` for no bound), or a
-        :class:`scipy.optimize.Bounds` (its ``lb`` and ``ub``). Needs ``lower <= x0 <= upper``. Every built-in solver takes bounds.
+        :class:`scipy.optimize.Bounds` (its ``lb`` and ``ub``). Needs ``lower <= x0 <= upper``.
+        Every built-in solver takes bounds.
       x_scale: the characteristic scale of each parameter: a positive scalar or a pytree like
         ``x0`` (the scaling is ``1 / x_scale``), or ``"jac"`` (Moré's scaling by the
         Jacobian's column norms, updated as their running maximum), or ``None`` (default): the

@@ -48,14 +48,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from jacopt import _scipy_keywords
+from jacopt._bounds import parse_bounds
 from jacopt._compile import cpu_fast_jit
 from jacopt._given_gradient import with_given_gradient
-from jacopt._bounds import parse_bounds
 from jacopt._implicit import active_bounds, hoist_closure, with_implicit_gradient
 from jacopt._loop import run
-from jacopt._validate import (TRACING_ERRORS, as_float_tree, check_args, check_verbose,
-                              common_dtype, ravel, resolve_solver, static_number,
-                              tracing_error, warn_float64_leaves)
+from jacopt._validate import (
+    TRACING_ERRORS,
+    as_float_tree,
+    check_args,
+    check_verbose,
+    common_dtype,
+    ravel,
+    resolve_solver,
+    static_number,
+    tracing_error,
+    warn_float64_leaves,
+)
 from jacopt.results import MinimizeResult
 from jacopt.solvers.bfgs import BFGS
 from jacopt.solvers.lbfgs import LBFGS

@@ -106,7 +106,8 @@ class TreeIndex:
         return self.offsets[leaf] + within
 
     def leaf_slice(self, keys: tuple) -> slice:
-        """The flat indices of a whole leaf, named by its keys, e.g. ``J[:, idx.leaf_slice((1, 0))]``."""
+        """The flat indices of a whole leaf, named by its keys, e.g.
+        ``J[:, idx.leaf_slice((1, 0))]``."""
         keys = tuple(keys)
         if keys not in self._leaf_of_keys:
             raise KeyError(f"keys {keys!r} name no leaf; the leaves are {list(self.keys)}")
@@ -120,7 +121,8 @@ class TreeIndex:
         leaf = int(np.searchsorted(self.offsets, i, side="right")) - 1
         while self.sizes[leaf] == 0:  # skip empty leaves sharing the same offset
             leaf -= 1
-        element = np.unravel_index(i - self.offsets[leaf], self.shapes[leaf]) if self.shapes[leaf] else ()
+        element = (np.unravel_index(i - self.offsets[leaf], self.shapes[leaf])
+                   if self.shapes[leaf] else ())
         return leaf, tuple(int(e) for e in element)
 
     def path(self, i: int) -> tuple:
@@ -157,7 +159,8 @@ class TreeIndex:
         """Concatenate a tree with this structure into one 1-D array (the ravel order above)."""
         leaves, treedef = jax.tree_util.tree_flatten(tree)
         if treedef != self.treedef:
-            raise ValueError(f"ravel: tree structure {treedef} differs from the indexed {self.treedef}")
+            raise ValueError(f"ravel: tree structure {treedef} differs from the indexed "
+                             f"{self.treedef}")
         for leaf, shape, path in zip(leaves, self.shapes, self._keystr):
             if tuple(jnp.shape(leaf)) != tuple(shape):
                 raise ValueError(f"ravel: leaf {path or '<root>'} has shape {jnp.shape(leaf)}, "

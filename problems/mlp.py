@@ -229,13 +229,13 @@ def train_ggn(params0, x, labels, *, max_steps: int, activation: str = "tanh",
 
     ``labels``: one-hot (N, C) for the N rows of ``x``; ``options``: the solver's (``gtol``,
     default 1e-10, and ``initial_damping``, default 1), checked before any work. A rejected
-    trial is an iteration. Returns a :class:`jacopt.MinimizeResult`: ``params``, ``value`` (the mean cross-entropy), ``grad``,
-    ``status`` (``GTOL`` is the success; ``MAX_STEPS``, ``NONFINITE``, ``PRECISION_LIMIT``
-    say why it stopped short, with the best point found), ``num_steps``, ``nfev`` (losses),
-    ``njev`` (gradients, each with one (N*C, P) weight Jacobian for the factor: ``nhev``) and,
-    with ``history=True``, the loss after every iteration in ``history.value`` (row 0 at
-    ``params0``; NaN after ``num_steps``). Works under ``jit`` and ``vmap`` (one status per
-    member).
+    trial is an iteration. Returns a :class:`jacopt.MinimizeResult`: ``params``, ``value`` (the
+    mean cross-entropy), ``grad``, ``status`` (``GTOL`` is the success; ``MAX_STEPS``,
+    ``NONFINITE``, ``PRECISION_LIMIT`` say why it stopped short, with the best point found),
+    ``num_steps``, ``nfev`` (losses), ``njev`` (gradients, each with one (N*C, P) weight Jacobian
+    for the factor: ``nhev``) and, with ``history=True``, the loss after every iteration in
+    ``history.value`` (row 0 at ``params0``; NaN after ``num_steps``). Works under ``jit`` and
+    ``vmap`` (one status per member).
     """
     solver = GeneralisedGaussNewton(**options)
     _activation(activation)

@@ -53,8 +53,9 @@ is approached only as ``|X| -> infinity``.
 Problems (:data:`PROBLEMS`, :func:`get`, :func:`names`): ``bandit``, ``entropy-bandit`` and
 ``entropy-mdp`` (tau = 0.3), ``entropy-mdp-cold`` (tau = 0.1, where softmax saturation traps
 Newton and BFGS; see its builder) (objectives ``-J`` for :func:`jacopt.minimize`) and
-``policy-distill`` (a residual for :func:`jacopt.least_squares`). Every function of ``(X, *args)`` here is
-module-level and takes the task as an argument, so ``jit`` caches across calls.
+``policy-distill`` (a residual for :func:`jacopt.least_squares`). Every function of
+``(X, *args)`` here is module-level and takes the task as an argument, so ``jit`` caches across
+calls.
 """
 from __future__ import annotations
 

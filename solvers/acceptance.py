@@ -1,5 +1,6 @@
-"""Acceptance of a trial step beyond the gain ratio (:func:`jacopt.solvers.trust_region.gain_ratio`):
-Deuflhard's natural monotonicity test for a Gauss-Newton step.
+"""Acceptance of a trial step beyond the gain ratio
+(:func:`jacopt.solvers.trust_region.gain_ratio`): Deuflhard's natural monotonicity test for a
+Gauss-Newton step.
 
 Near the solution of a large-residual problem the cost is flat to rounding: the predicted
 reduction of a Gauss-Newton step falls below the rounding noise of the cost difference long
@@ -11,10 +12,10 @@ Nonlinear Problems*, Springer, 2004, section 4.3).
 """
 from __future__ import annotations
 
+import jax.numpy as jnp
+
 from jacopt.linalg import solve_upper, solve_upper_transposed
 from jacopt.solvers.least_squares_problem import LeastSquaresProblem, PointEvaluation, scaled_norm
-
-import jax.numpy as jnp
 
 
 def natural_monotonicity(problem: LeastSquaresProblem, point: PointEvaluation, R, scale, fixed,

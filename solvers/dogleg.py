@@ -64,8 +64,8 @@ from jacopt.solvers.gauss_newton import (
     model_decrease,
 )
 from jacopt.solvers.least_squares_problem import (
-    LeastSquaresProblem,
     TOLERANCES,
+    LeastSquaresProblem,
     LeastSquaresSolver,
     check_options,
     evaluate_point,

@@ -85,8 +85,8 @@ from jacopt.linalg import triangular_lstsq
 from jacopt.solvers import trust_region as tr
 from jacopt.solvers.acceptance import natural_monotonicity
 from jacopt.solvers.least_squares_problem import (
-    LeastSquaresProblem,
     TOLERANCES,
+    LeastSquaresProblem,
     LeastSquaresSolver,
     PointEvaluation,
     check_options,
@@ -103,7 +103,6 @@ from jacopt.solvers.stopping import (
     stop_status,
 )
 from jacopt.status import Status
-
 
 # ------------------------------------------------------------------------------------------
 # Pieces shared with the dogleg solver.

@@ -44,7 +44,8 @@ iteration):
 
 Counters: ``nfev`` loss evaluations (one per iteration, the start's included: ``num_steps +
 1``); ``ngev`` gradients and ``nhev`` factors (each one Jacobian of the outputs), one each at
-the start and at every trial that decreased ``f`` (accepted unless they are non-finite). ``History.damping`` is the ``lam`` of the next trial.
+the start and at every trial that decreased ``f`` (accepted unless they are non-finite).
+``History.damping`` is the ``lam`` of the next trial.
 
 Cost per iteration: one loss evaluation, one Cholesky factorisation of size ``min(R, P)`` and
 O(R P) products; at an accepted point also the gradient, the factor and its Gram matrix

@@ -99,7 +99,6 @@ def cauchy_point(x, g, lower, upper, theta, W, M):
     """The generalised Cauchy point (BLNZ Algorithm CP), vectorised over the path's segments.
     Returns ``(x_c, c, free)``: the point, ``c = W^T (x_c - x)`` and the variables not at a
     bound there."""
-    n = x.shape[0]
     dtype = x.dtype
     # breakpoints t_i: where P(x - t g) reaches the bound along -g_i
     t = jnp.where(g < 0, (x - upper) / jnp.where(g < 0, g, 1.0),

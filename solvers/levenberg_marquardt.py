@@ -86,8 +86,9 @@ rejects is then still accepted when Deuflhard's natural monotonicity test holds:
 correction ``J^+ r(x + p)`` (old Jacobian, semi-normal equations on ``R``) is at most
 ``contraction`` (0.5) times the step in the ``D`` norm (P. Deuflhard, *Newton Methods for
 Nonlinear Problems*, 2004, section 4.3), and the cost rose by no more than ``sqrt(eps) C``
-(as Gauss-Newton's; a larger rise is no rounding noise). This test measures progress in the parameters, not in
-the cost, and is what takes every NIST run to the accuracy float64 allows (mean LRE 9.4 -> 10.7).
+(as Gauss-Newton's; a larger rise is no rounding noise). This test measures progress in the
+parameters, not in the cost, and is what takes every NIST run to the accuracy float64 allows
+(mean LRE 9.4 -> 10.7).
 
 Stopping (checked after every trial):
 
@@ -137,8 +138,8 @@ from jacopt.linalg import damped_step, dual_factor, solve_upper, solve_upper_tra
 from jacopt.solvers import trust_region as tr
 from jacopt.solvers.acceptance import natural_monotonicity
 from jacopt.solvers.least_squares_problem import (
-    LeastSquaresProblem,
     TOLERANCES,
+    LeastSquaresProblem,
     LeastSquaresSolver,
     PointEvaluation,
     check_options,

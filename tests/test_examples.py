@@ -1,4 +1,5 @@
-"""Run every seed example (examples/seed_*.py): each asserts its own answer to the user's question."""
+"""Run every seed example (examples/seed_*.py): each asserts its own answer to the user's
+question."""
 import runpy
 from pathlib import Path
 

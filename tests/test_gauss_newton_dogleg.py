@@ -38,10 +38,10 @@ def _nist_lres(names, solver):
 
 # --- NIST StRD ----------------------------------------------------------------------------
 # The default run checks Misra1a (both starts, and batched with a NaN member, in the contract
-# test); the full lower + average sets (19 problems x 2 starts, ~16 compiles per solver) are slow. Measured:
-# every lower/average run except MGH17 start 1 reaches LRE >= 10.3 with both solvers (11 is
-# the certificate's resolution; the fits' conditioning costs float64 the rest); 8 leaves
-# margin for BLAS rounding differences between machines.
+# test); the full lower + average sets (19 problems x 2 starts, ~16 compiles per solver) are
+# slow. Measured: every lower/average run except MGH17 start 1 reaches LRE >= 10.3 with both
+# solvers (11 is the certificate's resolution; the fits' conditioning costs float64 the rest);
+# 8 leaves margin for BLAS rounding differences between machines.
 
 LOWER_AVERAGE = [n for n in nist.NAMES if nist.DIFFICULTY[n] in ("lower", "average")]
 # MGH17 from NIST's far start 1: dogleg stops at a local minimum (cost 1.2e-2 vs the certified

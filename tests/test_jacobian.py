@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jax.flatten_util import ravel_pytree
 
 import jacopt
@@ -185,7 +186,8 @@ def pytree_function(tree, scale):
 
 @pytest.fixture
 def tree_point():
-    return {"a": jnp.array([[0.1, 0.2], [0.3, -0.4], [1.0, 0.5]]), "b": [jnp.array([0.7, -0.2]), jnp.array(1.5)]}
+    return {"a": jnp.array([[0.1, 0.2], [0.3, -0.4], [1.0, 0.5]]),
+            "b": [jnp.array([0.7, -0.2]), jnp.array(1.5)]}
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -247,7 +249,8 @@ def test_random_mlps_match_central_differences(seed, sizes, mode, chunk):
     key = jax.random.PRNGKey(seed)
     params = random_mlp(key, sizes)
     x = jax.random.normal(jax.random.fold_in(key, 1), (sizes[0],))
-    J = jax.jit(jacopt.jacobian(tanh_mlp, argnums=(0, 1), mode=mode, as_matrix=True, chunk_size=chunk))(params, x)
+    J = jax.jit(jacopt.jacobian(tanh_mlp, argnums=(0, 1), mode=mode, as_matrix=True,
+                                chunk_size=chunk))(params, x)
     fd = central_difference_jacobian(lambda px: tanh_mlp(*px), (params, x))
     np.testing.assert_allclose(J, fd, rtol=1e-7, atol=1e-8)
 
@@ -285,7 +288,8 @@ def test_chunked_is_bit_identical_without_matrix_products(mode):
     x = jnp.linspace(-1.0, 1.0, 11)
     whole = jax.jit(jacopt.jacobian(f, mode=mode))(x)
     for chunk in (1, 4, 10):
-        np.testing.assert_array_equal(jax.jit(jacopt.jacobian(f, mode=mode, chunk_size=chunk))(x), whole)
+        np.testing.assert_array_equal(
+            jax.jit(jacopt.jacobian(f, mode=mode, chunk_size=chunk))(x), whole)
 
 
 def test_memory_budget_picks_the_chunk_and_keeps_the_result():

@@ -119,7 +119,8 @@ def test_seed_001_elementwise_derivative_matches_analytic_and_jacobian_diagonal(
     analytic = (np.cos(x_np) - 2 * x_np * np.sin(x_np)) * np.exp(-x_np**2)
     np.testing.assert_allclose(d, analytic, rtol=1e-13, atol=1e-15)
     small = x[::2000]
-    np.testing.assert_allclose(jacopt.elementwise_grad(f)(small), np.diag(jacopt.jacobian(f)(small)), rtol=1e-15)
+    np.testing.assert_allclose(jacopt.elementwise_grad(f)(small),
+                               np.diag(jacopt.jacobian(f)(small)), rtol=1e-15)
 
 
 def test_elementwise_grad_pytree_extra_args_jit_and_float32():

@@ -7,8 +7,8 @@ import pytest
 from jax.scipy.sparse.linalg import cg
 
 import jacopt
-from jacopt.jacobian import JacobianOperator
 from jacopt._finite_differences import central_difference_jacobian
+from jacopt.jacobian import JacobianOperator
 
 
 def residuals(params, t, y):

@@ -10,8 +10,17 @@ import jacopt
 from jacopt.problems import nist
 from jacopt.solvers import LevenbergMarquardt
 
-from _ls_helpers import (DECAY_START, LOWER, UPPER, T, Y, Y_OUTLIERS, decay,
-                         scipy_decay_bounded, scipy_decay_soft_l1)
+from _ls_helpers import (
+    DECAY_START,
+    LOWER,
+    UPPER,
+    Y_OUTLIERS,
+    T,
+    Y,
+    decay,
+    scipy_decay_bounded,
+    scipy_decay_soft_l1,
+)
 
 LAZY, EAGER = LevenbergMarquardt(lazy_jacobian=True), LevenbergMarquardt()
 

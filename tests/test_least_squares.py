@@ -1,11 +1,8 @@
 """jacopt.least_squares: answers against certified values and closed forms."""
-import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 import jacopt
-from jacopt import Status
 from jacopt.problems import nist
 
 

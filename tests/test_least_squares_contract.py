@@ -34,9 +34,21 @@ from jacopt import Status
 from jacopt.least_squares import SOLVERS
 from jacopt.problems import nist
 
-from _ls_helpers import (DECAY_START, FAST_COMPILE, LOWER, UPPER, T, Y, Y_OUTLIERS,
-                         check_counts, check_history, decay, scipy_decay_bounded,
-                         scipy_decay_soft_l1, solve_batch)
+from _ls_helpers import (
+    DECAY_START,
+    FAST_COMPILE,
+    LOWER,
+    UPPER,
+    Y_OUTLIERS,
+    T,
+    Y,
+    check_counts,
+    check_history,
+    decay,
+    scipy_decay_bounded,
+    scipy_decay_soft_l1,
+    solve_batch,
+)
 
 SOLVER_CLASSES = sorted(set(SOLVERS.values()), key=lambda cls: cls.__name__)
 

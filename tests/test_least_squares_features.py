@@ -198,7 +198,8 @@ def test_implicit_gradient_with_respect_to_an_active_bound(outlier_data, solver)
     assert float(fitted(1.6, y)[1]) == 1.6  # active: the unconstrained optimum has b2 ~ 1.51
     h = 1e-6
     fd = (fitted(1.6 + h, y) - fitted(1.6 - h, y)) / (2 * h)
-    assert float(fd[1]) == pytest.approx(1.0) and float(np.max(np.abs(np.asarray(fd)[[0, 2]]))) > 1e-3
+    assert (float(fd[1]) == pytest.approx(1.0)
+            and float(np.max(np.abs(np.asarray(fd)[[0, 2]]))) > 1e-3)
     np.testing.assert_allclose(jax.jacfwd(fitted)(1.6, y), fd, rtol=1e-5, atol=1e-8)
     np.testing.assert_allclose(jax.jacrev(fitted)(1.6, y), fd, rtol=1e-5, atol=1e-8)
     J_y = jax.jacrev(fitted, argnums=1)(1.6, y)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import jacopt
-from jacopt.solvers import LevenbergMarquardt
-from jacopt.solvers.least_squares_problem import LeastSquaresProblem
-from jacopt.solvers import levenberg_marquardt as lm_module
 from jacopt.linalg import dual_factor
+from jacopt.solvers import LevenbergMarquardt
+from jacopt.solvers import levenberg_marquardt as lm_module
+from jacopt.solvers.least_squares_problem import LeastSquaresProblem
 from jacopt.solvers.levenberg_marquardt import is_dual
 
 M, N = 5, 9

@@ -15,7 +15,7 @@ import jacopt
 from jacopt import Status
 from jacopt.minimize import SOLVERS
 from jacopt.problems import test_functions as tf
-from jacopt.solvers import BFGS, LBFGS, Newton, NewtonCG
+from jacopt.solvers import BFGS, LBFGS, Newton
 from jacopt.solvers.minimize_problem import MinimizeProblem
 from jacopt.solvers.quasi_newton import Pair, curvature_ok
 

@@ -12,7 +12,8 @@ from jacopt import TreeIndex
 
 def mlp_params(sizes=(6, 4, 3, 1)):
     """Seed 004's [6, 4, 3, 1] MLP: [(W0, b0), (W1, b1), (W2, b2)], 47 numbers."""
-    return [(jnp.zeros((n_out, n_in)), jnp.zeros(n_out)) for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+    return [(jnp.zeros((n_out, n_in)), jnp.zeros(n_out))
+            for n_in, n_out in zip(sizes[:-1], sizes[1:])]
 
 
 class Layer(NamedTuple):
@@ -25,7 +26,8 @@ def tree(request):
     if request.param == "list":
         return mlp_params()
     if request.param == "dict":
-        return {"w": jnp.zeros((2, 3)), "b": jnp.zeros(3), "s": jnp.zeros(()), "nested": {"z": [jnp.zeros((1, 2, 2))]}}
+        return {"w": jnp.zeros((2, 3)), "b": jnp.zeros(3), "s": jnp.zeros(()),
+                "nested": {"z": [jnp.zeros((1, 2, 2))]}}
     return (Layer(jnp.zeros((3, 2)), jnp.zeros(3)), jnp.zeros(4))
 
 
@@ -39,9 +41,11 @@ def test_every_flat_index_round_trips_and_agrees_with_ravel_pytree(tree):
         # the element named by the path is the one ravel_pytree puts at position i
         marker = unravel(jnp.zeros(index.size).at[i].set(1.0))
         element = marker
-        keys = index.keys[[k for k in range(len(index.keys)) if path[: len(index.keys[k])] == index.keys[k]][-1]]
+        keys = index.keys[[k for k in range(len(index.keys))
+                           if path[: len(index.keys[k])] == index.keys[k]][-1]]
         for key in keys:
-            element = getattr(element, key) if isinstance(key, str) and not isinstance(element, dict) else element[key]
+            by_attribute = isinstance(key, str) and not isinstance(element, dict)
+            element = getattr(element, key) if by_attribute else element[key]
         assert element[path[len(keys):]] == 1.0
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple, Optional
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
