@@ -62,6 +62,12 @@ class LeastSquaresResult(NamedTuple):
     - ``grad``: the gradient of ``cost``, with the structure of ``x0``.
     - ``optimality``: the infinity norm of the (scaled, for bounds) gradient, as SciPy reports it.
     - ``success``, ``status`` (a :class:`jacopt.Status` value), ``message`` (property).
+      ``success`` means a minimiser as far as the solver can tell: ``GTOL``, or a stop on the
+      cost (``FTOL``), step (``XTOL``) or rounding (``PRECISION_LIMIT``) that a first-order
+      test backs at ``params`` (a small scaled gradient, or a full Gauss-Newton step that would
+      gain or move almost nothing, or vanished residuals); otherwise ``STALLED``, a failure,
+      at the best point found (:func:`jacopt.solvers.stopping.confirm_stop`). MINPACK, Ceres
+      and SciPy report their cost and step tests as convergence without such a check.
     - ``num_steps``: iterations, each one trial step; ``num_accepted`` + ``num_rejected`` ==
       ``num_steps``.
     - ``nfev``, ``njev``: residual and Jacobian evaluations.
