@@ -686,23 +686,20 @@ _STALE_TMP_S = 3600.0  # a temporary file this old was left by a writer that die
 
 
 def _prune(folder: str) -> None:
-    """Delete the least recently used entries when there are more than :data:`MAX_ENTRIES`,
-    and temporary files left by writers that died mid-write."""
+    """Delete the least recently used entries, and prefetch hints, when there are more than
+    :data:`MAX_ENTRIES` of either, and temporary files left by writers that died mid-write."""
     try:
-        found = [e for e in os.scandir(folder) if e.name.endswith(_SUFFIX)]
+        listing = list(os.scandir(folder))
         old = time.time() - _STALE_TMP_S
-        for e in found:
-            if e.name.startswith(".tmp-") and e.stat().st_mtime < old:
+        for e in listing:
+            if (e.name.startswith(".tmp-") and e.name.endswith(_SUFFIX)
+                    and e.stat().st_mtime < old):
                 os.unlink(e.path)
-        entries = [e for e in found if not e.name.startswith(".")]
-        if len(entries) > MAX_ENTRIES:
-            entries.sort(key=lambda e: e.stat().st_mtime)
-            for e in entries[: len(entries) - MAX_ENTRIES * 4 // 5]:
-                os.unlink(e.path)
-        hints = [e for e in os.scandir(folder) if e.name.endswith(_HINT)]
-        if len(hints) > MAX_ENTRIES:
-            hints.sort(key=lambda e: e.stat().st_mtime)
-            for e in hints[: len(hints) - MAX_ENTRIES * 4 // 5]:
-                os.unlink(e.path)
+        for suffix in (_SUFFIX, _HINT):
+            kept = [e for e in listing if e.name.endswith(suffix) and not e.name.startswith(".")]
+            if len(kept) > MAX_ENTRIES:
+                kept.sort(key=lambda e: e.stat().st_mtime)
+                for e in kept[: len(kept) - MAX_ENTRIES * 4 // 5]:
+                    os.unlink(e.path)
     except OSError:
         pass

@@ -8,7 +8,8 @@ before the parameters stop improving, and the gain ratio becomes noise. The natu
 monotonicity test measures progress in the parameters instead: the simplified correction
 ``J~^+ r~(x + p)`` (the old Jacobian, semi-normal equations on ``R``) must be at most
 ``contraction`` times the step ``p``, both in the ``D`` norm (P. Deuflhard, *Newton Methods for
-Nonlinear Problems*, Springer, 2004, section 4.3).
+Nonlinear Problems*, Springer, 2004, section 4.3). It only decides where the gain ratio is
+noise, so it applies only where the cost rose by rounding at most (:func:`within_rounding`).
 """
 from __future__ import annotations
 
@@ -16,6 +17,13 @@ import jax.numpy as jnp
 
 from jacopt.linalg import solve_upper, solve_upper_transposed
 from jacopt.solvers.least_squares_problem import LeastSquaresProblem, PointEvaluation, scaled_norm
+
+
+def within_rounding(actual, cost):
+    """Whether a trial's actual reduction ``actual`` is no worse than a rise of ``sqrt(eps) C``
+    (``C`` the cost it started from): a larger rise is no rounding noise, and the natural
+    monotonicity test must not accept it."""
+    return actual >= -jnp.sqrt(jnp.finfo(jnp.result_type(cost)).eps) * cost
 
 
 def natural_monotonicity(problem: LeastSquaresProblem, point: PointEvaluation, R, scale, fixed,

@@ -83,7 +83,7 @@ from jax import lax
 
 from jacopt.linalg import triangular_lstsq
 from jacopt.solvers import trust_region as tr
-from jacopt.solvers.acceptance import natural_monotonicity
+from jacopt.solvers.acceptance import natural_monotonicity, within_rounding
 from jacopt.solvers.least_squares_problem import (
     TOLERANCES,
     LeastSquaresProblem,
@@ -303,7 +303,7 @@ class GaussNewton(LeastSquaresSolver):
         natural = jnp.asarray(False)
         if self.contraction > 0:
             natural = ((search.num_trials == 0) & is_gn & trial.finite
-                       & (actual >= -jnp.sqrt(eps) * point.cost)
+                       & within_rounding(actual, point.cost)
                        & natural_monotonicity(
                            problem, point, system.R, system.scale, system.fixed, trial.r,
                            scaled_norm(system.scale, x_trial - x), self.contraction))

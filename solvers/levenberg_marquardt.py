@@ -136,7 +136,7 @@ from jax import lax
 
 from jacopt.linalg import damped_step, dual_factor, solve_upper, solve_upper_transposed
 from jacopt.solvers import trust_region as tr
-from jacopt.solvers.acceptance import natural_monotonicity
+from jacopt.solvers.acceptance import natural_monotonicity, within_rounding
 from jacopt.solvers.least_squares_problem import (
     TOLERANCES,
     LeastSquaresProblem,
@@ -406,9 +406,8 @@ class LevenbergMarquardt(LeastSquaresSolver):
                 return natural_monotonicity(problem, point, fac.R, fac.scale, fac.fixed,
                                             trial_r, pending.pnorm, self.contraction)
 
-            # only where the cost rose by rounding at most: elsewhere the ratio is no noise
-            flat = actual >= -jnp.sqrt(jnp.finfo(dtype).eps) * point.cost
-            natural = lax.cond(pending.gauss_newton & ~accepted & finite & ~first & flat,
+            natural = lax.cond(pending.gauss_newton & ~accepted & finite & ~first
+                               & within_rounding(actual, point.cost),
                                natural_test, lambda: jnp.asarray(False))
             accepted = accepted | natural
             radius = jnp.where(natural, jnp.maximum(radius, 2.0 * pending.pnorm), radius)
