@@ -128,12 +128,11 @@ CASES = {
 PHASES = ("trace", "key", "lapack", "lower", "compile", "load")
 
 
-def fresh_process(script: str, *argv: str, env: dict | None = None,
-                  cwd: str | None = None) -> str:
+def fresh_process(script: str, *argv: str, env: dict | None = None) -> str:
     """The last line ``script`` prints when run with ``argv`` in a new Python process (with
-    ``env`` added to this process's environment, in the folder ``cwd``)."""
+    ``env`` added to this process's environment)."""
     out = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True,
-                         text=True, check=True, cwd=cwd,
+                         text=True, check=True,
                          env=None if env is None else {**os.environ, **env})
     return out.stdout.strip().splitlines()[-1]
 
@@ -142,26 +141,18 @@ def _median(rows: list[dict]) -> dict:
     return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
 
 
-def measure(case: str, repeats: int = 3, baseline: str | None = None) -> dict:
+def measure(case: str, repeats: int = 3) -> dict:
     """``{implementation: median figures}`` for one case: ``jacopt first``, ``jacopt second``
-    (cache filled by the first), the same for the jacopt found in the folder ``baseline``
-    (``baseline first``, ``baseline second``; run in turn with the others), and each peer
-    installed (module docstring)."""
+    (cache filled by the first), and each peer installed (module docstring)."""
     import importlib.util
 
     runs: dict = {}
     for _ in range(repeats):
-        for name, path in (("jacopt", None), ("baseline", baseline)):
-            if name == "baseline" and path is None:
-                continue
-            with tempfile.TemporaryDirectory() as folder:
-                env = {"JACOPT_CACHE": "1", "JACOPT_CACHE_DIR": folder}
-                if path is not None:
-                    env["PYTHONPATH"] = os.pathsep.join(
-                        [path] + [p for p in [os.environ.get("PYTHONPATH")] if p])
-                for label in (f"{name} first", f"{name} second"):  # not in a checkout's root
-                    runs.setdefault(label, []).append(json.loads(
-                        fresh_process(_SCRIPT, case, "jacopt", env=env, cwd=folder)))
+        with tempfile.TemporaryDirectory() as folder:
+            env = {"JACOPT_CACHE": "1", "JACOPT_CACHE_DIR": folder}
+            for label in ("jacopt first", "jacopt second"):
+                runs.setdefault(label, []).append(
+                    json.loads(fresh_process(_SCRIPT, case, "jacopt", env=env)))
         for peer in CASES[case][1]:
             if importlib.util.find_spec(peer) is not None:
                 runs.setdefault(peer, []).append(json.loads(fresh_process(_SCRIPT, case, peer)))
@@ -185,10 +176,6 @@ def main(argv=None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per figure")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated cases")
-    parser.add_argument("--baseline", metavar="DIR",
-                        help="also time the jacopt package in DIR/jacopt (its solvers/, "
-                             "problems/ and benchmarks/ inside it, as installed), in turn "
-                             "with the installed one")
     opts = parser.parse_args(argv)
     print("first call in a fresh process, import excluded (median ms of "
           f"{opts.repeats}; machine load makes these noisy; load average "
@@ -197,7 +184,7 @@ def main(argv=None) -> int:
               " ".join(f"{p:>8}" for p in PHASES) + f" {'other':>8} {'warm':>8}")
     for case in opts.cases.split(","):
         title, _ = CASES[case]
-        results = measure(case, opts.repeats, opts.baseline)
+        results = measure(case, opts.repeats)
         print(f"{title}\n{header}")
         for label, r in results.items():
             other = _other(r)
