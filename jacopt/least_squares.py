@@ -205,7 +205,7 @@ def least_squares(
             )
         lower, upper = _check_bounds(bounds, x0, treedef, shapes, dtype, x0_name)
     if x_scale is None:
-        x_scale = getattr(solver, "default_x_scale", "jac")
+        x_scale = solver.default_x_scale
     scale = _check_x_scale(x_scale, treedef, shapes, dtype)
     check_verbose(verbose)
 
