@@ -19,54 +19,23 @@ any precision. The line search is the strong-Wolfe search of
 :mod:`jacopt.solvers.line_search` (``c1 = 1e-4``, ``c2 = 0.9``), which guarantees
 ``s^T y > 0`` whenever it converges.
 
-Why the initial scaling stays on although SciPy's unscaled ``H0 = I`` needs fewer function
-evaluations on the ill-conditioned test quadratics: with unit steps BFGS quickly corrects an
-``H`` that is too large, but one that is too small in some directions only slowly (Powell,
-"How bad are the BFGS and DFP methods when the objective function is quadratic?", Math. Prog.
-34, 1986). Those quadratics have Hessian eigenvalues in ``[2, 2 cond]``, so ``I`` overestimates
-their inverse Hessian everywhere, while the scale ``s^T y / y^T y`` of the first
-(steepest-descent) step is set by the largest eigenvalues and underestimates it elsewhere.
-That advantage of ``H0 = I`` is one of units: with the objective multiplied by ``1e-2``
-(``gtol`` alike) SciPy's BFGS needs 49 instead of 34 evaluations on
-``quadratic_n20_cond1e4`` (145 at ``1e-4``), while this BFGS, invariant to the scale of ``f``,
-needs 136 at every scale (and fewer than SciPy's on extended Rosenbrock and Wood at every
-scale). The benchmark :mod:`jacopt.benchmarks.minimize` prints this check.
+The initial scaling makes the iterates invariant to the scale of ``f``; it stays on although
+SciPy's unscaled ``H0 = I`` needs fewer evaluations on ill-conditioned quadratics, an advantage
+of units only (Powell, "How bad are the BFGS and DFP methods when the objective function is
+quadratic?", Math. Prog. 34, 1986; the design notes give the measurements, and
+:mod:`jacopt.benchmarks.minimize` prints the units check).
 
 Yuan's modified BFGS (``update="yuan"``; Y. Yuan, "A modified BFGS algorithm for unconstrained
 optimization", IMA J. Numer. Anal. 11, 1991) makes the same update with ``y`` replaced by
 ``t y``, ``t = 2 (f_k - f_{k+1} + s^T g_{k+1}) / s^T y`` (kept in ``[0.01, 100]``): then
 ``s^T B+ s`` is the curvature along ``s`` of the quadratic through ``f_k``, ``f_{k+1}`` and
 ``s^T g_{k+1}``, which uses the function values the plain update ignores. ``t = 1`` when ``f``
-is quadratic along ``s`` (the iterates are then BFGS's), ``t > 0`` keeps ``H`` positive
-definite, and ``t`` is a ratio of like quantities, so invariance to the scale of ``f`` stays.
-It costs a few scalar operations per ended search. On the 23 benchmark problems it needs a
-median of 39 evaluations instead of 41 (SciPy's BFGS: 39), and on 41 other runs (the MGH
-problems from ``10 x0`` and ``100 x0``, five other quadratics) fewer on 26, more on 5
-(geometric mean 0.97). It is not the default because of one problem: on ``penalty_1_10``
-it stops at ``max|g| = 8e-6 <= gtol`` with ``f - f* = 4e-7``, while the plain update happens
-to stop at ``max|g| = 1e-6`` with ``f - f* = 2e-11`` (and fails too with ``gtol = 1.5e-5``;
-Yuan's update solves it with ``gtol = 7e-6``, in 72 evaluations against 73): the benchmark's
-solved count would drop from 21 to 20, under its peers'.
-
-Alternatives measured on the 23 benchmark problems (median evaluations, default 41; none kept):
-the first trial step ``c / ||g||`` (``c = 1``, the unit-length step, is the default; with
-``||g|| > 1`` it is SciPy's ``alpha1 = min(1, 1.01 * 2 (f - f_prev) / phi'(0))`` with its
-``f_prev = f + ||g|| / 2``, whose cap at 1 the default drops so that a tiny gradient still moves
-``x``, at the same medians): 37 to 45 for ``c`` in 0.1 .. 100 with no trend a unit-free
-argument could pick; SciPy's
-(N&W eq. 3.60) interpolated first trial ``min(1, 1.01 * 2 (f_k - f_{k-1}) / phi'(0))`` on
-every search: 49 (it only shortens steps, and after the scaling the steps are short rather
-than long; with ``H0 = I`` it reproduces SciPy's 39, units and all); Oren-Luenberger
-self-scaling of ``H`` by ``s^T y / y^T H y`` before every update: 48 (45 scaling ``H`` up
-only; 44 with Al-Baali's (JOTA 96, 1998) restricted ``B``-scaling
-``min(1, s^T y / s^T B s)``; all slower on Wood and extended Rosenbrock);
-``H0 = (s^T s / s^T y) I`` (the other Barzilai-Borwein step): 43; ``c2`` in 0.5 .. 0.99: 41 to
-46; ``c1 = 1e-3`` or 0.1: 41; Moré-Thuente's case-1 trial in the zoom (the cubic step or its
-mean with the quadratic one): 44.
+is quadratic along ``s``, ``t > 0`` keeps ``H`` positive definite, and scale invariance stays.
+It is an option, not the default (design notes).
 
 Cost per iteration: one objective-and-gradient evaluation, plus ``O(n^2)`` for the direction and
 the update on iterations that end a line search (written as elementwise products and sums,
-which XLA fuses and compiles several times faster on CPU than matrix-vector ``dot``s).
+which XLA fuses on CPU, rather than matrix-vector ``dot``s).
 Memory ``O(n^2)``: use :class:`LBFGS` for large ``n``.
 """
 from __future__ import annotations

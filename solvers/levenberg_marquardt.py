@@ -46,10 +46,8 @@ most of their work on zero rows. The solver then works in the dual (row) space i
 primal form's up to rounding. A trial costs O((n + m) m^2) against the primal form's O(n^3) per
 trial and per point (for ``m < n`` its QR pads ``[J~ | r~]`` with zero rows to ``n + 1``), so the
 dual form wins for small ``m / n`` (a ``20 x 47`` MLP Jacobian: one ``67 x 20`` QR per trial
-instead of a ``48 x 48`` and a ``94 x 48`` one, 51 -> 22 us per iteration) and loses as ``m`` nears
-``n``, because it forms ``Q``: measured per step on 2 CPU cores (``tanh`` residuals, n = 60, 300,
-1153), the dual form took 0.3-0.75x the primal form's time for ``m / n <= 0.6``, about 1.0x at
-0.69-0.75, and 1.05-1.1x from 0.8 up; hence the ``2/3`` crossover (:func:`is_dual`).
+instead of a ``48 x 48`` and a ``94 x 48`` one) and loses as ``m`` nears ``n``, because it forms
+``Q``; the crossover :func:`is_dual` uses, ``m <= 2n/3``, is measured (design notes).
 
 Choosing ``lam`` (one flat loop, no inner iteration): MINPACK's ``lmpar`` iterates Moré's
 safeguarded Newton method on ``phi(lam) = ||D p(lam)|| - radius`` to 10% before each trial. Here
@@ -87,8 +85,7 @@ correction ``J^+ r(x + p)`` (old Jacobian, semi-normal equations on ``R``) is at
 ``contraction`` (0.5) times the step in the ``D`` norm (P. Deuflhard, *Newton Methods for
 Nonlinear Problems*, 2004, section 4.3), and the cost rose by no more than ``sqrt(eps) C``
 (as Gauss-Newton's; a larger rise is no rounding noise). This test measures progress in the
-parameters, not in the cost, and is what takes every NIST run to the accuracy float64 allows
-(mean LRE 9.4 -> 10.7).
+parameters, not in the cost, and is what takes every NIST run to the accuracy float64 allows.
 
 Stopping (checked after every trial):
 

@@ -49,8 +49,8 @@ computed together (:func:`dots`), the line search's state is a few small arrays,
 end-of-search work runs under one ``lax.cond``. It also keeps the operation count of the loop
 body low: XLA's CPU client runs a computation whose estimated cost is below 1000
 floating-point operations (the loop body counted once) inline on the calling thread, and hands
-costlier ones to a worker thread, a hand-off that costs more than a whole small solve (about
-70 us against 50 us on a loaded 2-core machine). Dense BFGS on the test problems with
+costlier ones to a worker thread, a hand-off that costs more than a whole small solve (design
+notes). Dense BFGS on the test problems with
 ``n <= 4`` and cheap objectives stays under that estimate.
 """
 from __future__ import annotations

@@ -39,9 +39,8 @@ def _real_dtype(b):
 UNROLLED_MAX_N = 4
 """Up to this many parameters the triangular solves below are unrolled into plain array
 operations instead of LAPACK calls: under ``vmap`` (a batch of small fits) they then run across
-the whole batch at once, where a batched LAPACK call loops over the members (a batch of 1,000
-Misra1a fits: about 25% less time), for about 5% more compiled kernels. The QR is unrolled
-only under ``vmap`` (:func:`r_factor`)."""
+the whole batch at once, where a batched LAPACK call loops over the members, for a few more
+compiled kernels (design notes). The QR is unrolled only under ``vmap`` (:func:`r_factor`)."""
 
 
 def r_factor(a, unrolled=False):
@@ -52,13 +51,10 @@ def r_factor(a, unrolled=False):
     column by column, each column a separate array updated with elementwise products and
     sums only (no ``dot``, scatter or in-place slice update, which XLA's CPU backend runs as
     separate, slow kernels on small batched blocks). Under ``vmap`` these run across the whole
-    batch at once: 10,000 Misra1a fits (:mod:`jacopt.benchmarks.batch`) took 0.12 s against
-    0.32 s with batched LAPACK and 0.38 s with the previous form, which updated the trailing
-    block in place with a matrix-vector product (fresh processes, 2 cores, at f4a124f). Single
-    solves keep LAPACK, which is not slower there: forcing this form on ten NIST problems with
-    ``n <= 4`` (at f4a124f) changed neither their warm nor their compile times consistently.
-    Norms are not rescaled: a column whose squares underflow (float64 entries below about
-    1e-154) gives a zero diagonal, where LAPACK's scaled norms do not. Cost O(p q^2)."""
+    batch at once, where batched LAPACK loops over the members (:mod:`jacopt.benchmarks.batch`;
+    design notes); single solves keep LAPACK, which is not slower there. Norms are not
+    rescaled: a column whose squares underflow (float64 entries below about 1e-154) gives a
+    zero diagonal, where LAPACK's scaled norms do not. Cost O(p q^2)."""
     p, q = a.shape
     if not unrolled or q > UNROLLED_MAX_N + 1:
         return jnp.linalg.qr(a, mode="r")
