@@ -591,7 +591,8 @@ class JacobianOperator(NamedTuple):
 
 
 def _flat_closure(f, x, args, who):
-    """Validate x, and return (x_flat, g) with g(x_flat) = ravel(f(unravel(x_flat), *args))."""
+    """Validate ``x`` and ``f``'s output; return ``(x_flat, unravel, out_shape)``: ``x`` raveled,
+    the map back to its pytree, and the shape/dtype structure of ``f(x, *args)``."""
     x = _checks.check_differentiable(x, "argument 1 (x, the point)")
     x_flat, unravel = ravel_pytree(x)
     out_shape = jax.eval_shape(lambda v: f(unravel(v), *args), x_flat)
