@@ -3,8 +3,10 @@ optax baselines over a learning-rate grid, and the ``python -m`` entry point.
 
 - Records: :func:`make_record` (from per-iteration losses), :func:`skipped_record`,
   :func:`add_budget_losses` (loss within the best Adam run's wall time).
-- Timing: :func:`compile_and_time`, :func:`time_compiled`, :func:`limit_blas_threads`;
-  :func:`kernel_count` (what a compile time follows).
+- Timing, the one rule of every suite: :func:`compile_timed` (the one place a benchmark
+  compiles), :func:`time_calls` (warm-up, repeats, median) with its shorthands
+  :func:`time_compiled`, :func:`time_once` and :func:`compile_and_time`;
+  :func:`limit_blas_threads`; :func:`kernel_count` (what a compile time follows).
 - Methods: :func:`first_order_grid` / :func:`grid_record` (optax over an lr grid),
   :func:`jacopt_run` / :func:`jacopt_record` (a jacopt solve with history),
   :func:`run_methods` (progress callback, and :func:`guarded` turns a failing or unwritten
@@ -18,9 +20,10 @@ A record (:func:`make_record`) is a dict with the fields of
 
 Timing rules (the same for every method):
 
-- ``compile_s``: ``jax.jit(fn).lower(*args).compile()``, measured apart from running.
+- ``compile_s``: ``jax.jit(fn).lower(*args).compile()``, measured apart from running
+  (:func:`compile_timed`).
 - ``run_s``: the median over warm runs of the compiled function (``repeats`` of them, more
-  for runs of a few milliseconds, fewer for runs of seconds, see :func:`time_compiled`), each
+  for runs of a few milliseconds, fewer for runs of seconds, see :func:`time_calls`), each
   ended by ``block_until_ready``, after one warm-up run (which is the one measurement when it
   takes :data:`LONG_RUN_S` or more).
 - Time per iteration is ``run_s / num_steps``: a whole run is one compiled call (a ``lax.scan``
@@ -157,22 +160,66 @@ def skipped_record(*, suite: str, problem: str, method: str, order: str, target_
             "note": note}
 
 
-def compile_and_time(fn: Callable, *args, repeats: int = 3):
-    """Compile ``fn`` for ``args`` and time it: returns ``(output, compile_s, run_s)``.
+def compile_timed(fn: Callable, *args, **jit_kwargs) -> tuple[float, Callable]:
+    """``(compile_s, compiled)``: ``jax.jit(fn, **jit_kwargs).lower(*args).compile()`` and its
+    wall time (tracing and lowering included). Every benchmark compiles through this function,
+    so every ``compile_s`` means the same (``jit_kwargs``: e.g. ``compiler_options``)."""
+    compiled, compile_s = _timed(lambda: jax.jit(fn, **jit_kwargs).lower(*args).compile())
+    return compile_s, compiled
 
-    ``compile_s`` covers ``jit(fn).lower(*args).compile()``; then one warm-up run and timed
-    runs (:func:`time_compiled`), ``run_s`` their median. A warm-up run of at least
-    :data:`LONG_RUN_S` is the measurement itself (first-call overheads are negligible
-    there, and repeating it would cost seconds)."""
+
+def _timed(call: Callable, *args):
+    """``(output, seconds)`` of one call, ended by ``block_until_ready``: the one clock read of
+    the harness."""
     started = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    compile_s = time.perf_counter() - started
-    started = time.perf_counter()
-    out = jax.block_until_ready(compiled(*args))
-    warm_up_s = time.perf_counter() - started
-    if warm_up_s >= LONG_RUN_S:
-        return out, compile_s, warm_up_s
-    return out, compile_s, time_compiled(compiled, *args, repeats=repeats)
+    out = jax.block_until_ready(call(*args))
+    return out, time.perf_counter() - started
+
+
+def time_calls(call: Callable, *args, repeats: int = 3, warm_up: bool = True,
+               min_total_s: float = 0.05, max_total_s: float = 2.0, max_repeats: int = 50):
+    """The timing rule of every benchmark: ``(output, run_s)`` for calls of ``call(*args)``
+    (a compiled function, or any callable such as a SciPy solve), each ended by
+    ``block_until_ready``.
+
+    With ``warm_up``, one call first, timed: a warm-up of :data:`LONG_RUN_S` or more is the
+    measurement itself (first-call overheads are negligible there, and repeating it would cost
+    seconds). Then ``repeats`` calls, fewer (at least one) once ``max_total_s`` has been spent
+    on slow runs, more (up to ``max_repeats``) until ``min_total_s`` has been spent, so that
+    millisecond runs get a stable median; ``run_s`` is their median."""
+    if warm_up:
+        out, first_s = _timed(call, *args)
+        if first_s >= LONG_RUN_S:
+            return out, first_s
+    times = []
+    while not times or (len(times) < repeats and sum(times) < max_total_s) or (
+            sum(times) < min_total_s and len(times) < max_repeats):
+        out, seconds = _timed(call, *args)
+        times.append(seconds)
+    return out, statistics.median(times)
+
+
+def time_once(call: Callable, *args):
+    """``(output, seconds)`` of exactly one call (:func:`time_calls` without warm-up or
+    repeats): for a run that is itself the measurement (a loop over many fits, a first
+    call)."""
+    return time_calls(call, *args, repeats=1, warm_up=False, min_total_s=0.0)
+
+
+def time_compiled(compiled: Callable, *args, repeats: int = 3, min_total_s: float = 0.05,
+                  max_total_s: float = 2.0, max_repeats: int = 50) -> float:
+    """``run_s`` of :func:`time_calls` without the warm-up, for a function already compiled
+    and warmed up."""
+    return time_calls(compiled, *args, repeats=repeats, warm_up=False, min_total_s=min_total_s,
+                      max_total_s=max_total_s, max_repeats=max_repeats)[1]
+
+
+def compile_and_time(fn: Callable, *args, repeats: int = 3):
+    """Compile ``fn`` for ``args`` (:func:`compile_timed`) and time it (:func:`time_calls`):
+    returns ``(output, compile_s, run_s)``."""
+    compile_s, compiled = compile_timed(fn, *args)
+    out, run_s = time_calls(compiled, *args, repeats=repeats)
+    return out, compile_s, run_s
 
 
 _FREE_OPS = frozenset({"parameter", "constant", "get-tuple-element", "tuple", "bitcast",
@@ -225,21 +272,6 @@ def kernel_count(compiled) -> dict:
             "copies": ops.get("copy", 0)}
 
 
-def time_compiled(compiled: Callable, *args, repeats: int = 3, min_total_s: float = 0.05,
-                  max_total_s: float = 2.0, max_repeats: int = 50) -> float:
-    """The median wall time of calls of an already compiled (and warmed-up) function, each
-    ended by ``block_until_ready``: ``repeats`` calls, fewer (at least one) once
-    ``max_total_s`` has been spent on slow runs, more (up to ``max_repeats``) until
-    ``min_total_s`` has been spent, so that millisecond runs get a stable median."""
-    times = []
-    while not times or (len(times) < repeats and sum(times) < max_total_s) or (
-            sum(times) < min_total_s and len(times) < max_repeats):
-        started = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def optax_scan(loss_fn: Callable, make_optimizer: Callable, steps: int, *,
                line_search: bool = False) -> Callable:
     """A function ``(params0, learning_rate, *args) -> losses (steps + 1,)`` running
@@ -288,18 +320,12 @@ def first_order_grid(*, loss_fn: Callable, make_optimizer: Callable, params0, ar
     ``grid`` a list of ``{"lr", "final_loss", "iters_to_target"}`` for every learning rate."""
     scan = optax_scan(loss_fn, make_optimizer, steps, line_search=line_search)
     lr0 = jnp.asarray(learning_rates[0], jax.tree.leaves(params0)[0].dtype)
-    started = time.perf_counter()
-    compiled = jax.jit(scan).lower(params0, lr0, *args).compile()
-    compile_s = time.perf_counter() - started
+    compile_s, compiled = compile_timed(scan, params0, lr0, *args)
     runs = []
     for lr in learning_rates:
         lr_arg = jnp.asarray(lr, lr0.dtype)
-        started = time.perf_counter()
-        losses = jax.block_until_ready(compiled(params0, lr_arg, *args))
-        run_s = time.perf_counter() - started
+        losses, run_s = time_calls(compiled, params0, lr_arg, *args, repeats=repeats)
         losses = np.asarray(to_loss(np.asarray(losses, float)))
-        if run_s < LONG_RUN_S:
-            run_s = time_compiled(compiled, params0, lr_arg, *args, repeats=repeats)
         runs.append({"lr": float(lr), "losses": losses, "run_s": run_s,
                      "iters_to_target": first_reached(losses, target_loss)})
 

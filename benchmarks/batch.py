@@ -7,8 +7,9 @@ random, times a log-normal factor ``exp(0.25 z)`` per parameter), all from one s
 
 - jacopt: ``jax.jit(jax.vmap(fit))`` over (starts, data) with ``fit = lambda b0, y:
   jacopt.least_squares(residual, b0, args=(x, y), solver="lm", max_steps=MAX_STEPS)``: the whole
-  batch is ONE compiled ``lax.while_loop``. Compile time is measured apart (``lower().compile()``);
-  the run time is the median of ``repeats`` warm calls, each ended by ``block_until_ready``.
+  batch is ONE compiled ``lax.while_loop``. Compile time is measured apart, the run time by the
+  harness's rule (:func:`jacopt.benchmarks._records.compile_and_time`: a warm-up, then the
+  median of ``repeats`` or more warm calls, each ended by ``block_until_ready``).
   A vmapped loop runs until its slowest member stops, so ``max_steps`` bounds the batch; members
   that hit it are counted as ``MAX_STEPS``.
 - SciPy: ``scipy.optimize.least_squares(method="lm")`` (MINPACK) with the exact Jacobian in
@@ -28,9 +29,7 @@ from __future__ import annotations
 
 import argparse
 import collections
-import statistics
 import sys
-import time
 from typing import Callable, NamedTuple, Optional
 
 import jax
@@ -124,45 +123,28 @@ def max_relative_difference(params, reference, mask=None) -> float:
 
 
 def _time_jacopt(solve, batch: Batch, repeats: int):
-    """(result, compile_s, run_s, note): compile apart, then the median of warm runs."""
+    """(result, compile_s, run_s): compile apart, then the harness's timing rule
+    (:func:`jacopt.benchmarks._records.compile_and_time`)."""
+    from jacopt.benchmarks import _records
+
     args = (jnp.asarray(batch.x), jnp.asarray(batch.ydata), jnp.asarray(batch.starts))
-    note = None
-    try:
-        started = time.perf_counter()
-        compiled = jax.jit(solve).lower(*args).compile()
-        compile_s = time.perf_counter() - started
-    except Exception as exc:  # least_squares not jittable from outside: time the plain call
-        note = (f"jax.jit around the vmapped least_squares failed ({type(exc).__name__}: "
-                f"{str(exc)[:120]}); timed the vmapped call itself, compile_s = first call "
-                f"minus the median warm run")
-        compiled = solve
-        started = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        compile_s = None
-        first_s = time.perf_counter() - started
-    result = jax.block_until_ready(compiled(*args))  # warm-up run (untimed)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - started)
-    run_s = statistics.median(times)
-    if compile_s is None:
-        compile_s = max(first_s - run_s, 0.0)
-    return result, compile_s, run_s, note
+    return _records.compile_and_time(solve, *args, repeats=repeats)
 
 
 def _time_scipy(batch: Batch, count: int, tight: bool):
+    """SciPy's loop over the first ``count`` fits, timed once as a whole (after one warm-up
+    fit)."""
+    from jacopt.benchmarks import _records
+
     scipy_fit(batch.x, batch.ydata[0], batch.starts[0], tight=tight)  # warm-up (imports, caches)
-    params, success, status = [], [], []
-    started = time.perf_counter()
-    for i in range(count):
-        p, ok, code = scipy_fit(batch.x, batch.ydata[i], batch.starts[i], tight=tight)
-        params.append(p)
-        success.append(ok)
-        status.append(code)
-    run_s = time.perf_counter() - started
-    return np.array(params), np.array(success), np.array(status), run_s
+
+    def loop():
+        return [scipy_fit(batch.x, batch.ydata[i], batch.starts[i], tight=tight)
+                for i in range(count)]
+
+    fits, run_s = _records.time_once(loop)
+    params, success, status = (np.array(column) for column in zip(*fits))
+    return params, success, status, run_s
 
 
 def _counts(names) -> dict:
@@ -193,7 +175,7 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None,
     problem_name = f"{PROBLEM} x {num_fits} fits"
 
     say(f"{problem_name} / jacopt lm (vmap, compile + {repeats} runs)")
-    result, compile_s, run_s, note = _time_jacopt(batched_solver("lm"), batch, repeats)
+    result, compile_s, run_s = _time_jacopt(batched_solver("lm"), batch, repeats)
     params = np.asarray(result.params)
     success = np.asarray(result.success)
     per_fit_jacopt = run_s / num_fits
@@ -207,7 +189,7 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None,
         "num_success": int(success.sum()), "median_steps": float(np.median(steps)),
         "max_steps_taken": int(steps.max()), "max_steps": MAX_STEPS,
         "max_rel_param_diff": None, "speedup": None,
-        "note": note or "final_loss = median cost over the batch",
+        "note": "final_loss = median cost over the batch",
     }
     records = [jacopt_record]
     for tight in (False, True):

@@ -32,7 +32,6 @@ import argparse
 import importlib.util
 import statistics
 import sys
-import time
 import types
 from typing import Callable
 
@@ -141,15 +140,6 @@ def builders() -> dict[str, Callable]:
     return out
 
 
-def compile_seconds(solve: Callable, *args) -> tuple[float, Callable]:
-    """``(seconds, compiled)`` for ``jax.jit(solve).lower(*args).compile()``."""
-    import jax
-
-    started = time.perf_counter()
-    compiled = jax.jit(solve).lower(*args).compile()
-    return time.perf_counter() - started, compiled
-
-
 def run(names) -> list[dict]:
     """One record per (problem, function): ``problem``, ``function``, ``compile_s``; the
     ``minimal-LM`` records also carry ``reaches_certified``: its RSS is within 1e-6 (relative)
@@ -157,6 +147,7 @@ def run(names) -> list[dict]:
     import jax
     import jax.numpy as jnp
 
+    from jacopt.benchmarks._records import compile_timed
     from jacopt.problems import nist
 
     jax.config.update("jax_enable_x64", True)
@@ -164,14 +155,14 @@ def run(names) -> list[dict]:
     labels = list(build)
     first = nist.load(names[0])
     # one compile before timing anything: the process's first compile also initialises MLIR
-    compile_seconds(residual_only(first.residual), jnp.asarray(first.starts[0]),
+    compile_timed(residual_only(first.residual), jnp.asarray(first.starts[0]),
                     *map(jnp.asarray, first.args))
     records = []
     for i, name in enumerate(names):
         problem = nist.load(name)
         args = (jnp.asarray(problem.starts[0]), *map(jnp.asarray, problem.args))
         for label in labels[i % len(labels):] + labels[:i % len(labels)]:
-            seconds, compiled = compile_seconds(build[label](problem.residual), *args)
+            seconds, compiled = compile_timed(build[label](problem.residual), *args)
             record = {"problem": name, "function": label, "compile_s": seconds}
             if label == "minimal-LM":
                 rss = 2.0 * float(compiled(*args)[1])

@@ -37,7 +37,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from typing import Callable
 
 import jax
@@ -46,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jacopt
-from jacopt.benchmarks._records import time_compiled
+from jacopt.benchmarks._records import compile_timed, time_compiled
 from jacopt.jacobian import auto_mode
 
 SUITE = "jacobians"
@@ -86,9 +85,7 @@ def _compare(section: str, case: str, methods: dict, args: tuple, repeats: int,
     for name, (fn, extra) in methods.items():
         if progress:
             progress(f"{section} {case} / {name}")
-        started = time.perf_counter()
-        executable = jax.jit(fn).lower(*args).compile()
-        compile_s = time.perf_counter() - started
+        compile_s, executable = compile_timed(fn, *args)
         out = jax.block_until_ready(executable(*args))
         memory = executable.memory_analysis()
         compiled.append(executable)

@@ -46,16 +46,16 @@ starts from ``H0 = I`` and its counts depend on the scale (see :mod:`jacopt.solv
 Per-problem speed: the summary also says on how many problems ``jacopt-bfgs``'s warm solve is
 faster than ``optimistix-bfgs``'s, both timed in this process.
 
-Timing, the same for every JAX method (jacopt, Optimistix, optax): the whole solve ``x0 ->
+Timing, the harness's rule for every method (:func:`jacopt.benchmarks._records.time_calls`:
+a warm-up call, then the median of ``repeats`` or more calls, each ended by
+``block_until_ready``). JAX methods (jacopt, Optimistix, optax): the whole solve ``x0 ->
 outputs`` is one ``jax.jit``-ed function; ``compile_s`` is ``jit(solve).lower(x0).compile()``
-(tracing included) and ``run_s`` the median of warm calls, each ended by
-``block_until_ready``, after one untimed call (:func:`jacopt.benchmarks._records.
-compile_and_time`). SciPy: ``run_s`` is the median wall time of whole ``scipy.optimize.
-minimize`` calls whose objective, gradient and Hessian are jitted JAX functions compiled
-beforehand (their compile time is ``compile_s``). ``time_to_target_s`` is ``run_s`` and
-``iters_to_target`` is ``steps`` for a solved run (the run stops on its own test after
-reaching the target), ``None`` otherwise. BLAS threads are pinned to 1
-(:func:`jacopt.benchmarks._records.limit_blas_threads`).
+(tracing included, :func:`jacopt.benchmarks._records.compile_and_time`). SciPy: ``run_s`` is
+timed over whole ``scipy.optimize.minimize`` calls whose objective, gradient and Hessian are
+jitted JAX functions compiled beforehand (their compile time is ``compile_s``).
+``time_to_target_s`` is ``run_s`` and ``iters_to_target`` is ``steps`` for a solved run (the
+run stops on its own test after reaching the target), ``None`` otherwise. BLAS threads are
+pinned to 1 (:func:`jacopt.benchmarks._records.limit_blas_threads`).
 
 The machine may be shared: compare ratios from one run of this script, not absolute times.
 """
@@ -64,7 +64,6 @@ from __future__ import annotations
 import math
 import statistics
 import sys
-import time
 from typing import Callable, Optional
 
 import jax
@@ -204,13 +203,13 @@ def _run_scipy(problem, method: str, repeats: int) -> dict:
     import scipy.optimize as so
 
     fun = problem.fun
-    started = time.perf_counter()
-    value_and_grad = jax.jit(jax.value_and_grad(fun)).lower(jnp.asarray(problem.x0)).compile()
-    hess = jax.jit(jax.hessian(fun)).lower(jnp.asarray(problem.x0)).compile()
     x_probe = jnp.asarray(problem.x0)
-    hvp = jax.jit(lambda x, v: jax.jvp(jax.grad(fun), (x,), (v,))[1]).lower(
-        x_probe, x_probe).compile()
-    compile_s = time.perf_counter() - started
+    timed = [_records.compile_timed(jax.value_and_grad(fun), x_probe),
+             _records.compile_timed(jax.hessian(fun), x_probe),
+             _records.compile_timed(lambda x, v: jax.jvp(jax.grad(fun), (x,), (v,))[1],
+                                    x_probe, x_probe)]
+    compile_s = sum(seconds for seconds, _ in timed)
+    (_, value_and_grad), (_, hess), (_, hvp) = timed
     name = SCIPY_METHODS[method]
 
     def f_and_g(x):
@@ -238,15 +237,9 @@ def _run_scipy(problem, method: str, repeats: int) -> dict:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = call()
-        times = []
-        while not times or (len(times) < repeats and sum(times) < 2.0) or (
-                sum(times) < 0.05 and len(times) < 50):
-            t0 = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - t0)
+        result, run_s = _records.time_calls(call, repeats=repeats)
     return _record(problem, method, value=result.fun, steps=result.nit, nfev=result.nfev,
-                   compile_s=compile_s, run_s=statistics.median(times),
+                   compile_s=compile_s, run_s=run_s,
                    status=f"{result.status}: {result.message}")
 
 

@@ -208,10 +208,10 @@ def confirm_budget(record: dict, problem, adam: dict, adam_steps: int,
                                     max_steps=steps, history=True, x_scale=1.0, ftol=1e-15,
                                     xtol=1e-15, gtol=1e-15)
 
-    lm_run = jax.jit(solve).lower(problem.params0, *problem.args).compile()
+    _, lm_run = _records.compile_timed(solve, problem.params0, *problem.args)
     lr = jnp.asarray(adam["lr"], jax.tree.leaves(problem.params0)[0].dtype)
     scan = _records.optax_scan(problem.objective, optax.adam, adam_steps)
-    adam_run = jax.jit(scan).lower(problem.params0, lr, *problem.args).compile()
+    _, adam_run = _records.compile_timed(scan, problem.params0, lr, *problem.args)
     result = jax.block_until_ready(lm_run(problem.params0, *problem.args))  # warm-up
     lm_times, adam_times = [], []
     for _ in range(repeats):

@@ -30,10 +30,11 @@ Timing (the same for every JAX method):
   problem (both starts share the compiled function), so both rows of a problem show it, and
   so does ``kernels``: the compiled solve's kernel count (:func:`jacopt.benchmarks._records.
   kernel_count`, also ``fusions`` and ``copies``), which the compile time follows.
-- ``run_s`` is the median over ``repeats`` warm calls of the compiled function, each ended by
-  ``block_until_ready``, after one untimed call.
-- SciPy: ``run_s`` is the median wall time of whole ``least_squares`` calls (after one untimed
-  call that compiles the jitted residual and Jacobian); SciPy has no compile step.
+- ``run_s``: the harness's timing rule (:func:`jacopt.benchmarks._records.time_calls`): one
+  warm-up call, then the median of ``repeats`` or more warm calls, each ended by
+  ``block_until_ready``.
+- SciPy: ``run_s`` by the same rule over whole ``least_squares`` calls, with the residual and
+  its ``jax.jacfwd`` Jacobian compiled beforehand; SciPy has no compile step.
 - ``time_to_target_s`` / ``iters_to_target``: ``run_s`` / ``steps`` of a run that reached
   LRE >= 4, else ``None``. ``final_loss`` is the cost ``0.5 * RSS`` and ``target_loss`` the
   certified ``0.5 * RSS`` (Lanczos1's certified RSS is below what its certified parameters
@@ -46,27 +47,18 @@ one process, rather than absolute times.
 """
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jacopt.benchmarks import _records
+
 SUITE = "nist"
 JACOPT_SOLVERS = ("lm", "gn", "dogleg")
 SOLVED_LRE = 4.0
-
-
-def _median_time(fn: Callable, repeats: int) -> float:
-    times = []
-    for _ in range(max(1, repeats)):
-        started = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 # ------------------------------------------------------------------------------------------
@@ -173,21 +165,17 @@ def _skipped(problem, start: int, method: str, note: str) -> dict:
 
 
 def _run_jax_method(problem, method: str, make_solve: Callable, repeats: int) -> list[dict]:
-    from jacopt.benchmarks import _records
-
     args = tuple(jnp.asarray(a) for a in problem.args)
     starts = [jnp.asarray(s) for s in problem.starts]
     try:
-        started = time.perf_counter()
-        compiled = jax.jit(make_solve(problem)).lower(starts[0], *args).compile()
-        compile_s = time.perf_counter() - started
+        compile_s, compiled = _records.compile_timed(make_solve(problem), starts[0], *args)
     except NotImplementedError as exc:
         return [_skipped(problem, i, method, str(exc)) for i in range(len(starts))]
     kernels = _records.kernel_count(compiled)
     records = []
     for i, x0 in enumerate(starts):
-        params, cost, steps, nfev = jax.block_until_ready(compiled(x0, *args))
-        run_s = _median_time(lambda: compiled(x0, *args), repeats)
+        (params, cost, steps, nfev), run_s = _records.time_calls(compiled, x0, *args,
+                                                                 repeats=repeats)
         records.append(_record(problem, i, method, params=params, cost=cost, steps=steps,
                                nfev=nfev, compile_s=compile_s, run_s=run_s, kernels=kernels))
     return records
@@ -197,14 +185,15 @@ def _run_scipy(problem, method: str, repeats: int) -> list[dict]:
     from scipy.optimize import least_squares as scipy_least_squares
 
     args = tuple(jnp.asarray(a) for a in problem.args)
-    residual = jax.jit(problem.residual)
-    jacobian = jax.jit(jax.jacfwd(problem.residual))
+    x0 = jnp.asarray(problem.starts[0])
+    _, residual = _records.compile_timed(problem.residual, x0, *args)
+    _, jacobian = _records.compile_timed(jax.jacfwd(problem.residual), x0, *args)
 
     def fun(b):
-        return np.asarray(residual(b, *args))
+        return np.asarray(residual(jnp.asarray(b), *args))
 
     def jac(b):
-        return np.asarray(jacobian(b, *args))
+        return np.asarray(jacobian(jnp.asarray(b), *args))
 
     records = []
     for i, x0 in enumerate(problem.starts):
@@ -212,8 +201,7 @@ def _run_scipy(problem, method: str, repeats: int) -> list[dict]:
             return scipy_least_squares(fun, np.asarray(x0), jac=jac, method=method,
                                        ftol=1e-15, xtol=1e-15, gtol=1e-15)
 
-        out = call()
-        run_s = _median_time(call, repeats)
+        out, run_s = _records.time_calls(call, repeats=repeats)
         records.append(_record(problem, i, f"scipy-{method}", params=out.x, cost=out.cost,
                                steps=out.nfev, nfev=out.nfev, compile_s=None, run_s=run_s))
     return records
@@ -224,7 +212,6 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -
     if not jax.config.jax_enable_x64:
         raise RuntimeError("the NIST benchmark needs float64: call "
                            "jax.config.update('jax_enable_x64', True) first")
-    from jacopt.benchmarks import _records
     from jacopt.problems import nist
 
     # one OpenBLAS thread for jacopt's LAPACK calls and SciPy alike (see limit_blas_threads)
@@ -327,8 +314,6 @@ def format_tables(records: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    from jacopt.benchmarks import _records
-
     return _records.main(SUITE, run, argv, format_tables=format_tables,
                          quick_help="the 8 lower-difficulty problems, fewer repeats")
 

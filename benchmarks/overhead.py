@@ -2,8 +2,8 @@
 ``jax.jit`` and against SciPy, and first-call (compile) times, each in a fresh process.
 
 Part 1, warm calls (median of ``repeats`` calls, each ended by ``block_until_ready``, after one
-warm-up), on a fit of Misra1a's size (``b1 (1 - exp(-b2 x))`` on 14 points, 2 parameters) and on
-Rosenbrock:
+first call that compiles: :func:`jacopt.benchmarks._records.time_compiled`), on a fit of
+Misra1a's size (``b1 (1 - exp(-b2 x))`` on 14 points, 2 parameters) and on Rosenbrock:
 
 - ``jacopt.curve_fit`` called directly, and SciPy's ``curve_fit`` on the same data;
 - ``jacopt.least_squares`` called directly, and the same call inside one ``jax.jit``;
@@ -25,21 +25,19 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 CLASSIC = {"xla_cpu_use_fusion_emitters": False}
 
 
 def _median_ms(call, repeats: int) -> float:
+    """The median of ``repeats`` warm calls in ms, after a first call that compiles (the
+    harness's :func:`jacopt.benchmarks._records.time_compiled`)."""
     import jax
 
+    from jacopt.benchmarks import _records
+
     jax.block_until_ready(call())
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        jax.block_until_ready(call())
-        times.append(time.perf_counter() - started)
-    return 1e3 * statistics.median(times)
+    return 1e3 * _records.time_compiled(call, repeats=repeats)
 
 
 def warm_calls(repeats: int = 300) -> list[tuple[str, float]]:
@@ -84,7 +82,7 @@ def warm_calls(repeats: int = 300) -> list[tuple[str, float]]:
 
 
 _FIRST_CALL = """
-import sys, time, jax, jax.numpy as jnp
+import sys, jax, jax.numpy as jnp
 jax.config.update("jax_enable_x64", True)
 import jacopt
 from jacopt.problems import test_functions
@@ -92,11 +90,12 @@ p = test_functions.get("rosenbrock"); x0 = jnp.asarray(p.x0)
 solver, mode = sys.argv[1], sys.argv[2]
 call = ((lambda: jacopt.minimize(p.fun, x0, solver=solver).params) if mode == "direct" else
         (lambda: jax.jit(lambda x: jacopt.minimize(p.fun, x, solver=solver).params)(x0)))
-t = time.perf_counter(); jax.block_until_ready(call()); print(time.perf_counter() - t)
+from jacopt.benchmarks._records import time_once
+print(time_once(call)[1])
 """
 
 _COMPILE = """
-import sys, time, json, jax, jax.numpy as jnp
+import sys, json, jax, jax.numpy as jnp
 jax.config.update("jax_enable_x64", True)
 from jacopt.benchmarks import nist as bench
 from jacopt.problems import nist
@@ -104,9 +103,8 @@ name, method, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 p = nist.load(name)
 make = bench._jacopt_solve(p, "lm") if method == "jacopt" else bench._optimistix_solve(p)
 x0, args = jnp.asarray(p.starts[0]), (jnp.asarray(p.x), jnp.asarray(p.y))
-t = time.perf_counter()
-jax.jit(make, compiler_options=options or None).lower(x0, *args).compile()
-print(time.perf_counter() - t)
+from jacopt.benchmarks._records import compile_timed
+print(compile_timed(make, x0, *args, compiler_options=options or None)[0])
 """
 
 

@@ -9,7 +9,8 @@ sees ``num_envs x num_steps`` environment steps per update and the same GAE adva
 Methods, one record each (``order``: ``first`` for ``reinforce`` and ``ppo`` (Adam),
 ``second`` for ``npg`` and ``trpo`` (conjugate gradients on Fisher-vector products)). Each runs
 every seed and every value of its step-size grid (Adam's learning rate; NPG/TRPO's KL radius)
-in one ``jit(vmap(...))`` per step size; the best step size is reported: the fewest median
+in one ``jit(vmap(...))`` compiled once, timed per step size by the harness's rule
+(:func:`jacopt.benchmarks._records.time_calls`); the best step size is reported: the fewest median
 environment steps to the target, else the highest median final return.
 
 Record fields (beside :data:`jacopt.benchmarks.runner.REQUIRED_FIELDS`):
@@ -41,7 +42,6 @@ import math
 import os
 import statistics
 import sys
-import time
 from typing import Callable, Optional
 
 import jax
@@ -120,14 +120,12 @@ def _run_method(env, method, config: Config, num_updates: int):
     batched = jax.vmap(run, in_axes=(0, None))
     grid = config.grids[method]
     step0 = jnp.asarray(grid[0], env.dtype)
-    started = time.perf_counter()
-    compiled = jax.jit(batched).lower(keys, step0).compile()
-    compile_s = time.perf_counter() - started
+    compile_s, compiled = _records.compile_timed(batched, keys, step0)
     runs = []
     for step_size in grid:
-        started = time.perf_counter()
-        history = jax.block_until_ready(compiled(keys, jnp.asarray(step_size, env.dtype)))
-        run_s = (time.perf_counter() - started) / config.seeds
+        history, run_s = _records.time_calls(compiled, keys, jnp.asarray(step_size, env.dtype),
+                                             repeats=1)
+        run_s /= config.seeds
         returns = np.asarray(history.mean_return, float)
         env_steps = np.asarray(history.env_steps[0])
         reached = [steps_to_target(r, env_steps, target) for r in returns]

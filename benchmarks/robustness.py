@@ -28,20 +28,23 @@ Methods, all with exact Jacobians:
 
 Counts: ``nfev`` and ``njev`` as each method reports them (MINPACK-style for SciPy: ``lm``
 evaluates J only at accepted points); ``steps`` is the iteration count where one is reported.
-Times (``compile_s``, ``run_s``: one call each) are for orientation only; the machine is shared.
+Times are for orientation only (the machine is shared): ``compile_s`` once per problem and
+method, ``run_s`` by the harness's rule (:func:`jacopt.benchmarks._records.time_calls`, one
+warm-up call, then at least one timed call) for each start.
 """
 from __future__ import annotations
 
 import functools
 import math
 import sys
-import time
 import warnings
 from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jacopt.benchmarks import _records
 
 SUITE = "robustness"
 DEFAULT_METHOD = "jacopt-lm"
@@ -183,8 +186,6 @@ def _record(problem, factor: float, method: str, *, x, status: str, success: boo
 
 
 def _skipped(problem, factor: float, method: str, note: str) -> dict:
-    from jacopt.benchmarks import _records
-
     rec = _records.skipped_record(suite=SUITE, problem=f"{problem.name}/x{factor:g}",
                                   method=method, order="second",
                                   target_loss=0.5 * problem.f_star, note=note)
@@ -199,17 +200,13 @@ def _run_jax_method(problem, method: str, make: Callable) -> list[dict]:
 
     starts = mgh.starts(problem)
     try:
-        started = time.perf_counter()
-        compiled = jax.jit(make(problem)).lower(jnp.asarray(starts[0])).compile()
-        compile_s = time.perf_counter() - started
+        compile_s, compiled = _records.compile_timed(make(problem), jnp.asarray(starts[0]))
     except Exception as exc:  # a method that cannot take this problem must not stop the suite
         note = f"failed: {type(exc).__name__}: {exc}"
         return [_skipped(problem, f, method, note) for f in mgh.FACTORS]
     records = []
     for factor, x0 in zip(mgh.FACTORS, starts):
-        started = time.perf_counter()
-        out = jax.block_until_ready(compiled(jnp.asarray(x0)))
-        run_s = time.perf_counter() - started
+        out, run_s = _records.time_calls(compiled, jnp.asarray(x0), repeats=1)
         records.append(_record(
             problem, factor, method, x=out["x"], status=_status_name(method, out["status"]),
             success=bool(out["success"]), nfev=out.get("nfev"), njev=out.get("njev"),
@@ -229,12 +226,11 @@ def _run_scipy(problem, method: str) -> list[dict]:
         try:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore", RuntimeWarning)
-                started = time.perf_counter()
-                out = scipy_least_squares(lambda x: np.asarray(residual(x)), x0,
-                                          jac=lambda x: np.asarray(jacobian(x)), method=method,
-                                          ftol=SCIPY_TOLERANCE, xtol=SCIPY_TOLERANCE,
-                                          gtol=SCIPY_TOLERANCE)
-                run_s = time.perf_counter() - started
+                solve = functools.partial(
+                    scipy_least_squares, lambda x: np.asarray(residual(x)), x0,
+                    jac=lambda x: np.asarray(jacobian(x)), method=method, ftol=SCIPY_TOLERANCE,
+                    xtol=SCIPY_TOLERANCE, gtol=SCIPY_TOLERANCE)
+                out, run_s = _records.time_calls(solve, repeats=1)
         except Exception as exc:  # e.g. residuals that are not finite at the start
             records.append(_skipped(problem, factor, f"scipy-{method}",
                                     f"failed: {type(exc).__name__}: {exc}"))
@@ -261,7 +257,6 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None, *
     if not jax.config.jax_enable_x64:
         raise RuntimeError("the robustness benchmark needs float64: call "
                            "jax.config.update('jax_enable_x64', True) first")
-    from jacopt.benchmarks import _records
     from jacopt.benchmarks.nist import _peer_available
     from jacopt.problems import mgh
     from jacopt.solvers import LevenbergMarquardt
@@ -388,8 +383,6 @@ def format_tables(records: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    from jacopt.benchmarks import _records
-
     return _records.main(SUITE, run, argv, format_tables=format_tables,
                          quick_help=f"{len(QUICK_PROBLEMS)} problems: "
                                     + ", ".join(QUICK_PROBLEMS))
