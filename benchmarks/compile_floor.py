@@ -32,7 +32,6 @@ import argparse
 import importlib.util
 import statistics
 import sys
-import types
 from typing import Callable
 
 FLOOR_STEPS = 50
@@ -116,13 +115,18 @@ def minimal_lm(residual: Callable) -> Callable:
     return solve
 
 
-def _from_nist_benchmark(make: Callable) -> Callable:
-    """``build(residual) -> solve(x0, x, y) -> (params, cost)`` from one of
-    :mod:`jacopt.benchmarks.nist`'s solve builders (which read only ``problem.residual``)."""
+def _params_and_cost(make: Callable) -> Callable:
+    """``build(residual) -> solve(x0, x, y) -> (params, cost)`` from a least-squares builder of
+    :mod:`jacopt.benchmarks.peers` (as :mod:`jacopt.benchmarks.nist` runs them)."""
 
     def build(residual):
-        solve = make(types.SimpleNamespace(residual=residual))
-        return lambda x0, x, y: solve(x0, x, y)[:2]
+        solve = make(residual)
+
+        def params_and_cost(x0, x, y):
+            out = solve(x0, x, y)
+            return out["x"], out["cost"]
+
+        return params_and_cost
 
     return build
 
@@ -130,13 +134,12 @@ def _from_nist_benchmark(make: Callable) -> Callable:
 def builders() -> dict[str, Callable]:
     """``{label: build(residual) -> solve}`` in the order of the module docstring; Optimistix
     only when installed."""
-    from jacopt.benchmarks import nist as nist_benchmark
+    from jacopt.benchmarks import peers
 
     out = {"residual": residual_only, "r-and-J-loop": r_and_j_loop, "minimal-LM": minimal_lm}
     if importlib.util.find_spec("optimistix") is not None:
-        out["optimistix-LM"] = _from_nist_benchmark(nist_benchmark._optimistix_solve)
-    out["jacopt-LM"] = _from_nist_benchmark(
-        lambda problem: nist_benchmark._jacopt_solve(problem, "lm"))
+        out["optimistix-LM"] = _params_and_cost(peers.optimistix_least_squares)
+    out["jacopt-LM"] = _params_and_cost(peers.jacopt_least_squares)
     return out
 
 

@@ -70,7 +70,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jacopt.benchmarks import _records
+from jacopt.benchmarks import _records, peers
 
 SUITE = "minimize"
 _REQUIRED = ("suite", "problem", "method", "order", "target_loss", "time_to_target_s",
@@ -112,66 +112,8 @@ def _record(problem, method: str, *, value, steps, nfev, compile_s, run_s, statu
 
 
 # ------------------------------------------------------------------------------------------
-# JAX methods: each builds ``solve(x0) -> (value, steps, nfev, status_code)``.
+# JAX methods: builders of jacopt.benchmarks.peers, ``solve(x0) -> (value, steps, nfev, status)``.
 # ------------------------------------------------------------------------------------------
-
-
-def _jacopt_solve(problem, solver: str) -> Callable:
-    import jacopt
-
-    fun = problem.fun
-
-    def solve(x0):
-        r = jacopt.minimize(fun, x0, solver=solver, max_steps=MAX_STEPS)
-        return r.value, r.num_steps, r.nfev, r.status
-
-    return solve
-
-
-def _optimistix_solve(problem, kind: str) -> Callable:
-    import optimistix as optx
-
-    fun = problem.fun
-    solver = (optx.BFGS if kind == "bfgs" else optx.LBFGS)(rtol=1e-9, atol=1e-9)
-
-    def objective(x, args):
-        return fun(x)
-
-    def solve(x0):
-        sol = optx.minimise(objective, solver, x0, max_steps=MAX_STEPS, throw=False)
-        return fun(sol.value), sol.stats["num_steps"], jnp.asarray(-1), sol.result._value
-
-    return solve
-
-
-def _optax_lbfgs_solve(problem) -> Callable:
-    import optax
-    import optax.tree_utils as otu
-
-    fun = problem.fun
-
-    def solve(x0):
-        opt = optax.lbfgs()
-        value_and_grad = optax.value_and_grad_from_state(fun)
-
-        def cond(carry):
-            _, state, k, _ = carry
-            grad = otu.tree_get(state, "grad")
-            return (k == 0) | ((k < MAX_STEPS) & (jnp.max(jnp.abs(grad)) > GTOL))
-
-        def body(carry):
-            x, state, k, nfev = carry
-            value, grad = value_and_grad(x, state=state)
-            updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=fun)
-            trials = otu.tree_get(state, "num_linesearch_steps")
-            return optax.apply_updates(x, updates), state, k + 1, nfev + trials
-
-        state = opt.init(x0)
-        x, state, k, nfev = jax.lax.while_loop(cond, body, (x0, state, 0, 1))
-        grad_ok = jnp.max(jnp.abs(jax.grad(fun)(x))) <= GTOL
-        return fun(x), k, nfev, grad_ok.astype(jnp.int32)
-
-    return solve
 
 
 def _run_jax(problem, method: str, solve: Callable, repeats: int) -> dict:
@@ -248,30 +190,19 @@ def _run_scipy(problem, method: str, repeats: int) -> dict:
 # ------------------------------------------------------------------------------------------
 
 
-def _peer_missing(module: str) -> Optional[str]:
-    try:
-        __import__(module)
-    except ImportError as exc:
-        return f"{module} is not installed (the bench extra): {exc}"
-    return None
-
-
 def methods_for(problem, repeats: int):
     """``(method, thunk)`` pairs for one problem, jacopt first."""
-    out = []
-    for solver in JACOPT_SOLVERS:
-        name = f"jacopt-{solver}"
-        out.append((name, lambda s=solver, n=name: _run_jax(problem, n, _jacopt_solve(problem, s),
-                                                              repeats)))
-    for method in SCIPY_METHODS:
-        out.append((method, lambda m=method: _run_scipy(problem, m, repeats)))
-    for kind in ("bfgs", "lbfgs"):
-        name = f"optimistix-{kind}"
-        out.append((name, lambda k=kind, n=name: _run_jax(
-            problem, n, _optimistix_solve(problem, k), repeats)))
-    out.append(("optax-lbfgs", lambda: _run_jax(problem, "optax-lbfgs",
-                                                 _optax_lbfgs_solve(problem), repeats)))
-    return out
+    fun = problem.fun
+    builds = {f"jacopt-{solver}": lambda s=solver: peers.jacopt_minimize(fun, s, MAX_STEPS)
+              for solver in JACOPT_SOLVERS}
+    builds.update({method: None for method in SCIPY_METHODS})
+    builds.update({f"optimistix-{kind}": lambda k=kind: peers.optimistix_minimize(fun, k,
+                                                                                  MAX_STEPS)
+                   for kind in ("bfgs", "lbfgs")})
+    builds["optax-lbfgs"] = lambda: peers.optax_lbfgs(fun, MAX_STEPS, GTOL)
+    return [(method, (lambda m=method: _run_scipy(problem, m, repeats)) if build is None
+             else (lambda m=method, b=build: _run_jax(problem, m, b(), repeats)))
+            for method, build in builds.items()]
 
 
 def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -> list[dict]:
@@ -283,7 +214,7 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -
     _records.limit_blas_threads(1)
     names = QUICK_PROBLEMS if quick else tf.names()
     repeats = 3 if quick else 5
-    optimistix_missing = _peer_missing("optimistix")
+    optimistix_missing = peers.missing("optimistix")
     _records.expect(progress, len(names) * len(methods_for(tf.get(names[0]), repeats)) + 1)
     records = []
     for name in names:

@@ -47,6 +47,7 @@ one process, rather than absolute times.
 """
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Callable, Optional
 
@@ -54,69 +55,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jacopt.benchmarks import _records
+from jacopt.benchmarks import _records, peers
 
 SUITE = "nist"
 JACOPT_SOLVERS = ("lm", "gn", "dogleg")
 SOLVED_LRE = 4.0
-
-
-# ------------------------------------------------------------------------------------------
-# Solves: each returns (x0, x, y) -> (params, cost, steps, nfev) for a JAX method.
-# ------------------------------------------------------------------------------------------
-
-
-def _jacopt_solve(problem, solver: str):
-    import jacopt
-
-    residual = problem.residual
-
-    def solve(x0, x, y):
-        res = jacopt.least_squares(residual, x0, args=(x, y), solver=solver)
-        return res.params, res.cost, res.num_steps, res.nfev
-
-    return solve
-
-
-def _optimistix_solve(problem):
-    import optimistix as optx
-
-    residual = problem.residual
-    solver = optx.LevenbergMarquardt(rtol=1e-12, atol=1e-12)
-
-    def fn(b, args):
-        return residual(b, *args)
-
-    def solve(x0, x, y):
-        sol = optx.least_squares(fn, solver, x0, args=(x, y), max_steps=10_000, throw=False)
-        r = fn(sol.value, (x, y))
-        steps = sol.stats["num_steps"]
-        return sol.value, 0.5 * jnp.sum(r * r), steps, steps
-
-    return solve
-
-
-def _jaxopt_solve(problem):
-    import jaxopt
-
-    residual = problem.residual
-    solver = jaxopt.LevenbergMarquardt(residual_fun=residual, tol=1e-12, xtol=1e-12, gtol=1e-12,
-                                       maxiter=10_000)
-
-    def solve(x0, x, y):
-        params, state = solver.run(x0, x, y)
-        r = residual(params, x, y)
-        return params, 0.5 * jnp.sum(r * r), state.iter_num, state.iter_num
-
-    return solve
-
-
-def _peer_available(module: str) -> Optional[str]:
-    try:
-        __import__(module)
-    except Exception as exc:  # not installed (the `bench` extra) or broken
-        return f"{module} not available ({type(exc).__name__}); install jacopt[bench]"
-    return None
 
 
 # ------------------------------------------------------------------------------------------
@@ -165,19 +108,23 @@ def _skipped(problem, start: int, method: str, note: str) -> dict:
 
 
 def _run_jax_method(problem, method: str, make_solve: Callable, repeats: int) -> list[dict]:
+    """``make_solve(residual)``, a least-squares builder of :mod:`jacopt.benchmarks.peers`,
+    compiled once and run from both starts. A method that counts no evaluations reports its
+    steps as ``nfev``."""
     args = tuple(jnp.asarray(a) for a in problem.args)
     starts = [jnp.asarray(s) for s in problem.starts]
     try:
-        compile_s, compiled = _records.compile_timed(make_solve(problem), starts[0], *args)
+        compile_s, compiled = _records.compile_timed(make_solve(problem.residual), starts[0],
+                                                     *args)
     except NotImplementedError as exc:
         return [_skipped(problem, i, method, str(exc)) for i in range(len(starts))]
     kernels = _records.kernel_count(compiled)
     records = []
     for i, x0 in enumerate(starts):
-        (params, cost, steps, nfev), run_s = _records.time_calls(compiled, x0, *args,
-                                                                 repeats=repeats)
-        records.append(_record(problem, i, method, params=params, cost=cost, steps=steps,
-                               nfev=nfev, compile_s=compile_s, run_s=run_s, kernels=kernels))
+        out, run_s = _records.time_calls(compiled, x0, *args, repeats=repeats)
+        records.append(_record(problem, i, method, params=out["x"], cost=out["cost"],
+                               steps=out["steps"], nfev=out.get("nfev", out["steps"]),
+                               compile_s=compile_s, run_s=run_s, kernels=kernels))
     return records
 
 
@@ -218,23 +165,23 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -
     _records.limit_blas_threads(1)
     names = [n for n in nist.NAMES if nist.DIFFICULTY[n] == "lower"] if quick else nist.NAMES
     repeats = 3 if quick else 7
-    peers = {"optimistix-lm": ("optimistix", _optimistix_solve),
-             "jaxopt-lm": ("jaxopt", _jaxopt_solve)}
-    missing = {method: _peer_available(module) for method, (module, _) in peers.items()}
-    _records.expect(progress, len(names) * (len(JACOPT_SOLVERS) + 2 + len(peers)))  # 2: SciPy
+    peer_solves = {"optimistix-lm": ("optimistix", peers.optimistix_least_squares),
+                   "jaxopt-lm": ("jaxopt", peers.jaxopt_least_squares)}
+    missing = {method: peers.missing(module) for method, (module, _) in peer_solves.items()}
+    _records.expect(progress, len(names) * (len(JACOPT_SOLVERS) + 2 + len(peer_solves)))  # 2: SciPy
     records = []
     for name in names:
         problem = nist.load(name)
         for solver in JACOPT_SOLVERS:
             if progress:
                 progress(f"{name} / jacopt-{solver}")
-            records += _run_jax_method(problem, f"jacopt-{solver}",
-                                       lambda p, s=solver: _jacopt_solve(p, s), repeats)
+            records += _run_jax_method(problem, f"jacopt-{solver}", functools.partial(
+                peers.jacopt_least_squares, solver=solver), repeats)
         for method in ("lm", "trf"):
             if progress:
                 progress(f"{name} / scipy-{method}")
             records += _run_scipy(problem, method, repeats)
-        for method, (_, make) in peers.items():
+        for method, (_, make) in peer_solves.items():
             if progress:
                 progress(f"{name} / {method}")
             if missing[method]:

@@ -14,7 +14,8 @@ Part 2, first calls, each in a fresh Python process (so nothing is cached):
 - ``jacopt.minimize`` on Rosenbrock (BFGS, Newton): called directly (compiled with XLA's classic
   CPU fusion emitters, :mod:`jacopt._compile`) and inside ``jax.jit`` (default emitters);
 - one compile of NIST Misra1a and Thurber for jacopt LM and Optimistix LM (when installed),
-  ``jit(solve).lower(...).compile()`` as in :mod:`jacopt.benchmarks.nist`, with the default
+  ``jit(solve).lower(...).compile()`` of the solves of :mod:`jacopt.benchmarks.peers` as
+  :mod:`jacopt.benchmarks.nist` compiles them, with the default
   and with the classic emitters.
 
 Run: ``python -m jacopt.benchmarks.overhead [--quick]`` (``--quick``: fewer repeats, part 2
@@ -97,11 +98,12 @@ print(time_once(call)[1])
 _COMPILE = """
 import sys, json, jax, jax.numpy as jnp
 jax.config.update("jax_enable_x64", True)
-from jacopt.benchmarks import nist as bench
+from jacopt.benchmarks import peers
 from jacopt.problems import nist
 name, method, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 p = nist.load(name)
-make = bench._jacopt_solve(p, "lm") if method == "jacopt" else bench._optimistix_solve(p)
+make = (peers.jacopt_least_squares(p.residual, "lm") if method == "jacopt"
+        else peers.optimistix_least_squares(p.residual))
 x0, args = jnp.asarray(p.starts[0]), (jnp.asarray(p.x), jnp.asarray(p.y))
 from jacopt.benchmarks._records import compile_timed
 print(compile_timed(make, x0, *args, compiler_options=options or None)[0])

@@ -44,14 +44,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jacopt.benchmarks import _records
+from jacopt.benchmarks import _records, peers
 
 SUITE = "robustness"
 DEFAULT_METHOD = "jacopt-lm"
 QUICK_PROBLEMS = ("rosenbrock", "powell_badly_scaled", "bard", "box_3d", "kowalik_osborne",
                   "brown_almost_linear_10", "chebyquad_8")
-PEER_TOLERANCE = 1e-12
-PEER_MAX_STEPS = 10_000
 SCIPY_TOLERANCE = 1e-15
 
 
@@ -69,59 +67,9 @@ def jacopt_solvers() -> dict[str, object]:
 
 
 # ------------------------------------------------------------------------------------------
-# Methods. A JAX method is make(problem) -> solve(x0) -> dict of arrays; run once per start
-# through one compilation.
+# Methods. A JAX method is make(residual) -> solve(x0) -> dict of arrays, a least-squares builder
+# of jacopt.benchmarks.peers; run once per start through one compilation.
 # ------------------------------------------------------------------------------------------
-
-
-def _jacopt_solve(solver, **options) -> Callable:
-    def make(problem):
-        import jacopt
-
-        def solve(x0):
-            res = jacopt.least_squares(problem.residual, x0, solver=solver, **options)
-            return {"x": res.params, "status": res.status, "success": res.success,
-                    "nfev": res.nfev, "njev": res.njev, "steps": res.num_steps}
-
-        return solve
-
-    return make
-
-
-def _optimistix_solve(kind: str) -> Callable:
-    def make(problem):
-        import optimistix as optx
-
-        solver = getattr(optx, kind)(rtol=PEER_TOLERANCE, atol=PEER_TOLERANCE)
-
-        def fn(x, _):
-            return problem.residual(x)
-
-        def solve(x0):
-            sol = optx.least_squares(fn, solver, x0, max_steps=PEER_MAX_STEPS, throw=False)
-            success = sol.result == optx.RESULTS.successful
-            return {"x": sol.value, "status": jnp.where(success, 0, 1), "success": success,
-                    "steps": sol.stats["num_steps"]}
-
-        return solve
-
-    return make
-
-
-def _jaxopt_solve(problem):
-    import jaxopt
-
-    solver = jaxopt.LevenbergMarquardt(residual_fun=problem.residual, tol=PEER_TOLERANCE,
-                                       xtol=PEER_TOLERANCE, gtol=PEER_TOLERANCE,
-                                       maxiter=PEER_MAX_STEPS)
-
-    def solve(x0):
-        params, state = solver.run(x0)
-        success = state.iter_num < PEER_MAX_STEPS
-        return {"x": params, "status": jnp.where(success, 0, 1), "success": success,
-                "steps": state.iter_num}
-
-    return solve
 
 
 def _status_name(method: str, status) -> str:
@@ -200,7 +148,8 @@ def _run_jax_method(problem, method: str, make: Callable) -> list[dict]:
 
     starts = mgh.starts(problem)
     try:
-        compile_s, compiled = _records.compile_timed(make(problem), jnp.asarray(starts[0]))
+        compile_s, compiled = _records.compile_timed(make(problem.residual),
+                                                     jnp.asarray(starts[0]))
     except Exception as exc:  # a method that cannot take this problem must not stop the suite
         note = f"failed: {type(exc).__name__}: {exc}"
         return [_skipped(problem, f, method, note) for f in mgh.FACTORS]
@@ -242,9 +191,10 @@ def _run_scipy(problem, method: str) -> list[dict]:
 
 
 def _peer_methods() -> dict[str, tuple[str, Callable]]:
-    return {"optimistix-lm": ("optimistix", _optimistix_solve("LevenbergMarquardt")),
-            "optimistix-dogleg": ("optimistix", _optimistix_solve("Dogleg")),
-            "jaxopt-lm": ("jaxopt", _jaxopt_solve)}
+    return {"optimistix-lm": ("optimistix", peers.optimistix_least_squares),
+            "optimistix-dogleg": ("optimistix", functools.partial(
+                peers.optimistix_least_squares, kind="Dogleg")),
+            "jaxopt-lm": ("jaxopt", peers.jaxopt_least_squares)}
 
 
 def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None, *,
@@ -257,7 +207,6 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None, *
     if not jax.config.jax_enable_x64:
         raise RuntimeError("the robustness benchmark needs float64: call "
                            "jax.config.update('jax_enable_x64', True) first")
-    from jacopt.benchmarks.nist import _peer_available
     from jacopt.problems import mgh
     from jacopt.solvers import LevenbergMarquardt
 
@@ -265,20 +214,19 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None, *
     if problems is None:
         problems = QUICK_PROBLEMS if quick else tuple(mgh.PROBLEMS)
     plan: dict[str, Callable] = {}
-    for name in jacopt_solvers():
-        plan[f"jacopt-{name}"] = (lambda p, m, make=_jacopt_solve(name):
-                                  _run_jax_method(p, m, make))
+    jacopt_methods = {f"jacopt-{name}": {"solver": name} for name in jacopt_solvers()}
     # LM with Moré's scaling (MINPACK's), beside the default's x_scale = 1, and LM that
     # evaluates J only at accepted points (MINPACK's schedule)
-    plan["jacopt-lm-jac"] = (lambda p, m, make=_jacopt_solve("lm", x_scale="jac"):
-                             _run_jax_method(p, m, make))
-    plan["jacopt-lm-lazy"] = (lambda p, m, make=_jacopt_solve(
-                                  LevenbergMarquardt(lazy_jacobian=True)):
-                              _run_jax_method(p, m, make))
+    jacopt_methods["jacopt-lm-jac"] = {"solver": "lm", "x_scale": "jac"}
+    jacopt_methods["jacopt-lm-lazy"] = {"solver": LevenbergMarquardt(lazy_jacobian=True)}
+    for method, options in jacopt_methods.items():
+        plan[method] = (lambda p, m, make=functools.partial(peers.jacopt_least_squares,
+                                                            **options):
+                        _run_jax_method(p, m, make))
     for kind in ("lm", "trf"):
         plan[f"scipy-{kind}"] = lambda p, m, kind=kind: _run_scipy(p, kind)
     for method, (module, make) in _peer_methods().items():
-        missing = _peer_available(module)
+        missing = peers.missing(module)
         if missing:
             print(f"note: {method} skipped: {missing}", file=sys.stderr)
             plan[method] = (lambda p, m, note=missing:
