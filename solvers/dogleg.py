@@ -50,6 +50,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -57,7 +58,6 @@ from jacopt.solvers import trust_region as tr
 from jacopt.solvers.acceptance import natural_monotonicity
 from jacopt.solvers.gauss_newton import (
     GaussNewtonSystem,
-    backed_at,
     cauchy_step,
     empty_system,
     factorise,
@@ -67,6 +67,7 @@ from jacopt.solvers.least_squares_problem import (
     TOLERANCES,
     LeastSquaresProblem,
     LeastSquaresSolver,
+    PointEvaluation,
     check_options,
     evaluate_point,
     scaled_norm,
@@ -74,30 +75,60 @@ from jacopt.solvers.least_squares_problem import (
 from jacopt.solvers.stopping import (
     Counters,
     confirm_stop,
+    first_order_backed,
     nonfinite_since_accept,
     start_status,
     stop_status,
 )
+from jacopt.status import Status
+
+
+def placeholder_point(problem: LeastSquaresProblem, x0) -> PointEvaluation:
+    """Zeros of a :class:`PointEvaluation`'s shapes at ``x0`` (from ``eval_shape``: nothing is
+    evaluated), for a solver whose first iteration evaluates the start."""
+    n, dtype = x0.shape[0], x0.dtype
+    m = jax.eval_shape(problem.residual_only, x0).shape[0]
+    zero = jnp.zeros((), dtype)
+    return PointEvaluation(x=x0, r=jnp.zeros((m,), dtype), J=jnp.zeros((m, n), dtype), cost=zero,
+                           grad=jnp.zeros((n,), dtype), column_norms=jnp.zeros((n,), dtype),
+                           gtol_measure=zero, finite=jnp.asarray(True))
+
+
+class DoglegTrial(NamedTuple):
+    """The trial step waiting to be evaluated: the point ``x``, whether it is the Gauss-Newton
+    step (``gauss_newton``), its lengths ``pnorm = ||D step||`` and ``step_norm``, the model's
+    ``predicted`` reduction and ``slope`` ``g . step``, ``xnorm = ||D x||`` of the point it
+    starts from and the ``radius`` it was computed for."""
+
+    x: Any
+    gauss_newton: Any
+    pnorm: Any
+    step_norm: Any
+    predicted: Any
+    slope: Any
+    xnorm: Any
+    radius: Any
 
 
 class DoglegState(NamedTuple):
-    """Loop carry: the accepted ``point`` (:class:`PointEvaluation`), its
+    """Loop carry: the accepted ``point`` (:class:`PointEvaluation`; placeholders until the
+    first iteration has evaluated the start), its
     :class:`~jacopt.solvers.gauss_newton.GaussNewtonSystem` ``system`` and Cauchy step
-    ``p_cauchy`` (valid when ``factored``), the ``radius``, the last trial's radius
-    (``trial_radius``), step norm and acceptance, the
-    :class:`~jacopt.solvers.stopping.Counters` ``counters``, the ``start_cost`` and
-    ``status``."""
+    ``p_cauchy``, the pending :class:`DoglegTrial` ``trial``, the radius, length and acceptance
+    of the last evaluated trial (``trial_radius``, ``step_norm``, ``accepted``), the
+    :class:`~jacopt.solvers.stopping.Counters` ``counters``, the ``start_cost``, ``started``
+    (the start has been evaluated) and ``status``."""
 
     point: Any
     system: GaussNewtonSystem
     p_cauchy: Any
-    factored: Any
-    radius: Any
+    trial: DoglegTrial
     trial_radius: Any
     step_norm: Any
     accepted: Any
     counters: Counters
     start_cost: Any
+    started: Any
     status: Any
 
     @property
@@ -151,66 +182,85 @@ class Dogleg(LeastSquaresSolver):
         check_options(self, nonnegative=TOLERANCES, positive=("initial_radius_factor",),
                       fraction=("contraction",))
 
+    evaluates_start_in_loop = True  # see jacopt._loop: the residual function is traced once
+
     def init(self, problem: LeastSquaresProblem, x0) -> DoglegState:
-        point = evaluate_point(problem, x0)
-        status = start_status(point, self.gtol)
-        zero = jnp.zeros((), x0.dtype)
+        """Placeholders of the right shapes; nothing is evaluated here."""
+        n, dtype = x0.shape[0], x0.dtype
+        zero = jnp.zeros((), dtype)
+        trial = DoglegTrial(x=x0, gauss_newton=jnp.asarray(False), pnorm=zero, step_norm=zero,
+                            predicted=zero, slope=zero, xnorm=zero, radius=zero)
         return DoglegState(
-            point=point, system=empty_system(x0.shape[0], x0.dtype), p_cauchy=jnp.zeros_like(x0),
-            factored=jnp.asarray(False), radius=zero, trial_radius=zero, step_norm=zero,
-            accepted=jnp.asarray(False), counters=Counters.start(1, 1),
-            start_cost=point.cost, status=status,
-        )
+            point=placeholder_point(problem, x0), system=empty_system(n, dtype),
+            p_cauchy=jnp.zeros_like(x0), trial=trial, trial_radius=zero, step_norm=zero,
+            accepted=jnp.asarray(False), counters=Counters.start(), start_cost=zero,
+            started=jnp.asarray(False), status=jnp.asarray(Status.RUNNING, jnp.int32))
 
     def step(self, problem: LeastSquaresProblem, s: DoglegState) -> DoglegState:
-        point = s.point
-        x = point.x
+        """One loop iteration: evaluate the pending trial (the start, on the first iteration),
+        accept or reject it and test for convergence, factorise a newly accepted point, and
+        compute the next trial."""
+        point, system, pending = s.point, s.system, s.trial
+        first = ~s.started
 
-        def fresh():
-            system = factorise(problem, point, s.system.scale)
-            return system, cauchy_step(system, point.grad, point.cost)
-
-        system, p_cauchy = lax.cond(s.factored, lambda: (s.system, s.p_cauchy), fresh)
-        first = (s.counters.num_accepted + s.counters.num_rejected) == 0
-        xnorm = scaled_norm(system.scale, x)
-        radius = jnp.where(
-            first, self.initial_radius_factor * jnp.where(xnorm > 0, xnorm, 1.0), s.radius)
-
-        # 1. The dogleg step, projected onto the box.
-        p, gauss_newton = dogleg_step(system.scale, system.p_gn, p_cauchy, radius)
-        x_new, step = problem.projected_step(x, p, system.fixed)
-        pnorm = scaled_norm(system.scale, step)
-        radius = jnp.where(first, jnp.minimum(radius, pnorm), radius)
-
-        # 2. The trial and the radius update.
-        trial = evaluate_point(problem, x_new)
+        # 1. The trial: gain ratio, radius (MINPACK) and acceptance.
+        trial = evaluate_point(problem, pending.x)
         actual = jnp.where(trial.finite, problem.reduction(point.r, trial.r), -jnp.inf)
-        predicted, slope = model_decrease(system, point.grad, step)
-        ratio = tr.gain_ratio(actual, predicted)
-        shrink = tr.interpolated_shrink(slope, actual)
+        ratio = tr.gain_ratio(actual, pending.predicted)
+        shrink = tr.interpolated_shrink(pending.slope, actual)
         shrink = jnp.where(trial.cost >= 100.0 * point.cost, 0.1, shrink)
-        new_radius, accepted = tr.update_radius(
-            tr.MINPACK, radius, ratio, pnorm, inside=gauss_newton, shrink_factor=shrink)
+        radius, accepted = tr.update_radius(
+            tr.MINPACK, pending.radius, ratio, pending.pnorm, inside=pending.gauss_newton,
+            shrink_factor=shrink)
         if self.contraction > 0:
-            natural = gauss_newton & natural_monotonicity(
-                problem, point, system.R, system.scale, system.fixed, trial.r, pnorm,
+            natural = pending.gauss_newton & natural_monotonicity(
+                problem, point, system.R, system.scale, system.fixed, trial.r, pending.pnorm,
                 self.contraction)
             accepted = accepted | natural
-            new_radius = jnp.where(natural, jnp.maximum(new_radius, 2.0 * pnorm), new_radius)
-        accepted = accepted & trial.finite
+            radius = jnp.where(natural, jnp.maximum(radius, 2.0 * pending.pnorm), radius)
+        accepted = accepted & trial.finite & ~first
 
-        # 3. Stopping tests (MINPACK's, as LevenbergMarquardt), relative to the old point.
+        # 2. Stopping tests (MINPACK's, as LevenbergMarquardt), relative to the old point.
         nonfinite = nonfinite_since_accept(s.counters.nonfinite, trial.finite, accepted)
-        status = stop_status(self, cost=point.cost, actual=actual, predicted=predicted,
-                             ratio=ratio, step_bound=new_radius, xnorm=xnorm, accepted=accepted,
-                             gtol_measure=trial.gtol_measure, nonfinite=nonfinite)
-        new_point = lax.cond(accepted, lambda: trial, lambda: point)
-        status = confirm_stop(status, backed_at(problem, self, status, accepted, new_point,
-                                                system, s.start_cost))
-        counters = s.counters.tally(accepted, ~accepted, 1, 1, nonfinite=nonfinite)
-        return DoglegState(
-            point=new_point, system=system, p_cauchy=p_cauchy, factored=~accepted,
-            radius=new_radius, trial_radius=radius, step_norm=jnp.sqrt(jnp.sum(step * step)),
-            accepted=accepted, counters=counters, start_cost=s.start_cost, status=status,
-        )
+        status = stop_status(self, cost=point.cost, actual=actual, predicted=pending.predicted,
+                             ratio=ratio, step_bound=radius, xnorm=pending.xnorm,
+                             accepted=accepted, gtol_measure=trial.gtol_measure,
+                             nonfinite=nonfinite)
+        status = jnp.where(first, start_status(trial, self.gtol), status)
 
+        # 3. The point kept and, when it changed, its QR system and Cauchy step (a cond: no
+        #    QR after a rejected trial); an f or x stop counts only when a first-order test
+        #    backs it there, with its full Gauss-Newton step (model gain ||R p||^2 / 2).
+        def fresh():
+            new = factorise(problem, trial, system.scale)
+            return trial, new, cauchy_step(new, trial.grad, trial.cost)
+
+        point, system, p_cauchy = lax.cond(accepted | first, fresh,
+                                           lambda: (point, system, s.p_cauchy))
+        start_cost = jnp.where(first, point.cost, s.start_cost)
+        rp = system.R @ system.p_gn
+        status = confirm_stop(status, first_order_backed(self, point, start_cost, system.p_gn,
+                                                         0.5 * jnp.sum(rp * rp)))
+
+        # 4. The next trial: the dogleg step for the radius, projected onto the box; the first
+        #    radius is initial_radius_factor ||D x0||, cut to the first step's length.
+        xnorm = scaled_norm(system.scale, point.x)
+        radius = jnp.where(
+            first, self.initial_radius_factor * jnp.where(xnorm > 0, xnorm, 1.0), radius)
+        p, gauss_newton = dogleg_step(system.scale, system.p_gn, p_cauchy, radius)
+        x_new, step = problem.projected_step(point.x, p, system.fixed)
+        pnorm = scaled_norm(system.scale, step)
+        radius = jnp.where(first, jnp.minimum(radius, pnorm), radius)
+        predicted, slope = model_decrease(system, point.grad, step)
+        next_trial = DoglegTrial(x=x_new, gauss_newton=gauss_newton, pnorm=pnorm,
+                                 step_norm=jnp.sqrt(jnp.sum(step * step)), predicted=predicted,
+                                 slope=slope, xnorm=xnorm, radius=radius)
+
+        counters = s.counters.tally(accepted, ~accepted & ~first, 1, 1,
+                                    nonfinite=jnp.where(first, 0, nonfinite))
+        zero = jnp.zeros((), point.x.dtype)
+        return DoglegState(
+            point=point, system=system, p_cauchy=p_cauchy, trial=next_trial,
+            trial_radius=jnp.where(first, zero, pending.radius),
+            step_norm=jnp.where(first, zero, pending.step_norm), accepted=accepted,
+            counters=counters, start_cost=start_cost, started=jnp.asarray(True), status=status)
