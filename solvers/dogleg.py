@@ -30,10 +30,11 @@ to predicted reduction (the reduction computed termwise, accurate when the costs
 digits), with MINPACK's interpolated shrink. The first radius is ``initial_radius_factor *
 ||D x0||``, then cut to the first step's length, as in :class:`LevenbergMarquardt`. A
 Gauss-Newton step is also accepted by Deuflhard's natural monotonicity test
-(:func:`jacopt.solvers.gauss_newton.contracts`), so fits reach full precision where the cost is
-flat to rounding. A non-finite trial is rejected (``rho = -inf``) and shrinks the radius.
-QR, Gauss-Newton and Cauchy points are computed once per accepted point (lazily, at the first
-trial from it); a rejected trial only recomputes the path for the smaller radius (O(n)).
+(:func:`jacopt.solvers.acceptance.natural_monotonicity`), so fits reach full precision where
+the cost is flat to rounding. A non-finite trial is rejected (``rho = -inf``) and shrinks the
+radius. QR, Gauss-Newton and Cauchy points are computed once per accepted point, in the
+iteration that accepts it; a rejected trial only recomputes the path for the smaller radius
+(O(n)). The start is evaluated by the first iteration (``evaluates_start_in_loop``).
 
 Bounds: the active-set components are pinned (as in :class:`LevenbergMarquardt`), the dogleg
 step of the others is projected onto the box, and the gain ratio uses the model's reduction
