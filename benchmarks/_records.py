@@ -12,7 +12,9 @@ optax baselines over a learning-rate grid, and the ``python -m`` entry point.
   :func:`run_methods` (progress callback, and :func:`guarded` turns a failing or unwritten
   method into a record with a ``note`` instead of stopping the suite); :func:`expect` tells
   the progress line how many items a suite will show.
-- :func:`main`: ``python -m jacopt.benchmarks.SUITE [--quick] [--out DIR]``.
+- :func:`main` (from :mod:`jacopt.benchmarks.runner`, which never imports this module): the
+  entry point of ``python -m jacopt.benchmarks.SUITE``, with the flags of ``jacopt bench``;
+  :func:`limit_blas_threads` (also the runner's: run settings live there).
 
 A record (:func:`make_record`) is a dict with the fields of
 :data:`jacopt.benchmarks.runner.REQUIRED_FIELDS` plus ``curve = {"iters", "time_s", "loss"}``
@@ -41,11 +43,9 @@ counts as infinite).
 """
 from __future__ import annotations
 
-import argparse
 import math
 import re
 import statistics
-import sys
 import time
 from typing import Callable, Optional, Sequence
 
@@ -54,44 +54,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jacopt.benchmarks.runner import limit_blas_threads, main  # noqa: F401  (the harness's names)
+
 MAX_CURVE_POINTS = 200
 LONG_RUN_S = 1.0  # a warm-up run this long is timed once, not repeated
 
 
-def limit_blas_threads(num_threads: int = 1) -> list[str]:
-    """Pin every OpenBLAS loaded in this process to ``num_threads`` threads; returns the
-    libraries changed (empty when none was found: nothing else is touched).
-
-    Why: jaxlib's CPU LAPACK calls (Cholesky, QR, eigh, LU) go through SciPy's OpenBLAS, whose
-    worker threads spin while waiting. On a shared 2-core machine that made a 354 x 354
-    Cholesky 20-80x slower (2.7 ms alone, 60-300 ms beside other processes), which would swamp
-    every second-order timing. The small matrices of these suites gain nothing from BLAS
-    threads, and SciPy peers share the same library, so the setting is the same for all.
-    A process-wide setting: the suites' ``run`` calls it, once per process."""
-    import ctypes
-
-    import scipy.linalg.cython_lapack  # noqa: F401  (jaxlib's LAPACK: loads SciPy's OpenBLAS)
-
-    changed = []
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower()
-                            and line.split()[-1].startswith("/")})
-    except OSError:  # not Linux: leave the BLAS alone
-        return changed
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                     "openblas_set_num_threads64_", "openblas_set_num_threads"):
-            setter = getattr(lib, name, None)
-            if setter is not None:
-                setter(int(num_threads))
-                changed.append(path)
-                break
-    return changed
+def require_float64(suite: str) -> None:
+    """Raise before any work when float64 is off: the suite's certificates and targets need it
+    (every entry point turns it on: :func:`jacopt.benchmarks.runner.apply_run_settings`)."""
+    if not jax.config.jax_enable_x64:
+        raise RuntimeError(f"the {suite} benchmark needs float64: call "
+                           "jax.config.update('jax_enable_x64', True) first")
 
 
 def curve_indices(num_points: int, max_points: int = MAX_CURVE_POINTS) -> np.ndarray:
@@ -449,30 +423,3 @@ def guarded(make: Callable[[], dict], **identity) -> dict:
         rec = skipped_record(note="failed", **identity)
         rec["error"] = f"{type(exc).__name__}: {exc}"
         return rec
-
-
-def main(suite: str, run: Callable, argv=None, *, format_tables: Callable | None = None,
-         quick_help: str = "the small configuration") -> int:
-    """``python -m jacopt.benchmarks.SUITE [--quick] [--out DIR]``: run the suite with a
-    progress line on stderr, print the table and write ``DIR/results.json`` (default
-    ``bench-results/SUITE``). ``format_tables(records) -> str``, when given, prints the suite's
-    own tables for ``--format table``."""
-    from jacopt.benchmarks import runner
-
-    parser = argparse.ArgumentParser(prog=f"python -m jacopt.benchmarks.{suite}")
-    parser.add_argument("--quick", action="store_true", help=quick_help)
-    parser.add_argument("--out", default=f"bench-results/{suite}", help="output directory")
-    parser.add_argument("--format", default="table", choices=("table", "markdown", "json"))
-    options = parser.parse_args(argv)
-    jax.config.update("jax_enable_x64", True)
-    progress = runner.Progress([suite])
-    records = run(quick=options.quick, progress=progress)
-    progress.close()
-    if format_tables is not None and options.format == "table":
-        print(format_tables(records))
-    else:
-        print(runner.format_table(records, options.format))
-    path = runner.write_results([runner.machine_header([suite], options.quick)] + records,
-                                options.out)
-    print(f"\nwrote {path}", file=sys.stderr)
-    return 0

@@ -21,13 +21,12 @@ Checks: the maximum relative parameter difference between jacopt and each SciPy 
 members both solved (``|b_jacopt - b_scipy| / |b_scipy|``, worst parameter, worst member), and
 every method's status counts.
 
-Run: ``python -m jacopt.benchmarks.batch [--quick] [--out DIR] [--format table|json]``. Full:
+Run: ``python -m jacopt.benchmarks.batch [--quick] [--out DIR]`` or ``jacopt bench batch``. Full:
 10,000 fits against 200 SciPy fits; quick: 1,000 against 50. Target (issue 3): at least 100x
 less time per fit than SciPy.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import sys
 from typing import Callable, NamedTuple, Optional
@@ -35,6 +34,8 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jacopt.benchmarks import _records
 
 SUITE = "batch"
 PROBLEM = "Misra1a"
@@ -125,8 +126,6 @@ def max_relative_difference(params, reference, mask=None) -> float:
 def _time_jacopt(solve, batch: Batch, repeats: int):
     """(result, compile_s, run_s): compile apart, then the harness's timing rule
     (:func:`jacopt.benchmarks._records.compile_and_time`)."""
-    from jacopt.benchmarks import _records
-
     args = (jnp.asarray(batch.x), jnp.asarray(batch.ydata), jnp.asarray(batch.starts))
     return _records.compile_and_time(solve, *args, repeats=repeats)
 
@@ -134,8 +133,6 @@ def _time_jacopt(solve, batch: Batch, repeats: int):
 def _time_scipy(batch: Batch, count: int, tight: bool):
     """SciPy's loop over the first ``count`` fits, timed once as a whole (after one warm-up
     fit)."""
-    from jacopt.benchmarks import _records
-
     scipy_fit(batch.x, batch.ydata[0], batch.starts[0], tight=tight)  # warm-up (imports, caches)
 
     def loop():
@@ -165,9 +162,8 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None,
     ``speedup`` and notes). Full: 10,000 fits vs 200 SciPy fits; quick: 1,000 vs 50.
     ``num_fits``, ``scipy_fits``, ``repeats``, ``seed`` override the sizes; ``data`` replaces
     the generated batch (tests use it to plant a NaN)."""
+    _records.require_float64(SUITE)
     say = progress or (lambda message: None)
-    if not jax.config.jax_enable_x64:
-        jax.config.update("jax_enable_x64", True)
     batch = data if data is not None else make_batch(
         num_fits or (1_000 if quick else 10_000), seed)
     num_fits = batch.ydata.shape[0]
@@ -218,7 +214,7 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None,
     return records
 
 
-def format_table(records: list[dict]) -> str:
+def format_tables(records: list[dict]) -> str:
     """A readable table and the speed-up against the target."""
     columns = [("method", "method", "{}"), ("timed_fits", "fits timed", "{}"),
                ("per_fit_s", "per fit [ms]", "{:.4f}"), ("run_s", "run [s]", "{:.3f}"),
@@ -256,28 +252,9 @@ def format_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jacopt.benchmarks.batch",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1,000 fits against 50 SciPy fits")
-    parser.add_argument("--out", default="bench-results/batch", help="output directory")
-    parser.add_argument("--format", default="table", choices=("table", "json"))
-    options = parser.parse_args(argv)
-    jax.config.update("jax_enable_x64", True)
-    from jacopt.benchmarks import runner
-
-    progress = runner.Progress([SUITE])
-    records = run(quick=options.quick, progress=progress)
-    progress.close()
-    header = runner.machine_header([SUITE], options.quick)
-    header["command"] = " ".join(["python -m jacopt.benchmarks.batch"]
-                                 + list(sys.argv[1:] if argv is None else argv))
-    print(runner.format_table([header] + records, "json") if options.format == "json"
-          else format_table(records))
-    path = runner.write_results([header] + records, options.out)
-    print(f"\nwrote {path}", file=sys.stderr)
-    return 0
+format_table = format_tables  # its former name
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_records.main(SUITE, run, format_tables=format_tables,
+                           quick_help="1,000 fits against 50 SciPy fits"))

@@ -130,8 +130,7 @@ def methods_for(problem, repeats: int):
 def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -> list[dict]:
     from jacopt.problems import bounded
 
-    jax.config.update("jax_enable_x64", True)
-    _records.limit_blas_threads(1)
+    _records.require_float64(SUITE)
     names = QUICK_PROBLEMS if quick else bounded.names()
     repeats = 3 if quick else 5
     records = []
@@ -189,10 +188,6 @@ def format_tables(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    return _records.main(SUITE, run, argv, format_tables=format_tables,
-                         quick_help="5 problems, fewer repeats")
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_records.main(SUITE, run, format_tables=format_tables,
+                                   quick_help="5 problems, fewer repeats"))

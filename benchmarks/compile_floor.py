@@ -199,7 +199,10 @@ def main(argv=None) -> int:
                         help=f"only {', '.join(QUICK_PROBLEMS)}")
     parser.add_argument("--problems", nargs="+", metavar="NAME", help="NIST problem names")
     opts = parser.parse_args(argv)
+    from jacopt.benchmarks.runner import apply_run_settings
     from jacopt.problems import nist
+
+    apply_run_settings()  # float64 and one BLAS thread, as for the suites
 
     names = opts.problems or (QUICK_PROBLEMS if opts.quick
                               else [p.name for p in nist.load_all()])

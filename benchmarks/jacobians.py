@@ -1,8 +1,8 @@
 """Benchmark of the Jacobian core: mode choice, batched and elementwise derivatives, chunking.
 
-Run: ``python -m jacopt.benchmarks.jacobians [--quick] [--out PATH]`` (default PATH
-``bench-results/jacobians.json``), or ``jacopt bench jacobians``. Prints a table and writes JSON:
-a machine header record, then one record per (section, case, method).
+Run: ``python -m jacopt.benchmarks.jacobians [--quick] [--out DIR]`` (default DIR
+``bench-results/jacobians``), or ``jacopt bench jacobians``. Prints a table and writes
+``DIR/results.json``: a machine header record, then one record per (section, case, method).
 
 Sections:
 
@@ -32,9 +32,6 @@ noisy: compare ratios, not absolute numbers.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import statistics
 import sys
 from typing import Callable
@@ -45,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jacopt
-from jacopt.benchmarks._records import compile_timed, time_compiled
+from jacopt.benchmarks._records import compile_timed, main, time_compiled
 from jacopt.jacobian import auto_mode
 
 SUITE = "jacobians"
@@ -259,27 +256,9 @@ def format_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jacopt.benchmarks.jacobians",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (under ~20 s)")
-    parser.add_argument("--out", default="bench-results/jacobians.json", help="JSON output path")
-    options = parser.parse_args(argv)
-    from jacopt.benchmarks import runner
-
-    progress = runner.Progress([SUITE])
-    records = run(quick=options.quick, progress=progress)
-    progress.close()
-    print(format_table(records))
-    header = runner.machine_header([SUITE], options.quick)
-    header["command"] = " ".join(["python -m jacopt.benchmarks.jacobians"]
-                                 + list(sys.argv[1:] if argv is None else argv))
-    os.makedirs(os.path.dirname(options.out) or ".", exist_ok=True)
-    with open(options.out, "w") as fh:
-        json.dump(runner._jsonable([header] + records), fh, indent=1)
-    print(f"\nwrote {options.out}", file=sys.stderr)
-    return 0
+format_tables = format_table  # the hook name of jacopt.benchmarks.runner
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(SUITE, run, format_tables=format_table,
+                           quick_help="small sizes (under ~20 s)"))

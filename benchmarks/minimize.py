@@ -55,7 +55,7 @@ timed over whole ``scipy.optimize.minimize`` calls whose objective, gradient and
 jitted JAX functions compiled beforehand (their compile time is ``compile_s``).
 ``time_to_target_s`` is ``run_s`` and ``iters_to_target`` is ``steps`` for a solved run (the
 run stops on its own test after reaching the target), ``None`` otherwise. BLAS threads are
-pinned to 1 (:func:`jacopt.benchmarks._records.limit_blas_threads`).
+pinned to 1 (:func:`jacopt.benchmarks.runner.apply_run_settings`).
 
 The machine may be shared: compare ratios from one run of this script, not absolute times.
 """
@@ -210,8 +210,7 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -
     holding Newton's gradient norms on Rosenbrock."""
     from jacopt.problems import test_functions as tf
 
-    jax.config.update("jax_enable_x64", True)
-    _records.limit_blas_threads(1)
+    _records.require_float64(SUITE)
     names = QUICK_PROBLEMS if quick else tf.names()
     repeats = 3 if quick else 5
     optimistix_missing = peers.missing("optimistix")
@@ -397,10 +396,6 @@ def format_tables(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    return _records.main(SUITE, run, argv, format_tables=format_tables,
-                         quick_help="6 problems, fewer repeats")
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_records.main(SUITE, run, format_tables=format_tables,
+                           quick_help="6 problems, fewer repeats"))

@@ -43,10 +43,6 @@ wall time than the best-tuned Adam; on sin-regression a second-order method ends
 with a lower loss than Adam. (Below the noise floor a lower training loss is fitting the
 noise: the issue's target is about optimisation speed, not generalisation.)
 
-BLAS is pinned to one thread for the rest of the process (:func:`jacopt.benchmarks._records.
-limit_blas_threads`: OpenBLAS's spinning threads made small factorisations 20-80x slower on a
-shared machine).
-
 Run: ``python -m jacopt.benchmarks.mlp [--quick] [--out DIR]``, or ``jacopt bench mlp``.
 """
 from __future__ import annotations
@@ -234,7 +230,6 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -
     method")`` is called before each method. Needs float64 (``jax_enable_x64``) for seed-mlp's
     1e-10 target (float32 problems use 1e-6)."""
     config = QUICK if quick else FULL
-    _records.limit_blas_threads(1)
     methods = [m for name in config.problems for m in _methods(M.get(name), config)]
     records = _records.add_budget_losses(_records.run_methods(SUITE, methods, progress))
     for name in config.budget_problems:

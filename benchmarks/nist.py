@@ -41,7 +41,7 @@ Timing (the same for every JAX method):
   reproduce in float64, see :mod:`jacopt.problems.nist`, so judge runs by LRE).
 
 OpenBLAS (used by jaxlib's CPU LAPACK calls and by SciPy) is pinned to one thread for every
-method (:func:`jacopt.benchmarks._records.limit_blas_threads`). The machine is shared (2
+method (:func:`jacopt.benchmarks.runner.apply_run_settings`). The machine is shared (2
 cores): compare the ratios printed in the summary, which come from
 one process, rather than absolute times.
 """
@@ -156,13 +156,9 @@ def _run_scipy(problem, method: str, repeats: int) -> list[dict]:
 
 def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -> list[dict]:
     """Every method on every NIST problem and start; returns the records (no header)."""
-    if not jax.config.jax_enable_x64:
-        raise RuntimeError("the NIST benchmark needs float64: call "
-                           "jax.config.update('jax_enable_x64', True) first")
+    _records.require_float64(SUITE)
     from jacopt.problems import nist
 
-    # one OpenBLAS thread for jacopt's LAPACK calls and SciPy alike (see limit_blas_threads)
-    _records.limit_blas_threads(1)
     names = [n for n in nist.NAMES if nist.DIFFICULTY[n] == "lower"] if quick else nist.NAMES
     repeats = 3 if quick else 7
     peer_solves = {"optimistix-lm": ("optimistix", peers.optimistix_least_squares),
@@ -260,10 +256,6 @@ def format_tables(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    return _records.main(SUITE, run, argv, format_tables=format_tables,
-                         quick_help="the 8 lower-difficulty problems, fewer repeats")
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_records.main(SUITE, run, format_tables=format_tables,
+                           quick_help="the 8 lower-difficulty problems, fewer repeats"))

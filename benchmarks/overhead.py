@@ -144,6 +144,9 @@ def main(argv=None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     opts = parser.parse_args(argv)
+    from jacopt.benchmarks.runner import apply_run_settings
+
+    apply_run_settings()  # float64 and one BLAS thread, as for the suites
     print("warm calls (median)")
     for label, ms in warm_calls(50 if opts.quick else 300):
         print(f"  {label:<44} {ms:8.3f} ms")

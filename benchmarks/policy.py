@@ -26,10 +26,6 @@ Methods, one record each (record format and timing rules: :mod:`jacopt.benchmark
 Target (reported, not asserted): NPG or Newton reaches the entropy-regularised optimum in at
 least 10x fewer iterations than the best-tuned vanilla policy gradient.
 
-BLAS is pinned to one thread for the rest of the process (:func:`jacopt.benchmarks._records.
-limit_blas_threads`: OpenBLAS's spinning threads made small factorisations 20-80x slower on a
-shared machine).
-
 Run: ``python -m jacopt.benchmarks.policy [--quick] [--out DIR]``, or ``jacopt bench policy``.
 """
 from __future__ import annotations
@@ -165,7 +161,6 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -
     each method. Needs float64 (``jax_enable_x64``) for the 1e-10 targets; in float32 the
     problems use a 1e-4 target."""
     config = QUICK if quick else FULL
-    _records.limit_blas_threads(1)
     methods = [m for name in config.problems for m in _methods(sp.get(name), config)]
     return _records.run_methods(SUITE, methods, progress)
 

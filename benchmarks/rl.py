@@ -32,8 +32,8 @@ environment steps than the best-tuned REINFORCE + Adam; Acrobot reported; a Fish
 product <= 3x a policy gradient.
 
 Without gymnax (``pip install -e '.[rl]'``) every record is skipped with that note.
-Run: ``python -m jacopt.benchmarks.rl [--quick] [--out DIR]`` (also writes PNG plots with the
-confidence bands), or ``jacopt bench rl``.
+Run: ``python -m jacopt.benchmarks.rl [--quick] [--out DIR]``, or ``jacopt bench rl`` (both
+also write PNG plots with the confidence bands, :func:`write_plots`).
 """
 from __future__ import annotations
 
@@ -236,7 +236,6 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -
                                         order=ORDER[method],
                                         target_loss=ENVS[name][1] - ENVS[name][0], note=missing)
                 for name in config.envs for method in rl.METHODS]
-    _records.limit_blas_threads(1)
     methods = []
     for name, updates in config.envs.items():
         env = rl.make_env(name)
@@ -317,28 +316,14 @@ def write_plots(records: list[dict], out_dir: str) -> list[str]:
     return paths
 
 
-def main(argv=None) -> int:
-    """``python -m jacopt.benchmarks.rl``: the common entry point, then the summary lines and
-    the band plots."""
-    import argparse
-
+def format_tables(records: list[dict]) -> str:
+    """The common table (:func:`jacopt.benchmarks.runner.format_table`), then :func:`summary`."""
     from jacopt.benchmarks import runner
 
-    parser = argparse.ArgumentParser(prog="python -m jacopt.benchmarks.rl")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=f"bench-results/{SUITE}")
-    options = parser.parse_args(argv)
-    progress = runner.Progress([SUITE])
-    records = run(quick=options.quick, progress=progress)
-    progress.close()
-    print(runner.format_table(records))
-    print("\n".join([""] + summary(records)))
-    records = [runner.machine_header([SUITE], options.quick)] + records
-    path = runner.write_results(records, options.out)
-    plots = write_plots(records[1:], options.out) + runner.write_plots(records, options.out)
-    print(f"\nwrote {path} and {len(plots)} plots", file=sys.stderr)
-    return 0
+    return "\n".join([runner.format_table(records), ""] + summary(records))
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_records.main(SUITE, run, format_tables=format_tables,
+                                   write_plots=write_plots,
+                                   quick_help="CartPole, 2 seeds, one step size per method"))

@@ -204,13 +204,10 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None, *
     ``problems`` (names) and ``methods`` (e.g. ``["jacopt-lm", "scipy-trf"]``) narrow the run;
     by default all of :data:`jacopt.problems.mgh.PROBLEMS` (``quick``: :data:`QUICK_PROBLEMS`)
     and all methods."""
-    if not jax.config.jax_enable_x64:
-        raise RuntimeError("the robustness benchmark needs float64: call "
-                           "jax.config.update('jax_enable_x64', True) first")
+    _records.require_float64(SUITE)
     from jacopt.problems import mgh
     from jacopt.solvers import LevenbergMarquardt
 
-    _records.limit_blas_threads(1)
     if problems is None:
         problems = QUICK_PROBLEMS if quick else tuple(mgh.PROBLEMS)
     plan: dict[str, Callable] = {}
@@ -330,11 +327,7 @@ def format_tables(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    return _records.main(SUITE, run, argv, format_tables=format_tables,
-                         quick_help=f"{len(QUICK_PROBLEMS)} problems: "
-                                    + ", ".join(QUICK_PROBLEMS))
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_records.main(SUITE, run, format_tables=format_tables,
+                           quick_help=f"{len(QUICK_PROBLEMS)} problems: "
+                                      + ", ".join(QUICK_PROBLEMS)))

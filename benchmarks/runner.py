@@ -8,10 +8,21 @@ record has at least the fields in :data:`REQUIRED_FIELDS`; a record with a ``not
 measurement is a skipped run, and the table says why.
 
 ``results.json`` is a JSON list: first one header record (``"suite": "meta"``) describing the
-machine, the versions and the command, then one record per (suite, problem, method).
+machine, the run settings, the versions and the command, then one record per (suite, problem,
+method).
+
+Entry points: ``jacopt bench SUITE ...`` (:mod:`jacopt.cli`) and ``python -m
+jacopt.benchmarks.SUITE`` (:func:`main`) take the same flags (:func:`add_arguments`) and run
+through the same :func:`bench`: run settings (:func:`apply_run_settings`), progress line,
+``DIR/results.json``, plots, the printed tables and, with ``--out-md PATH``, a markdown page of
+the tables (:func:`format_markdown`). A suite module may define ``format_tables(records) ->
+str`` (its own text tables, printed instead of the common table) and ``write_plots(records,
+out_dir) -> list[str]`` (plots beside the common ones).
 """
 from __future__ import annotations
 
+import argparse
+import ctypes
 import dataclasses
 import importlib
 import importlib.metadata
@@ -21,6 +32,7 @@ import os
 import platform
 import sys
 import time
+import types
 from typing import Callable, Iterable
 
 
@@ -72,6 +84,55 @@ REQUIRED_FIELDS = (
 )
 
 
+def limit_blas_threads(num_threads: int = 1) -> list[str]:
+    """Pin every OpenBLAS loaded in this process to ``num_threads`` threads; returns the
+    libraries changed (empty when none was found: nothing else is touched).
+
+    Why: jaxlib's CPU LAPACK calls (Cholesky, QR, eigh, LU) go through SciPy's OpenBLAS, whose
+    worker threads spin while waiting. On a shared 2-core machine that made a 354 x 354
+    Cholesky 20-80x slower (2.7 ms alone, 60-300 ms beside other processes), which would swamp
+    every second-order timing. The small matrices of these suites gain nothing from BLAS
+    threads, and SciPy peers share the same library, so the setting is the same for all.
+    A process-wide setting, made by :func:`apply_run_settings`."""
+    import scipy.linalg.cython_lapack  # noqa: F401  (jaxlib's LAPACK: loads SciPy's OpenBLAS)
+
+    changed = []
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower()
+                            and line.split()[-1].startswith("/")})
+    except OSError:  # not Linux: leave the BLAS alone
+        return changed
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                     "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            setter = getattr(lib, name, None)
+            if setter is not None:
+                setter(int(num_threads))
+                changed.append(path)
+                break
+    return changed
+
+
+def apply_run_settings() -> dict:
+    """The settings every suite runs under, applied here once per process by :func:`bench`
+    (for ``jacopt bench`` and ``python -m jacopt.benchmarks.SUITE`` alike): float64
+    (``jax_enable_x64``: NIST's certificates carry 11 digits, and the targets of the other
+    suites are below float32's resolution), OpenBLAS pinned to one thread
+    (:func:`limit_blas_threads`), and XLA's options as the environment sets them
+    (``XLA_FLAGS``; every suite compiles with the default compiler options through
+    :func:`jacopt.benchmarks._records.compile_timed`). Returns them for the header record."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    return {"x64": True, "blas_threads_pinned_to_1": bool(limit_blas_threads(1)),
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+
 class Progress:
     """A one-line progress display on stderr: the suite, the item's count within it (out of the
     count the suite announced with :meth:`expect`, when it did), elapsed time, the item."""
@@ -111,8 +172,9 @@ class Progress:
         self.stream.flush()
 
 
-def machine_header(suites: Iterable[str], quick: bool) -> dict:
-    """The header record: machine, versions, command."""
+def machine_header(suites: Iterable[str], quick: bool, command: str | None = None) -> dict:
+    """The header record: machine, versions, command (default: ``jacopt`` and this process's
+    arguments)."""
     import jax
     import numpy
     import scipy
@@ -141,23 +203,26 @@ def machine_header(suites: Iterable[str], quick: bool) -> dict:
         "versions": versions,
         "suites": list(suites),
         "quick": quick,
-        "command": " ".join(["jacopt"] + sys.argv[1:]) if sys.argv else "jacopt",
+        "command": command or (" ".join(["jacopt"] + sys.argv[1:]) if sys.argv else "jacopt"),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
 def run_suites(suites: list[str], *, quick: bool, progress: Callable[[str], None] | None = None,
-               on_suite: Callable[[int], None] | None = None) -> list[dict]:
-    """Run the named suites in order; return the header record followed by every record.
+               on_suite: Callable[[int], None] | None = None, modules: dict | None = None,
+               command: str | None = None) -> list[dict]:
+    """Run the named suites in order under :func:`apply_run_settings`; return the header record
+    followed by every record.
 
-    A suite whose module fails to import or raises is reported as one record with an
-    ``error`` field (and a note on stderr) rather than stopping the other suites.
+    ``modules`` maps a suite to its module (or any object with its ``run``); a suite not in it
+    is imported (:data:`SUITES`) and added to it. A suite whose module fails to import or
+    raises is reported as one record with an ``error`` field (and a note on stderr) rather
+    than stopping the other suites.
     """
-    from jacopt.benchmarks._records import limit_blas_threads
-
-    records = [machine_header(suites, quick)]
-    # One BLAS thread for every suite and peer alike (see limit_blas_threads for why).
-    records[0]["machine"]["blas_threads_pinned_to_1"] = bool(limit_blas_threads(1))
+    modules = {} if modules is None else modules
+    settings = apply_run_settings()
+    records = [machine_header(suites, quick, command)]
+    records[0]["machine"].update(settings)
     for peer in missing_peers(records[0]):
         print(f"{peer} not installed: its runs are skipped; {INSTALL_HINT}", file=sys.stderr)
     for index, suite in enumerate(suites):
@@ -165,9 +230,10 @@ def run_suites(suites: list[str], *, quick: bool, progress: Callable[[str], None
             on_suite(index)
         started = time.perf_counter()
         try:
-            module = importlib.import_module(getattr(SUITES.get(suite), "module", None)
-                                             or f"jacopt.benchmarks.{suite}")
-            suite_records = module.run(quick=quick, progress=progress)
+            if suite not in modules:
+                modules[suite] = importlib.import_module(
+                    getattr(SUITES.get(suite), "module", None) or f"jacopt.benchmarks.{suite}")
+            suite_records = modules[suite].run(quick=quick, progress=progress)
         except Exception as exc:  # a broken suite must not hide the others' results
             print(f"\nsuite {suite!r} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             suite_records = [_error_record(suite, exc)]
@@ -176,6 +242,69 @@ def run_suites(suites: list[str], *, quick: bool, progress: Callable[[str], None
         records.extend(suite_records)
         records[0].setdefault("suite_seconds", {})[suite] = round(time.perf_counter() - started, 3)
     return records
+
+
+# ------------------------------------------------------------------------------------------
+# Entry points
+# ------------------------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser, *, out_default: str,
+                  quick_help: str = "small configurations") -> argparse.ArgumentParser:
+    """The flags of every benchmark entry point (``jacopt bench`` adds the suite names)."""
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--out", default=out_default, metavar="DIR",
+                        help=f"output folder for results.json and plots/ (default: {out_default})")
+    parser.add_argument("--format", choices=("table", "json", "markdown"), default="table",
+                        help="how to print the comparison (default: table)")
+    parser.add_argument("--out-md", metavar="PATH",
+                        help="also write the tables as a markdown page (the docs' benchmark "
+                             "page includes such pages)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    return parser
+
+
+def bench(suites: list[str], options: argparse.Namespace, *, modules: dict | None = None,
+          command: str | None = None) -> int:
+    """Run ``suites`` with the flags of :func:`add_arguments`: the progress line on stderr,
+    ``DIR/results.json``, the plots, the tables on stdout and the ``--out-md`` page. Returns
+    the exit status: 1 when every record is an error, else 0."""
+    modules = {} if modules is None else modules
+    progress = Progress(suites)
+    started = time.perf_counter()
+    try:
+        records = run_suites(suites, quick=options.quick, progress=progress,
+                             on_suite=progress.begin_suite, modules=modules, command=command)
+    finally:
+        progress.close()
+    path = write_results(records, options.out)
+    plots = [] if options.no_plots else write_plots(records, options.out, modules)
+    print(format_report(records, options.format, modules))
+    if options.out_md:
+        write_markdown(records, options.out_md, modules)
+    if options.format != "json":
+        print(f"\nwrote {path}" + (f" and {len(plots)} plots in {options.out}/plots/" if plots
+                                   else "")
+              + (f" and {options.out_md}" if options.out_md else "")
+              + f" ({time.perf_counter() - started:.1f} s)")
+    failed = [r for r in records[1:] if r.get("error")]
+    return 1 if failed and len(failed) == len(records) - 1 else 0
+
+
+def main(suite: str, run: Callable, argv=None, *, format_tables: Callable | None = None,
+         write_plots: Callable | None = None,
+         quick_help: str = "the small configuration") -> int:
+    """``python -m jacopt.benchmarks.SUITE [flags]``: :func:`bench` on one suite, with the
+    flags of ``jacopt bench`` (:func:`add_arguments`; ``--out`` defaults to
+    ``bench-results/SUITE``). ``format_tables`` and ``write_plots`` are the suite's own
+    (module docstring)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(prog=f"python -m jacopt.benchmarks.{suite}")
+    options = add_arguments(parser, out_default=f"bench-results/{suite}",
+                            quick_help=quick_help).parse_args(argv)
+    module = types.SimpleNamespace(run=run, format_tables=format_tables,
+                                   write_plots=write_plots)
+    return bench([suite], options, modules={suite: module},
+                 command=" ".join([f"python -m jacopt.benchmarks.{suite}"] + argv))
 
 
 def missing_peers(header: dict) -> list[str]:
@@ -222,10 +351,11 @@ def write_results(records: list[dict], out_dir: str) -> str:
 # Plots
 # ------------------------------------------------------------------------------------------
 
-def write_plots(records: list[dict], out_dir: str) -> list[str]:
+def write_plots(records: list[dict], out_dir: str, modules: dict | None = None) -> list[str]:
     """PNG plots: loss against wall time and against iterations (one curve per method) for each
     problem whose records carry a ``curve`` (:func:`plot_curves`); LRE per NIST run for each
-    solver (:func:`plot_lre`). Returns paths; returns [] with a note on stderr when matplotlib
+    solver (:func:`plot_lre`); and the plots of each suite in ``modules`` that has a
+    ``write_plots`` of its own. Returns paths; returns [] with a note on stderr when matplotlib
     is not installed."""
     try:
         import matplotlib
@@ -254,6 +384,10 @@ def write_plots(records: list[dict], out_dir: str) -> list[str]:
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
         paths.append(path)
+    for suite, module in (modules or {}).items():
+        own = getattr(module, "write_plots", None)
+        if own is not None:
+            paths += own([r for r in records[1:] if r.get("suite") == suite], out_dir)
     return paths
 
 
@@ -416,14 +550,75 @@ def format_table(records: list[dict], fmt: str = "table") -> str:
         lines.append("  ".join(h.ljust(w) for h, w in zip(heads, widths)))
         lines.append("  ".join("-" * w for w in widths))
         lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    item = "- " if fmt == "markdown" else ""
     summary = comparison_summary(body)
     if summary:
         lines.append("")
-        lines += summary
+        lines += [item + line for line in summary]
     skipped = skipped_summary(records)
     if skipped:
-        lines += ["", "Skipped or failed runs:"] + ["  " + line for line in skipped]
+        lines += ["", "Skipped or failed runs:"] + ([""] if item else [])
+        lines += [(item or "  ") + line for line in skipped]
     return "\n".join(lines)
+
+
+def _own_tables(records: list[dict], modules: dict | None) -> dict[str, str]:
+    """``{suite: text}`` from the ``format_tables`` of each suite in ``modules`` that has one
+    (and records to show; a suite that failed as a whole has only its error record)."""
+    out = {}
+    for suite, module in (modules or {}).items():
+        own = getattr(module, "format_tables", None)
+        recs = [r for r in records if r.get("suite") == suite]
+        if own is not None and recs and not any(r.get("problem") == "*" for r in recs):
+            out[suite] = own(recs)
+    return out
+
+
+def format_report(records: list[dict], fmt: str = "table", modules: dict | None = None) -> str:
+    """What :func:`bench` prints: :func:`format_table` for ``json`` and ``markdown``; for
+    ``table`` the common table of the suites without tables of their own, then the
+    ``format_tables`` of the others."""
+    if fmt != "table":
+        return format_table(records, fmt)
+    own = _own_tables(records, modules)
+    rest = [r for r in records if r.get("suite") not in own]
+    parts = [format_table(rest)] if not own or any(r.get("suite") != "meta" for r in rest) else []
+    return "\n\n".join(parts + list(own.values()))
+
+
+def format_markdown(records: list[dict], modules: dict | None = None) -> str:
+    """A markdown page of one run's tables, for the docs' benchmark page: the run (command,
+    date, machine, versions) named first, then per suite its description, the common table
+    and the suite's own tables (as preformatted text). Generated, not typed: rerun the
+    command to refresh it."""
+    header = records[0] if records and records[0].get("suite") == "meta" else {}
+    body = [r for r in records if r.get("suite") != "meta"]
+    machine, versions = header.get("machine", {}), header.get("versions", {})
+    run = (f"Generated by `{header.get('command', 'jacopt bench')}` on "
+           f"{header.get('date_utc', '?')}: {machine.get('processor', '?')}, "
+           f"{machine.get('cpu_count', '?')} CPUs, {machine.get('jax_backend', '?')} backend, "
+           f"JAX {versions.get('jax', '?')}, jacopt {versions.get('jacopt', '?')}"
+           + (", quick configurations" if header.get("quick") else "") + ".")
+    lines = ["<!-- generated by `jacopt bench --out-md`; rerun the command, do not edit -->",
+             "", run, ""]
+    own = _own_tables(records, modules)
+    for suite in header.get("suites") or dict.fromkeys(r.get("suite") for r in body):
+        recs = [r for r in body if r.get("suite") == suite]
+        lines += [f"### {suite}", ""]
+        if suite in SUITES:
+            lines += [SUITES[suite].description + ".", ""]
+        lines += [format_table(recs, "markdown"), ""]
+        if suite in own:
+            lines += ["```text", own[suite], "```", ""]
+    return "\n".join(lines)
+
+
+def write_markdown(records: list[dict], path: str, modules: dict | None = None) -> str:
+    """Write :func:`format_markdown` to ``path``; returns ``path``."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as fh:
+        fh.write(format_markdown(records, modules))
+    return path
 
 
 def skipped_summary(records: list[dict]) -> list[str]:

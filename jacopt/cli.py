@@ -1,6 +1,7 @@
 """The ``jacopt`` command line (also ``python -m jacopt``).
 
-- ``jacopt bench [SUITE ...] [--quick] [--out DIR] [--format table|json|markdown]``
+- ``jacopt bench [SUITE ...] [--quick] [--out DIR] [--format table|json|markdown]
+  [--out-md PATH] [--no-plots]`` (the flags of ``python -m jacopt.benchmarks.SUITE``)
 - ``jacopt solve nist NAME [--start 1|2] [--solver lm|gn|dogleg]``
 - ``jacopt list``
 - ``jacopt --version``
@@ -32,7 +33,7 @@ class _UsageError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from jacopt.benchmarks.runner import DEFAULT_SUITES, SUITES
+    from jacopt.benchmarks.runner import DEFAULT_SUITES, SUITES, add_arguments
 
     parser = argparse.ArgumentParser(
         prog="jacopt",
@@ -51,14 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("suites", nargs="*", metavar="SUITE",
                        help="suites to run: " + ", ".join(SUITES))
-    bench.add_argument("--quick", action="store_true",
-                       help="small configurations (the default set finishes within 3 minutes "
-                       "on a 2-core CPU)")
-    bench.add_argument("--out", default="bench-results", metavar="DIR",
-                       help="output folder (default: bench-results/)")
-    bench.add_argument("--format", choices=("table", "json", "markdown"), default="table",
-                       help="how to print the comparison (default: table)")
-    bench.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    add_arguments(bench, out_default="bench-results",
+                  quick_help="small configurations (the default set finishes within 3 minutes "
+                  "on a 2-core CPU)")
 
     solve = sub.add_parser(
         "solve", help="solve one problem and print a Ceres-like summary",
@@ -82,6 +78,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = _parser()
     args = parser.parse_args(argv)  # exits 2 with a usage message on malformed input
+    args.argv = argv
     try:
         if args.command == "bench":
             return _bench(args)
@@ -120,22 +117,7 @@ def _bench(args) -> int:
             f"unknown suite {', '.join(map(repr, unknown))}; valid suites are "
             + ", ".join(runner.SUITES)
         )
-    _enable_x64()
-    progress = runner.Progress(suites)
-    started = time.perf_counter()
-    try:
-        records = runner.run_suites(suites, quick=args.quick, progress=progress,
-                                    on_suite=progress.begin_suite)
-    finally:
-        progress.close()
-    path = runner.write_results(records, args.out)
-    plots = [] if args.no_plots else runner.write_plots(records, args.out)
-    print(runner.format_table(records, args.format))
-    if args.format != "json":
-        print(f"\nwrote {path}" + (f" and {len(plots)} plots in {args.out}/plots/" if plots else "")
-              + f" ({time.perf_counter() - started:.1f} s)")
-    failed = [r for r in records[1:] if r.get("error")]
-    return 1 if failed and len(failed) == len(records) - 1 else 0
+    return runner.bench(suites, args, command=" ".join(["jacopt"] + args.argv))
 
 
 def _solve(args) -> int:

@@ -1,0 +1,158 @@
+"""The benchmark harness: one timing rule (checked on a fake clock, so no test depends on the
+machine's speed), one compile call site, one entry point for ``jacopt bench`` and ``python -m
+jacopt.benchmarks.SUITE``, and the markdown page of the tables."""
+import ast
+import json
+import pathlib
+import sys
+import types
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jacopt import cli
+from jacopt.benchmarks import _records, runner
+
+BENCHMARKS = pathlib.Path(_records.__file__).parent
+
+
+class _Clock:
+    """A stand-in for ``time.perf_counter`` that advances only when the timed call runs."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.calls = 0
+
+    def __call__(self):
+        return self.now
+
+    def call(self, seconds):
+        def run():
+            self.calls += 1
+            self.now += seconds
+            return self.calls
+
+        return run
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = _Clock()
+    monkeypatch.setattr(_records.time, "perf_counter", fake)
+    return fake
+
+
+def test_a_long_warm_up_is_the_measurement(clock):
+    out, run_s = _records.time_calls(clock.call(1.5), repeats=5)
+    assert (out, run_s, clock.calls) == (1, 1.5, 1)
+
+
+def test_short_runs_repeat_until_the_minimum_total_then_take_the_median(clock):
+    out, run_s = _records.time_calls(clock.call(0.004), repeats=3)
+    # warm-up, then calls until 0.05 s are spent (13 x 4 ms = 52 ms)
+    assert clock.calls == 1 + 13 and out == clock.calls
+    assert run_s == pytest.approx(0.004)
+    clock.calls = 0
+    _records.time_calls(clock.call(1e-6), repeats=3)
+    assert clock.calls == 1 + 50  # at most max_repeats timed calls
+
+
+def test_slow_runs_stop_once_the_maximum_total_is_spent(clock):
+    _, run_s = _records.time_calls(clock.call(0.7), repeats=5)
+    assert clock.calls == 1 + 3 and run_s == pytest.approx(0.7)  # 3 x 0.7 s >= 2 s
+
+
+def test_shorthands_are_the_same_rule(clock):
+    assert _records.time_once(clock.call(0.2)) == (1, pytest.approx(0.2))
+    assert clock.calls == 1
+    assert _records.time_compiled(clock.call(0.9), repeats=2) == pytest.approx(0.9)
+    assert clock.calls == 3  # no warm-up: two timed calls
+
+
+def test_compile_timed_returns_the_compiled_function():
+    seconds, compiled = _records.compile_timed(lambda x, k: k * jnp.sin(x), jnp.arange(3.0), 2.0)
+    assert seconds > 0
+    np.testing.assert_allclose(compiled(jnp.arange(3.0), 2.0), 2.0 * np.sin(np.arange(3.0)))
+    out, compile_s, run_s = _records.compile_and_time(lambda x: x @ x, jnp.ones(4), repeats=1)
+    assert float(out) == 4.0 and compile_s > 0 and run_s > 0
+
+
+def _calls(tree: ast.AST, attr: str):
+    return [node for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and node.attr == attr]
+
+
+def test_one_compile_site_and_no_suite_keeps_its_own_clock():
+    """``lower(...).compile()`` appears in the harness only; ``perf_counter`` in no suite or
+    benchmark tool but the harness and the runner's progress clock (the fresh-process scripts
+    of overhead and first_call are strings)."""
+    compile_sites = {}
+    for path in sorted(BENCHMARKS.glob("*.py")):
+        compile_sites[path.name] = len([
+            node for node in _calls(ast.parse(path.read_text()), "compile")
+            if isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Attribute)
+            and node.value.func.attr == "lower"])
+    assert {name for name, n in compile_sites.items() if n} == {"_records.py"}
+    assert compile_sites["_records.py"] == 1
+    modules = {(suite.module or name).rsplit(".", 1)[-1] + ".py"
+               for name, suite in runner.SUITES.items()}
+    modules |= {"overhead.py", "compile_floor.py", "first_call.py", "peers.py", "runner.py",
+                "_records.py"}
+    clocks = {name for name in modules
+              if _calls(ast.parse((BENCHMARKS / name).read_text()), "perf_counter")}
+    assert clocks == {"_records.py", "runner.py"}
+
+
+def test_runner_does_not_import_the_records_module():
+    tree = ast.parse((BENCHMARKS / "runner.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                for alias in node.names} | {node.module for node in ast.walk(tree)
+                                            if isinstance(node, ast.ImportFrom)}
+    assert not any("_records" in str(name) for name in imported)
+
+
+def _toy_run(quick=False, progress=None):
+    base = dict(suite="toy", problem="p", order="second", target_loss=1e-6)
+    return [_records.make_record(method="lm", losses=[1.0, 1e-3, 1e-9], run_s=2e-3,
+                                 compile_s=0.5, **base),
+            _records.make_record(method="adam", losses=[1.0, 0.5], run_s=1e-3, compile_s=0.1,
+                                 **dict(base, order="first"))]
+
+
+def test_python_m_and_jacopt_bench_take_the_same_flags(monkeypatch, tmp_path, capsys):
+    flags = ["--quick", "--format", "markdown", "--no-plots"]
+    monkeypatch.setitem(sys.modules, "jacopt.benchmarks.toy",
+                        types.SimpleNamespace(run=_toy_run, format_tables=None))
+    monkeypatch.setitem(runner.SUITES, "toy", runner.Suite("a toy suite"))
+    assert cli.main(["bench", "toy", "--out", str(tmp_path / "cli"),
+                     "--out-md", str(tmp_path / "cli.md")] + flags) == 0
+    assert runner.main("toy", _toy_run, ["--out", str(tmp_path / "m"),
+                                         "--out-md", str(tmp_path / "m.md")] + flags) == 0
+    by_cli, by_m = (json.loads((tmp_path / name / "results.json").read_text())
+                    for name in ("cli", "m"))
+    for header in (by_cli[0], by_m[0]):
+        assert header["quick"] and header["machine"]["blas_threads_pinned_to_1"] in (True, False)
+        assert header["machine"]["x64"] is True
+    assert by_cli[0]["command"].startswith("jacopt bench toy --out")
+    assert by_m[0]["command"].startswith("python -m jacopt.benchmarks.toy --out")
+    assert by_cli[1:] == by_m[1:] and len(by_m) == 3
+    assert (tmp_path / "cli.md").read_text().split("\n", 3)[3] == \
+        (tmp_path / "m.md").read_text().split("\n", 3)[3]
+
+
+def test_markdown_page_names_the_run_and_holds_every_table(tmp_path, capsys):
+    def own_tables(records):
+        return f"own table of {len(records)} records"
+
+    argv = ["--out", str(tmp_path), "--out-md", str(tmp_path / "page" / "toy.md"),
+            "--no-plots"]
+    assert runner.main("toy", _toy_run, argv, format_tables=own_tables) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("own table of 2 records")  # table format: the suite's own tables
+    page = (tmp_path / "page" / "toy.md").read_text()
+    assert "Generated by `python -m jacopt.benchmarks.toy --out" in page
+    assert "### toy" in page and "```text\nown table of 2 records\n```" in page
+    rows = [line for line in page.splitlines() if line.startswith("| toy | p |")]
+    assert [row.split(" | ")[2] for row in rows] == ["lm", "adam"]
+    assert "- toy/p: lm reached the target" in page  # the comparison line, as a list item
