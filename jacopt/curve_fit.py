@@ -70,6 +70,7 @@ from jax.scipy.linalg import solve_triangular
 
 from jacopt import _scipy_keywords
 from jacopt._compile import cpu_fast_jit
+from jacopt._sharding import placed_like
 from jacopt._validate import (
     TRACING_ERRORS,
     all_finite,
@@ -473,6 +474,7 @@ def curve_fit(model: Callable, xdata, ydata, p0=None, *, sigma=None, absolute_si
     m = int(ydata.size)
     xdata = _check_xdata(xdata, int(ydata.shape[0]))
     weighting, weight = _check_sigma(sigma, ydata, dtype)
+    weight = placed_like(weight, ydata)  # unit weights beside ydata split over devices
     try:
         out = _model_output(model, xdata, p0)
     except TRACING_ERRORS as exc:

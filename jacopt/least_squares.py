@@ -40,6 +40,7 @@ from jax.flatten_util import ravel_pytree
 from jacopt import _loop, _scipy_keywords
 from jacopt._compile import cpu_fast_jit
 from jacopt._implicit import hoist_closure, with_implicit_gradient
+from jacopt._sharding import row_sharding
 from jacopt._validate import (
     TRACING_ERRORS,
     check_args,
@@ -209,13 +210,14 @@ def least_squares(
     scale = _check_x_scale(x_scale, treedef, shapes, dtype)
     check_verbose(verbose)
 
+    rows, args = row_sharding(args)  # data split by rows over devices (jacopt._sharding)
     try:
         (fun, jac), args = hoist_closure((fun, jac), x0, args)
         return _solve(
             x0, args, lower, upper, scale, f_scale,
             solver=solver, fun=fun, jac=jac, loss=loss, max_steps=int(max_steps),
             history=bool(history), verbose=int(verbose), implicit_diff=bool(implicit_diff),
-            batched=_under_vmap(x0, args, lower, upper, scale),
+            batched=_under_vmap(x0, args, lower, upper, scale), rows=rows,
         )
     except TRACING_ERRORS as exc:
         raise tracing_error(exc, "fun") from exc
@@ -402,7 +404,7 @@ def _flat_jacobian_function(jac, unravel, n, m):
 
 
 def _solve_impl(x0, args, lower, upper, x_scale, f_scale, *, solver, fun, jac, loss,
-                max_steps, history, verbose, implicit_diff, batched=False):
+                max_steps, history, verbose, implicit_diff, batched=False, rows=None):
     x_flat, unravel = ravel_pytree(x0)
     dtype = x_flat.dtype
     residual = _flat_residual_function(fun, unravel, dtype)
@@ -422,7 +424,7 @@ def _solve_impl(x0, args, lower, upper, x_scale, f_scale, *, solver, fun, jac, l
 
     def problem_for(d):
         a, lo, up, xs, fs = d
-        return LeastSquaresProblem(residual, jac_flat, a, loss, fs, lo, up, xs, batched)
+        return LeastSquaresProblem(residual, jac_flat, a, loss, fs, lo, up, xs, batched, rows)
 
     title = (f"jacopt.least_squares ({type(solver).__name__}, loss {loss.name}, m = {m}, "
              f"n = {n})")
@@ -482,7 +484,7 @@ def _solve_impl(x0, args, lower, upper, x_scale, f_scale, *, solver, fun, jac, l
 
 
 _STATIC = ("solver", "fun", "jac", "loss", "max_steps", "history", "verbose", "implicit_diff",
-           "batched")
+           "batched", "rows")
 
 # The compiled solve (cached on the static arguments), with XLA's classic CPU fusion emitters
 # when called directly (jacopt._compile).

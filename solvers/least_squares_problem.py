@@ -14,8 +14,9 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax.numpy as jnp
 
+from jacopt._sharding import constrain_rows
 from jacopt.jacobian import jacobian as _jacobian
-from jacopt.linalg import triangular_factor
+from jacopt.linalg import triangular_factor, tsqr_factor
 from jacopt.losses import Loss, get_loss
 from jacopt.results import History
 from jacopt.solvers.stopping import nonfinite_since_accept  # noqa: F401 (its old home)
@@ -97,6 +98,10 @@ class LeastSquaresProblem(NamedTuple):
     - ``batched``: the solve runs under ``vmap`` (a static flag set by
       :func:`jacopt.least_squares`): small QR factorisations are then unrolled array
       operations (:func:`jacopt.linalg.r_factor`) instead of batched LAPACK calls.
+    - ``rows``: ``None``, or the :class:`jacopt._sharding.RowSharding` (mesh, axis) that the
+      residual rows are split over (static, found in the data by :func:`jacopt.least_squares`):
+      ``r`` and ``J`` are then kept split by rows and factorised by TSQR
+      (:func:`jacopt.linalg.tsqr_factor`).
     """
 
     residual: Callable
@@ -108,6 +113,7 @@ class LeastSquaresProblem(NamedTuple):
     upper: Any = None
     x_scale: Any = None
     batched: bool = False
+    rows: Any = None
 
     @property
     def bounded(self) -> bool:
@@ -117,17 +123,17 @@ class LeastSquaresProblem(NamedTuple):
         """``(r, J)`` at ``x``: one linearisation of the residual function (traced once) and
         ``min(m, n)`` JVPs/VJPs, or the user's ``jac``. Shapes ``(m,)`` and ``(m, n)``."""
         if self.jacobian is not None:
-            return self.residual(x, self.args), self.jacobian(x, self.args)
+            r, J = self.residual(x, self.args), self.jacobian(x, self.args)
+        else:
+            def both(v):
+                r = self.residual(v, self.args)
+                return r, r
 
-        def both(v):
-            r = self.residual(v, self.args)
-            return r, r
-
-        J, r = _jacobian(both, as_matrix=True, has_aux=True)(x)
-        return r, J
+            J, r = _jacobian(both, as_matrix=True, has_aux=True)(x)
+        return constrain_rows(self.rows, r), constrain_rows(self.rows, J)
 
     def residual_only(self, x):
-        return self.residual(x, self.args)
+        return constrain_rows(self.rows, self.residual(x, self.args))
 
     def cost(self, r):
         """``C`` from the residuals (``0.5 * sum(r**2)`` for the linear loss)."""
@@ -267,10 +273,14 @@ def factor_point(problem: LeastSquaresProblem, point: PointEvaluation, scale):
     Gauss-Newton, dogleg and Levenberg-Marquardt: the updated scaling ``D``
     (:func:`updated_scale`), the active set (:meth:`LeastSquaresProblem.active_set`, all False when
     unbounded) and the QR of the corrected ``[J~ | r~]`` with the fixed columns pinned
-    (:func:`jacopt.linalg.triangular_factor`). Returns ``(scale, fixed, R, qtr)``."""
+    (:func:`jacopt.linalg.triangular_factor`; by TSQR, :func:`jacopt.linalg.tsqr_factor`, when
+    the rows are split over devices). Returns ``(scale, fixed, R, qtr)``."""
     rc, Jc = problem.corrected(point.r, point.J)
     scale = updated_scale(problem, scale, point.column_norms)
     fixed = problem.active_set(point.x, point.grad)
     pins = (fixed, scale) if problem.bounded else (None, None)
-    R, qtr = triangular_factor(Jc, rc, *pins, unrolled=problem.batched)
+    if problem.rows is not None and not problem.batched:
+        R, qtr = tsqr_factor(Jc, rc, problem.rows.mesh, problem.rows.axis, *pins)
+    else:
+        R, qtr = triangular_factor(Jc, rc, *pins, unrolled=problem.batched)
     return scale, fixed, R, qtr

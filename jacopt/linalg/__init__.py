@@ -6,6 +6,8 @@
   :func:`r_factor` / :func:`triangular_factor`, triangular solves, the damped and dual
   factorisations, the rank-safe :func:`triangular_lstsq`) and the truncated SVD / eigenvalue
   pseudo-inverses (:func:`lstsq_svd`, :func:`gram_pinv`, :func:`pinv_symmetric_apply`).
+- :mod:`jacopt.linalg.tsqr`: the communication-avoiding QR of rows split over devices
+  (:func:`tsqr_factor`, :func:`tsqr_r`).
 """
 from jacopt.linalg.dense import (  # noqa: F401
     UNROLLED_MAX_N,
@@ -32,9 +34,10 @@ from jacopt.linalg.iterative import (  # noqa: F401
     lsqr,
     steihaug_cg,
 )
+from jacopt.linalg.tsqr import tsqr_factor, tsqr_r  # noqa: F401
 
 __all__ = ["CGResult", "LSQRResult", "LSQR_STOP_MESSAGES", "cg", "lsqr", "SteihaugResult",
            "steihaug_cg", "boundary_root", "SVDSolve", "lstsq_svd", "GramPinv", "gram_pinv",
            "pinv_symmetric_apply", "UNROLLED_MAX_N", "r_factor", "triangular_factor",
            "solve_upper", "solve_upper_transposed", "damped_step", "dual_factor",
-           "triangular_lstsq"]
+           "triangular_lstsq", "tsqr_factor", "tsqr_r"]
