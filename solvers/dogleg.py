@@ -51,7 +51,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -63,12 +62,12 @@ from jacopt.solvers.gauss_newton import (
     empty_system,
     factorise,
     model_decrease,
+    placeholder_point,
 )
 from jacopt.solvers.least_squares_problem import (
     TOLERANCES,
     LeastSquaresProblem,
     LeastSquaresSolver,
-    PointEvaluation,
     check_options,
     evaluate_point,
     scaled_norm,
@@ -82,17 +81,6 @@ from jacopt.solvers.stopping import (
     stop_status,
 )
 from jacopt.status import Status
-
-
-def placeholder_point(problem: LeastSquaresProblem, x0) -> PointEvaluation:
-    """Zeros of a :class:`PointEvaluation`'s shapes at ``x0`` (from ``eval_shape``: nothing is
-    evaluated), for a solver whose first iteration evaluates the start."""
-    n, dtype = x0.shape[0], x0.dtype
-    m = jax.eval_shape(problem.residual_only, x0).shape[0]
-    zero = jnp.zeros((), dtype)
-    return PointEvaluation(x=x0, r=jnp.zeros((m,), dtype), J=jnp.zeros((m, n), dtype), cost=zero,
-                           grad=jnp.zeros((n,), dtype), column_norms=jnp.zeros((n,), dtype),
-                           gtol_measure=zero, finite=jnp.asarray(True))
 
 
 class DoglegTrial(NamedTuple):

@@ -70,6 +70,8 @@ Stopping (after every iteration):
 
 Cost per iteration: one evaluation of residuals and Jacobian (one linearisation of the user's
 function plus ``min(m, n)`` JVPs/VJPs) and O(m n) work; per accepted point one O(m n^2) QR.
+The start is evaluated by the first iteration (``evaluates_start_in_loop``), so the residual
+function is traced once.
 ``History.damping`` records the trial's step length ``alpha``.
 """
 from __future__ import annotations
@@ -168,17 +170,15 @@ def model_decrease(system: GaussNewtonSystem, grad, step):
     return -(slope + 0.5 * jnp.sum(rs * rs)), slope
 
 
-def backed_at(problem: LeastSquaresProblem, tols, status, accepted, point: PointEvaluation,
-              system: GaussNewtonSystem, start_cost):
-    """:func:`~jacopt.solvers.least_squares_problem.first_order_backed` at ``point``, the point
-    kept; ``system`` belongs to the point the last trial started from, so after an accepted
-    step that stops the run ``point`` is factorised here (a ``lax.cond``: once per run)."""
-    fresh = accepted & (status != Status.RUNNING)
-    system = lax.cond(fresh, lambda: factorise(problem, point, system.scale), lambda: system)
-    # the Gauss-Newton step's model gain is ||R p||^2 / 2 (g.p = -||R p||^2 at a least-squares
-    # solution), without the cancellation of model_decrease's form for a long step
-    rp = system.R @ system.p_gn
-    return first_order_backed(tols, point, start_cost, system.p_gn, 0.5 * jnp.sum(rp * rp))
+def placeholder_point(problem: LeastSquaresProblem, x0) -> PointEvaluation:
+    """Zeros of a :class:`PointEvaluation`'s shapes at ``x0`` (from ``eval_shape``: nothing is
+    evaluated), for a solver whose first iteration evaluates the start."""
+    n, dtype = x0.shape[0], x0.dtype
+    m = jax.eval_shape(problem.residual_only, x0).shape[0]
+    zero = jnp.zeros((), dtype)
+    return PointEvaluation(x=x0, r=jnp.zeros((m,), dtype), J=jnp.zeros((m, n), dtype), cost=zero,
+                           grad=jnp.zeros((n,), dtype), column_norms=jnp.zeros((n,), dtype),
+                           gtol_measure=zero, finite=jnp.asarray(True))
 
 
 # ------------------------------------------------------------------------------------------
@@ -187,27 +187,27 @@ def backed_at(problem: LeastSquaresProblem, tols, status, accepted, point: Point
 
 
 class GNState(NamedTuple):
-    """Loop carry: the accepted point ``point`` (:class:`PointEvaluation`), its
-    :class:`GaussNewtonSystem` ``system``, the search ``direction`` (n,), whether it is the
-    (projected) Gauss-Newton direction ``is_gauss_newton``, the line search's state ``search``
-    (payload: the :class:`PointEvaluation` of the best trial), ``need_direction`` (the next
-    iteration starts a new search), ``steepest`` (it searches along steepest descent, after a
-    failed Gauss-Newton search), the last trial's ``alpha`` and ``step_norm``, whether it was
-    ``accepted``, the :class:`~jacopt.solvers.stopping.Counters` ``counters``, the ``start_cost``
-    and ``status``."""
+    """Loop carry: the accepted point ``point`` (:class:`PointEvaluation`; placeholders until
+    the first iteration has evaluated the start), its :class:`GaussNewtonSystem` ``system``, the
+    search ``direction`` (n,), whether it is the (projected) Gauss-Newton direction
+    ``is_gauss_newton``, the line search's state ``search`` (payload: the
+    :class:`PointEvaluation` of the best trial) and its pending trial point ``trial_x``, the
+    last evaluated trial's ``alpha`` and ``step_norm``, whether it was ``accepted``, the
+    :class:`~jacopt.solvers.stopping.Counters` ``counters``, the ``start_cost``, ``started``
+    (the start has been evaluated) and ``status``."""
 
     point: Any
     system: Any
     direction: Any
     is_gauss_newton: Any
     search: LineSearchState
-    need_direction: Any
-    steepest: Any
+    trial_x: Any
     alpha: Any
     step_norm: Any
     accepted: Any
     counters: Counters
     start_cost: Any
+    started: Any
     status: Any
 
     @property
@@ -257,66 +257,56 @@ class GaussNewton(LeastSquaresSolver):
             raise ValueError(f"GaussNewton: line_search must be a line search such as "
                              f"BacktrackingArmijo() or StrongWolfe(), got {self.line_search!r}.")
 
+    evaluates_start_in_loop = True  # see jacopt._loop: the residual function is traced once
+
     def init(self, problem: LeastSquaresProblem, x0) -> GNState:
-        point = evaluate_point(problem, x0)
-        status = start_status(point, self.gtol)
+        """Placeholders of the right shapes; nothing is evaluated here."""
         dtype = x0.dtype
         zero = jnp.zeros((), dtype)
+        point = placeholder_point(problem, x0)
         return GNState(
             point=point, system=empty_system(x0.shape[0], dtype), direction=jnp.zeros_like(x0),
             is_gauss_newton=jnp.asarray(True),
             search=self.line_search.init(zero, -jnp.ones((), dtype), jnp.ones((), dtype), point),
-            need_direction=jnp.asarray(True), steepest=jnp.asarray(False), alpha=zero,
-            step_norm=zero, accepted=jnp.asarray(False), counters=Counters.start(1, 1),
-            start_cost=point.cost, status=status,
+            trial_x=x0, alpha=zero, step_norm=zero, accepted=jnp.asarray(False),
+            counters=Counters.start(), start_cost=zero, started=jnp.asarray(False),
+            status=jnp.asarray(Status.RUNNING, jnp.int32),
         )
 
     def step(self, problem: LeastSquaresProblem, s: GNState) -> GNState:
-        point = s.point
+        """One loop iteration: evaluate the pending trial (the start, on the first iteration),
+        let the line search judge it and test for convergence, start a new direction and
+        search from an accepted point (or after a failed search), and compute the next
+        trial."""
+        point, system, search, d = s.point, s.system, s.search, s.direction
+        first = ~s.started
         x = point.x
         dtype = x.dtype
         eps = jnp.finfo(dtype).eps
 
-        # 1. A new direction and search after an accepted step (no user code in this cond).
-        def fresh():
-            system = factorise(problem, point, s.system.scale)
-            d, is_gn = _descent_direction(problem, point, system, s.steepest)
-            slope0 = jnp.dot(point.grad, d)
-            dmax = jnp.max(jnp.abs(d))
-            min_step = eps * jnp.max(jnp.abs(x)) / jnp.where(dmax > 0, dmax, 1.0)
-            search = self.line_search.init(jnp.zeros((), dtype), slope0, jnp.ones((), dtype),
-                                           point, min_step=min_step)
-            return system, d, is_gn, search
-
-        system, d, is_gn, search = lax.cond(
-            s.need_direction, fresh,
-            lambda: (s.system, s.direction, s.is_gauss_newton, s.search))
-        descent = search.slope0 < 0
-
-        # 2. The trial (the one evaluation of this iteration).
-        alpha = search.alpha
-        x_trial = problem.project(x + alpha * d)
-        trial = evaluate_point(problem, x_trial)
+        # 1. The trial (the one evaluation of this iteration) and the search's verdict.
+        trial = evaluate_point(problem, s.trial_x)
         actual = jnp.where(trial.finite, problem.reduction(point.r, trial.r), -jnp.inf)
         slope = jnp.dot(trial.grad, d) if self.line_search.needs_slope else None
         new_search = self.line_search.update(search, -actual, slope, payload=trial)
         natural = jnp.asarray(False)
         if self.contraction > 0:
-            natural = ((search.num_trials == 0) & is_gn & trial.finite
+            natural = ((search.num_trials == 0) & s.is_gauss_newton & trial.finite
                        & within_rounding(actual, point.cost)
                        & natural_monotonicity(
                            problem, point, system.R, system.scale, system.fixed, trial.r,
-                           scaled_norm(system.scale, x_trial - x), self.contraction))
+                           scaled_norm(system.scale, s.trial_x - x), self.contraction))
+        descent = search.slope0 < 0
         taken = new_search.finished & (new_search.alpha_lo > 0)
-        accepted = natural | (taken & descent)
+        accepted = (natural | (taken & descent)) & ~first
         # lax.cond rather than one select per field: no copies of the unchanged point
         new_point = lax.cond(
-            accepted,
-            lambda: jax.tree.map(lambda a, b: jnp.where(natural, a, b), trial,
+            accepted | first,
+            lambda: jax.tree.map(lambda a, b: jnp.where(natural | first, a, b), trial,
                                  new_search.payload_lo),
             lambda: point)
 
-        # 3. Stopping tests on the step taken, relative to the point before it.
+        # 2. Stopping tests on the step taken, relative to the point before it.
         dx = new_point.x - x
         xnorm = scaled_norm(system.scale, x)
         dnorm = scaled_norm(system.scale, dx)
@@ -329,28 +319,51 @@ class GaussNewton(LeastSquaresSolver):
                            xnorm=xnorm, accepted=accepted, gtol_measure=new_point.gtol_measure,
                            judged=natural | (new_search.alpha_lo == 1))
         # A failed search along the Gauss-Newton direction is retried along steepest descent.
-        retry = new_search.finished & ~accepted & is_gn
+        retry = new_search.finished & ~accepted & s.is_gauss_newton & ~first
         failed = jnp.where(~trial.finite, Status.NONFINITE,
                  jnp.where(new_search.precision_limited, Status.PRECISION_LIMIT,
                            Status.LINE_SEARCH_FAILED))
         status = jnp.where(accepted, done,
                  jnp.where(~descent, Status.PRECISION_LIMIT,
                  jnp.where(new_search.finished & ~retry, failed, Status.RUNNING)))
-        # A stop is a success only when a first-order test backs it: the full Gauss-Newton
-        # step from the search's start, or the gradient at the point kept. A search that fails
-        # where that test holds failed at a minimiser: no further reduction is possible.
-        backed = backed_at(problem, self, status, accepted, new_point, system, s.start_cost)
+        status = jnp.where(first, start_status(trial, self.gtol), status)
+
+        # 3. A new direction and search from the point kept, after an accepted step or a
+        #    finished search (no user code in this cond).
+        def fresh():
+            new = factorise(problem, new_point, system.scale)
+            d, is_gn = _descent_direction(problem, new_point, new, retry)
+            slope0 = jnp.dot(new_point.grad, d)
+            dmax = jnp.max(jnp.abs(d))
+            min_step = eps * jnp.max(jnp.abs(new_point.x)) / jnp.where(dmax > 0, dmax, 1.0)
+            search = self.line_search.init(jnp.zeros((), dtype), slope0, jnp.ones((), dtype),
+                                           new_point, min_step=min_step)
+            return new, d, is_gn, search
+
+        system, d_next, is_gn, search_next = lax.cond(
+            accepted | new_search.finished | first, fresh,
+            lambda: (system, d, s.is_gauss_newton, new_search))
+
+        # A stop is a success only when a first-order test backs it at the point kept: its
+        # full Gauss-Newton step (model gain ||R p||^2 / 2, without the cancellation of
+        # model_decrease's form for a long step) or its gradient. A search that fails where
+        # that test holds failed at a minimiser: no further reduction is possible.
+        start_cost = jnp.where(first, new_point.cost, s.start_cost)
+        rp = system.R @ system.p_gn
+        backed = first_order_backed(self, new_point, start_cost, system.p_gn,
+                                    0.5 * jnp.sum(rp * rp))
         status = jnp.where((status == Status.LINE_SEARCH_FAILED) & backed,
                            Status.PRECISION_LIMIT, status)
         status = confirm_stop(status, backed)
 
-        counters = s.counters.tally(accepted, ~accepted, 1, 1)
+        counters = s.counters.tally(accepted, ~accepted & ~first, 1, 1)
+        zero = jnp.zeros((), dtype)
         return GNState(
-            point=new_point, system=system, direction=d, is_gauss_newton=is_gn,
-            search=new_search, need_direction=accepted | new_search.finished,
-            steepest=retry, alpha=alpha,
-            step_norm=jnp.sqrt(jnp.sum((x_trial - x) ** 2)), accepted=accepted,
-            counters=counters,
-            start_cost=s.start_cost, status=status,
+            point=new_point, system=system, direction=d_next, is_gauss_newton=is_gn,
+            search=search_next,
+            trial_x=problem.project(new_point.x + search_next.alpha * d_next),
+            alpha=jnp.where(first, zero, search.alpha),
+            step_norm=jnp.where(first, zero, jnp.sqrt(jnp.sum((s.trial_x - x) ** 2))),
+            accepted=accepted, counters=counters, start_cost=start_cost,
+            started=jnp.asarray(True), status=status,
         )
-
