@@ -86,28 +86,48 @@ def first_reached(losses, target: float) -> Optional[int]:
     return int(hits[0]) if hits.size else None
 
 
-def make_record(*, suite: str, problem: str, method: str, order: str, target_loss: float,
-                losses, run_s: float, compile_s: float, num_steps: Optional[int] = None,
-                **extra) -> dict:
-    """One record from the per-iteration losses of a run.
+def _seconds(value) -> Optional[float]:
+    return None if value is None else float(value)
 
-    ``losses[k]`` is the loss after ``k`` iterations (``losses[0]`` at the start); entries past
-    ``num_steps`` (jacopt's NaN padding) are dropped; ``num_steps`` defaults to
-    ``len(losses) - 1``. ``run_s`` covers all ``num_steps`` iterations. Extra keyword
-    arguments are stored as they are.
+
+def make_record(*, suite: str, problem: str, method: str, order: str, target_loss, run_s,
+                compile_s, losses=None, num_steps: Optional[int] = None,
+                final_loss=None, solved: Optional[bool] = None, iters=None, **extra) -> dict:
+    """One record, with the fields of :data:`jacopt.benchmarks.runner.REQUIRED_FIELDS`; extra
+    keyword arguments are stored as they are. The one record builder of the suites, for two
+    kinds of run:
+
+    - a run with per-iteration ``losses``: ``losses[k]`` is the loss after ``k`` iterations
+      (``losses[0]`` at the start); entries past ``num_steps`` (jacopt's NaN padding) are
+      dropped; ``num_steps`` defaults to ``len(losses) - 1``. ``run_s`` covers all
+      ``num_steps`` iterations; the time to the target follows the module docstring's rule and
+      the record has a ``curve``.
+    - a solve that stops on its own test (``losses`` not given): its ``final_loss`` and whether
+      it ``solved`` the problem (stored as the field ``solved``; ``None`` for a record with no
+      target, then not stored); a solved run reached the target in its whole ``run_s`` and its
+      ``iters`` (steps, evaluations: what the suite counts), else both are ``None``.
+      ``num_steps``, when given, is stored too.
     """
+    rec = {"suite": suite, "problem": problem, "method": method, "order": order,
+           "target_loss": None if target_loss is None else float(target_loss)}
+    if losses is None:
+        rec.update(time_to_target_s=_seconds(run_s) if solved else None,
+                   iters_to_target=iters if solved else None,
+                   final_loss=None if final_loss is None else float(final_loss),
+                   compile_s=_seconds(compile_s), run_s=_seconds(run_s))
+        if solved is not None:
+            rec["solved"] = bool(solved)
+        if num_steps is not None:
+            rec["num_steps"] = int(num_steps)
+        rec.update(extra)
+        return rec
     losses = np.asarray(losses, dtype=float).reshape(-1)
     num_steps = len(losses) - 1 if num_steps is None else int(num_steps)
     losses = losses[: num_steps + 1]
     per_iter = run_s / max(num_steps, 1)
     k = first_reached(losses, target_loss)
     idx = curve_indices(len(losses))
-    rec = {
-        "suite": suite,
-        "problem": problem,
-        "method": method,
-        "order": order,
-        "target_loss": float(target_loss),
+    rec.update({
         "time_to_target_s": None if k is None else k * per_iter,
         "iters_to_target": k,
         "final_loss": float(losses[-1]),
@@ -119,7 +139,7 @@ def make_record(*, suite: str, problem: str, method: str, order: str, target_los
             "time_s": (idx * per_iter).tolist(),
             "loss": [float(v) for v in losses[idx]],
         },
-    }
+    })
     rec.update(extra)
     return rec
 
@@ -372,16 +392,20 @@ def expect(progress: Optional[Callable[[str], None]], count: int) -> None:
 def run_methods(suite: str, methods, progress: Optional[Callable[[str], None]] = None
                 ) -> list[dict]:
     """Run ``methods``, an iterable of ``(problem, method, order, target_loss, thunk)``, each
-    ``thunk()`` returning one record, under :func:`guarded`; ``progress("problem / method")``
-    is called before each (and their count announced with :func:`expect`)."""
+    ``thunk()`` returning one record, under :func:`guarded`; a ``thunk`` that is a string is a
+    method that cannot run here, recorded by :func:`skipped_record` with that note.
+    ``progress("problem / method")`` is called before each (and their count announced with
+    :func:`expect`)."""
     methods = list(methods)
     expect(progress, len(methods))
     records = []
     for problem, method, order, target_loss, thunk in methods:
         if progress is not None:
             progress(f"{problem} / {method}")
-        records.append(guarded(thunk, suite=suite, problem=problem, method=method, order=order,
-                               target_loss=target_loss))
+        identity = dict(suite=suite, problem=problem, method=method, order=order,
+                        target_loss=target_loss)
+        records.append(skipped_record(note=thunk, **identity) if isinstance(thunk, str)
+                       else guarded(thunk, **identity))
     return records
 
 

@@ -176,18 +176,15 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None,
     success = np.asarray(result.success)
     per_fit_jacopt = run_s / num_fits
     steps = np.asarray(result.num_steps)
-    jacopt_record = {
-        "suite": SUITE, "problem": problem_name, "method": "jacopt lm (one vmapped call)",
-        "order": "second", "target_loss": None, "time_to_target_s": None,
-        "iters_to_target": None, "final_loss": float(np.median(np.asarray(result.cost))),
-        "compile_s": compile_s, "run_s": run_s, "num_fits": num_fits, "timed_fits": num_fits,
-        "per_fit_s": per_fit_jacopt, "status_counts": _counts(result.status_name),
-        "num_success": int(success.sum()), "median_steps": float(np.median(steps)),
-        "max_steps_taken": int(steps.max()), "max_steps": MAX_STEPS,
-        "max_rel_param_diff": None, "speedup": None,
-        "note": "final_loss = median cost over the batch",
-    }
-    records = [jacopt_record]
+    common = {"suite": SUITE, "problem": problem_name, "order": "second", "target_loss": None,
+              "num_fits": num_fits}
+    records = [_records.make_record(
+        method="jacopt lm (one vmapped call)", final_loss=np.median(np.asarray(result.cost)),
+        compile_s=compile_s, run_s=run_s, timed_fits=num_fits, per_fit_s=per_fit_jacopt,
+        status_counts=_counts(result.status_name), num_success=int(success.sum()),
+        median_steps=float(np.median(steps)), max_steps_taken=int(steps.max()),
+        max_steps=MAX_STEPS, max_rel_param_diff=None, speedup=None,
+        note="final_loss = median cost over the batch", **common)]
     for tight in (False, True):
         label = f"scipy lm (loop, tol {TIGHT_TOL:g})" if tight else "scipy lm (loop, default tol)"
         say(f"{problem_name} / {label} on {scipy_fits} fits")
@@ -196,50 +193,34 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None,
         per_fit = sp_run_s / scipy_fits
         costs = [0.5 * np.sum(_scipy_residual(sp_params[i], batch.x, batch.ydata[i]) ** 2)
                  for i in range(scipy_fits)]
-        records.append({
-            "suite": SUITE, "problem": problem_name, "method": label, "order": "second",
-            "target_loss": None, "time_to_target_s": None, "iters_to_target": None,
-            "final_loss": float(np.median(costs)), "compile_s": None, "run_s": sp_run_s,
-            "num_fits": num_fits, "timed_fits": scipy_fits, "per_fit_s": per_fit,
-            "status_counts": _counts([_scipy_status_name(c) for c in sp_status]),
-            "num_success": int(sp_success.sum()),
-            "max_rel_param_diff": max_relative_difference(params[:scipy_fits], sp_params, both),
-            "compared_fits": int(both.sum()),
-            "speedup": per_fit / per_fit_jacopt,
-            "note": f"timed on the first {scipy_fits} of the {num_fits} fits; per_fit_s = loop "
-                    f"time / {scipy_fits}; max_rel_param_diff against jacopt over the "
-                    f"{int(both.sum())} members both solved; speedup = this per-fit time / "
-                    f"jacopt's",
-        })
+        records.append(_records.make_record(
+            method=label, final_loss=np.median(costs), compile_s=None, run_s=sp_run_s,
+            timed_fits=scipy_fits, per_fit_s=per_fit,
+            status_counts=_counts([_scipy_status_name(c) for c in sp_status]),
+            num_success=int(sp_success.sum()),
+            max_rel_param_diff=max_relative_difference(params[:scipy_fits], sp_params, both),
+            compared_fits=int(both.sum()), speedup=per_fit / per_fit_jacopt,
+            note=f"timed on the first {scipy_fits} of the {num_fits} fits; per_fit_s = loop "
+                 f"time / {scipy_fits}; max_rel_param_diff against jacopt over the "
+                 f"{int(both.sum())} members both solved; speedup = this per-fit time / "
+                 f"jacopt's", **common))
     return records
 
 
 def format_tables(records: list[dict]) -> str:
     """A readable table and the speed-up against the target."""
+    from jacopt.benchmarks import runner
+
     columns = [("method", "method", "{}"), ("timed_fits", "fits timed", "{}"),
-               ("per_fit_s", "per fit [ms]", "{:.4f}"), ("run_s", "run [s]", "{:.3f}"),
-               ("compile_s", "compile [s]", "{:.2f}"), ("speedup", "jacopt speed-up", "{:.1f}x"),
+               ("per_fit_s", "per fit [ms]", lambda v: f"{1e3 * v:.4f}"),
+               ("run_s", "run [s]", "{:.3f}"), ("compile_s", "compile [s]", "{:.2f}"),
+               ("speedup", "jacopt speed-up", "{:.1f}x"),
                ("max_rel_param_diff", "max rel diff vs jacopt", "{:.1e}"),
-               ("status_counts", "statuses", "{}")]
-
-    def cell(rec, key, fmt):
-        value = rec.get(key)
-        if value is None:
-            return "—"
-        if key == "per_fit_s":
-            value = 1e3 * value
-        if key == "status_counts":
-            return " ".join(f"{k}:{v}" for k, v in value.items())
-        return fmt.format(value)
-
+               ("status_counts", "statuses",
+                lambda counts: " ".join(f"{k}:{v}" for k, v in counts.items()))]
     body = [r for r in records if r.get("suite") == SUITE]
-    rows = [[cell(r, k, f) for k, _, f in columns] for r in body]
-    heads = [h for _, h, _ in columns]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(heads)]
-    lines = [body[0]["problem"] if body else "",
-             "  ".join(h.ljust(w) for h, w in zip(heads, widths)),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    lines = [body[0]["problem"] if body else ""] + runner.text_table(
+        *runner.table_cells(body, columns))
     for rec in body:
         if rec.get("speedup") is not None:
             verdict = "meets" if rec["speedup"] >= SPEEDUP_TARGET else "misses"

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jacopt.benchmarks import _records
-from jacopt.benchmarks.minimize import per_problem_wins, summary
+from jacopt.benchmarks.minimize import paired_times, per_problem_wins, solve_tables
 
 SUITE = "bounded"
 MAX_STEPS = 2000
@@ -54,16 +54,11 @@ METHODS = ("jacopt-lbfgsb", "jacopt-newton", "scipy-lbfgsb", "scipy-trust-constr
 def _record(problem, method: str, *, value, steps, nfev, compile_s, run_s, status) -> dict:
     from jacopt.problems import bounded
 
-    value = float(value)
-    solved = bounded.solved(problem, value)
-    return {
-        "suite": SUITE, "problem": problem.name, "method": method, "order": "quasi-newton",
-        "solved": solved, "steps": int(steps), "num_steps": int(steps), "nfev": int(nfev),
-        "compile_s": float(compile_s), "run_s": float(run_s), "final_loss": value,
-        "target_loss": float(problem.f_star), "f_star": float(problem.f_star),
-        "time_to_target_s": float(run_s) if solved else None,
-        "iters_to_target": int(steps) if solved else None, "status": str(status),
-    }
+    return _records.make_record(
+        suite=SUITE, problem=problem.name, method=method, order="quasi-newton",
+        target_loss=problem.f_star, final_loss=value, solved=bounded.solved(problem, float(value)),
+        iters=int(steps), run_s=run_s, compile_s=compile_s, num_steps=steps, steps=int(steps),
+        nfev=int(nfev), f_star=float(problem.f_star), status=str(status))
 
 
 def _run_jacopt(problem, solver: str, repeats: int) -> dict:
@@ -133,52 +128,21 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -
     _records.require_float64(SUITE)
     names = QUICK_PROBLEMS if quick else bounded.names()
     repeats = 3 if quick else 5
-    records = []
-    for name in names:
-        problem = bounded.get(name)
-        for method, thunk in methods_for(problem, repeats):
-            if progress is not None:
-                progress(f"{name} / {method}")
-            identity = dict(suite=SUITE, problem=name, method=method, order="quasi-newton",
-                            target_loss=problem.f_star)
-            if isinstance(thunk, str):
-                records.append(_records.skipped_record(note=thunk, **identity))
-            else:
-                records.append(_records.guarded(thunk, **identity))
-    return records
+    problems = [bounded.get(name) for name in names]
+    return _records.run_methods(SUITE, [(p.name, method, "quasi-newton", p.f_star, thunk)
+                                        for p in problems
+                                        for method, thunk in methods_for(p, repeats)], progress)
 
 
 def speedups(records: list[dict], method: str = "jacopt-lbfgsb",
              peer: str = "scipy-lbfgsb") -> list[float]:
     """``peer``'s warm time over ``method``'s, per problem both ran."""
-    times = {}
-    for r in records:
-        if r.get("method") in (method, peer) and r.get("run_s") is not None:
-            times.setdefault(r["problem"], {})[r["method"]] = r["run_s"]
-    return [t[peer] / t[method] for t in times.values() if len(t) == 2]
+    return [theirs / ours for ours, theirs in paired_times(records, method, peer)]
 
 
 def format_tables(records: list[dict]) -> str:
     body = [r for r in records if r.get("suite") == SUITE]
-    lines = [f"{'problem':34s} {'method':19s} {'solved':>6s} {'steps':>6s} {'nfev':>6s} "
-             f"{'final f':>12s} {'run [ms]':>9s} {'compile [s]':>11s}  status"]
-    for r in body:
-        if r.get("steps") is None:
-            lines.append(f"{r['problem']:34s} {r['method']:19s} {r.get('note') or ''}"
-                         f"{' ' + r['error'] if r.get('error') else ''}")
-            continue
-        lines.append(
-            f"{r['problem']:34s} {r['method']:19s} {'yes' if r['solved'] else 'no':>6s} "
-            f"{r['steps']:6d} {r['nfev']:6d} {r['final_loss']:12.5e} {1e3 * r['run_s']:9.3f} "
-            f"{r['compile_s']:11.2f}  {r['status'][:40]}")
-    lines += ["", f"Summary over {len({r['problem'] for r in body})} problems (medians over "
-                  "the problems a method ran):",
-              f"{'method':19s} {'solved':>8s} {'steps':>7s} {'nfev':>7s} {'run [ms]':>9s} "
-              f"{'compile [s]':>11s}"]
-    for row in summary([r for r in body if r.get("steps") is not None]):
-        lines.append(f"{row['method']:19s} {row['solved']:>3d}/{row['problems']:<4d} "
-                     f"{row['median_steps']:7.0f} {row['median_nfev']:7.1f} "
-                     f"{1e3 * row['median_run_s']:9.3f} {row['median_compile_s']:11.2f}")
+    lines = solve_tables(body, widths=(34, 19), final_spec="12.5e", nfev_spec="7.1f")
     ratios = speedups(body)
     if ratios:
         wins = per_problem_wins(body, "jacopt-lbfgsb", "scipy-lbfgsb")

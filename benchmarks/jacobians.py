@@ -43,29 +43,24 @@ import numpy as np
 
 import jacopt
 from jacopt.benchmarks._records import compile_timed, main, time_compiled
+from jacopt.benchmarks.runner import table_cells, text_table
 from jacopt.jacobian import auto_mode
+from jacopt.problems import mlp as mlp_problems
 
 SUITE = "jacobians"
 DTYPE = jnp.float32
 _NOT_APPLICABLE = ("order", "target_loss", "time_to_target_s", "iters_to_target", "final_loss")
 
 
-def _mlp_params(key, sizes):
-    params = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        key, kw, kb = jax.random.split(key, 3)
-        params.append((jax.random.normal(kw, (n_out, n_in), DTYPE) / float(np.sqrt(n_in)),
-                       0.1 * jax.random.normal(kb, (n_out,), DTYPE)))
-    return params
+def _mlp_params(seed: int, sizes):
+    """``[(W, b), ...]`` of :func:`jacopt.problems.mlp.init_mlp` in float32."""
+    return mlp_problems.init_mlp(seed, sizes, DTYPE)
 
 
 def _mlp(params, x):
-    """tanh MLP on a vector x (or on the last axis of a batch)."""
-    h = x
-    for W, b in params[:-1]:
-        h = jnp.tanh(h @ W.T + b)
-    W, b = params[-1]
-    return h @ W.T + b
+    """:func:`jacopt.problems.mlp.mlp` (tanh) on a vector ``x`` or on a batch of rows."""
+    out = mlp_problems.mlp(params, jnp.atleast_2d(x))
+    return out[0] if x.ndim == 1 else out
 
 
 def _compare(section: str, case: str, methods: dict, args: tuple, repeats: int,
@@ -117,7 +112,7 @@ def _mode_section(quick, repeats, progress):
               {"tall": (16, 256, 1024), "wide": (1024, 256, 16), "square": (256, 256, 256)})
     records = []
     for case, sizes in shapes.items():
-        params = _mlp_params(jax.random.PRNGKey(0), sizes)
+        params = _mlp_params(0, sizes)
         x = jax.random.normal(jax.random.PRNGKey(1), (sizes[0],), DTYPE)
         n, m = sizes[0], sizes[-1]
         chosen = auto_mode(n, m)
@@ -137,7 +132,7 @@ def _mode_section(quick, repeats, progress):
 
 def _batch_section(quick, repeats, progress):
     batch, sizes = (256, (8, 32, 4)) if quick else (256, (16, 64, 8))
-    params = _mlp_params(jax.random.PRNGKey(2), sizes)
+    params = _mlp_params(2, sizes)
     X = jax.random.normal(jax.random.PRNGKey(3), (batch, sizes[0]), DTYPE)
     f = lambda X, params: _mlp(params, X)  # row i of the output depends on row i of X only
     d_in, d_out = sizes[0], sizes[-1]
@@ -184,7 +179,7 @@ def _memory_section(quick, repeats, progress):
     """The least-squares Jacobian of an MLP: B outputs by all P weights (reverse mode, B VJPs),
     where each VJP's scratch (B x hidden activations) is large next to the weights."""
     batch, sizes = (128, (8, 32, 32, 1)) if quick else (256, (8, 64, 64, 1))
-    params = _mlp_params(jax.random.PRNGKey(4), sizes)
+    params = _mlp_params(4, sizes)
     X = jax.random.normal(jax.random.PRNGKey(5), (batch, sizes[0]), DTYPE)
     model = lambda params, X: _mlp(params, X)[:, 0]
     n_params = sum(W.size + b.size for W, b in params)
@@ -222,32 +217,13 @@ def format_table(records: list[dict]) -> str:
     columns = [
         ("section", "section", "{}"), ("case", "case", "{}"), ("method", "method", "{}"),
         ("mode", "mode", "{}"), ("passes", "passes", "{}"), ("chunk", "chunk", "{}"),
-        ("run_s", "run [ms]", "{:.3f}"), ("vs_best", "ratio", "{:.2f}"),
-        ("compile_s", "compile [s]", "{:.2f}"), ("temp_bytes", "XLA temp [MiB]", "{:.2f}"),
-        ("output_bytes", "output [MiB]", "{:.2f}"), ("max_abs_diff", "max |diff|", "{:.1e}"),
+        ("run_s", "run [ms]", lambda v: f"{1e3 * v:.3f}"), ("vs_best", "ratio", "{:.2f}"),
+        ("compile_s", "compile [s]", "{:.2f}"),
+        ("temp_bytes", "XLA temp [MiB]", lambda v: f"{v / 2**20:.2f}"),
+        ("output_bytes", "output [MiB]", lambda v: f"{v / 2**20:.2f}"),
+        ("max_abs_diff", "max |diff|", "{:.1e}"),
     ]
-
-    def cell(rec, key, fmt):
-        value = rec.get(key)
-        if value is None:
-            return "-"
-        if key == "run_s":
-            value = 1e3 * value
-        elif key.endswith("_bytes"):
-            value = value / 2**20
-        return fmt.format(value)
-
-    body = [[cell(r, k, f) for k, _, f in columns] for r in records]
-    heads = [h for _, h, _ in columns]
-    widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(heads)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths)),
-             "  ".join("-" * w for w in widths)]
-    previous = None
-    for rec, row in zip(records, body):
-        if previous is not None and rec["problem"] != previous:
-            lines.append("")
-        previous = rec["problem"]
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    lines = text_table(*table_cells(records, columns), groups=[r["problem"] for r in records])
     lines.append("")
     lines.append("ratio: mode = time / faster of jacopt fwd and rev; "
                  "batch = time / batch_jacobian;")

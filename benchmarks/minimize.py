@@ -94,21 +94,15 @@ def _record(problem, method: str, *, value, steps, nfev, compile_s, run_s, statu
             note=None, **extra) -> dict:
     target = target_of(problem)
     value = float(value)
-    solved = bool(math.isfinite(value) and value <= target)
-    rec = {
-        "suite": SUITE, "problem": problem.name, "method": method, "order": "second",
-        "solved": solved, "steps": int(steps), "num_steps": int(steps),
-        "nfev": None if nfev is None else int(nfev),
-        "compile_s": None if compile_s is None else float(compile_s), "run_s": float(run_s),
-        "final_loss": value, "target_loss": float(target), "f_star": float(problem.f_star),
-        "time_to_target_s": float(run_s) if solved else None,
-        "iters_to_target": int(steps) if solved else None, "status": str(status),
-    }
-    rec["order"] = "second" if ("newton" in method or "trust" in method) else "quasi-newton"
     if note:
-        rec["note"] = note
-    rec.update(extra)
-    return rec
+        extra["note"] = note
+    return _records.make_record(
+        suite=SUITE, problem=problem.name, method=method,
+        order="second" if ("newton" in method or "trust" in method) else "quasi-newton",
+        target_loss=target, final_loss=value, solved=math.isfinite(value) and value <= target,
+        iters=int(steps), run_s=run_s, compile_s=compile_s, num_steps=steps, steps=int(steps),
+        nfev=None if nfev is None else int(nfev), f_star=float(problem.f_star),
+        status=str(status), **extra)
 
 
 # ------------------------------------------------------------------------------------------
@@ -214,19 +208,12 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -
     names = QUICK_PROBLEMS if quick else tf.names()
     repeats = 3 if quick else 5
     optimistix_missing = peers.missing("optimistix")
-    _records.expect(progress, len(names) * len(methods_for(tf.get(names[0]), repeats)) + 1)
-    records = []
-    for name in names:
-        problem = tf.get(name)
-        for method, thunk in methods_for(problem, repeats):
-            if progress is not None:
-                progress(f"{name} / {method}")
-            identity = dict(suite=SUITE, problem=name, method=method, order="second",
-                            target_loss=target_of(problem))
-            if method.startswith("optimistix") and optimistix_missing:
-                records.append(_records.skipped_record(note=optimistix_missing, **identity))
-                continue
-            records.append(_records.guarded(thunk, **identity))
+    _records.expect(progress, 1)  # the units check
+    problems = [tf.get(name) for name in names]
+    records = _records.run_methods(SUITE, [
+        (p.name, method, "second", target_of(p),
+         optimistix_missing if method.startswith("optimistix") and optimistix_missing else thunk)
+        for p in problems for method, thunk in methods_for(p, repeats)], progress)
     records.append(newton_history())
     if progress is not None:
         progress("units check")
@@ -334,44 +321,58 @@ def summary(records: list[dict]) -> list[dict]:
     return rows
 
 
-def per_problem_wins(records: list[dict], method: str, peer: str):
-    """``(k, n)``: ``method``'s warm solve is faster than ``peer``'s on ``k`` of the ``n``
-    problems both ran (``None`` when they share none)."""
+def paired_times(records: list[dict], method: str, peer: str) -> list[tuple[float, float]]:
+    """``(method's run_s, peer's run_s)`` for every problem both ran."""
     times = {}
     for r in records:
         if r.get("method") in (method, peer) and r.get("run_s") is not None and r.get("steps") \
                 is not None:
             times.setdefault(r["problem"], {})[r["method"]] = r["run_s"]
-    both = [t for t in times.values() if len(t) == 2]
-    if not both:
-        return None
-    return sum(t[method] < t[peer] for t in both), len(both)
+    return [(t[method], t[peer]) for t in times.values() if len(t) == 2]
+
+
+def per_problem_wins(records: list[dict], method: str, peer: str):
+    """``(k, n)``: ``method``'s warm solve is faster than ``peer``'s on ``k`` of the ``n``
+    problems both ran (``None`` when they share none)."""
+    pairs = paired_times(records, method, peer)
+    return (sum(ours < theirs for ours, theirs in pairs), len(pairs)) if pairs else None
+
+
+def solve_tables(body: list[dict], *, widths=(28, 18), final_spec="11.3e", nfev_spec=".0f",
+                 solved_rule: str = "") -> list[str]:
+    """The lines of a minimisation suite's tables (this one's and
+    :mod:`jacopt.benchmarks.bounded`'s): one row per (problem, method), then the
+    :func:`summary` per method. ``widths`` are the problem and method columns'."""
+    pw, mw = widths
+    fw = final_spec.split(".")[0]
+    lines = [f"{'problem':{pw}s} {'method':{mw}s} {'solved':>6s} {'steps':>6s} {'nfev':>6s} "
+             f"{'final f':>{fw}s} {'run [ms]':>9s} {'compile [s]':>11s}  status"]
+    for r in body:
+        if r.get("steps") is None:
+            lines.append(f"{r['problem']:{pw}s} {r['method']:{mw}s} {r.get('note') or ''}"
+                         f"{' ' + r['error'] if r.get('error') else ''}")
+            continue
+        lines.append(
+            f"{r['problem']:{pw}s} {r['method']:{mw}s} {'yes' if r['solved'] else 'no':>6s} "
+            f"{r['steps']:6d} {r['nfev'] if r['nfev'] is not None else '—':>6} "
+            f"{r['final_loss']:{final_spec}} {1e3 * r['run_s']:9.3f} "
+            f"{r['compile_s'] if r['compile_s'] is not None else float('nan'):11.2f}  "
+            f"{r['status'][:40]}")
+    lines += ["", f"Summary over {len({r['problem'] for r in body})} problems (medians over "
+                  f"the problems a method ran{solved_rule}):",
+              f"{'method':{mw}s} {'solved':>8s} {'steps':>7s} {'nfev':>7s} {'run [ms]':>9s} "
+              f"{'compile [s]':>11s}"]
+    for row in summary([r for r in body if r.get("steps") is not None]):
+        nfev = "—" if row["median_nfev"] is None else format(row["median_nfev"], nfev_spec)
+        lines.append(f"{row['method']:{mw}s} {row['solved']:>3d}/{row['problems']:<4d} "
+                     f"{row['median_steps']:7.0f} {nfev:>7s} {1e3 * row['median_run_s']:9.3f} "
+                     f"{row['median_compile_s']:11.2f}")
+    return lines
 
 
 def format_tables(records: list[dict]) -> str:
     body = [r for r in records if r.get("suite") == SUITE and r.get("order") != "note"]
-    lines = [f"{'problem':28s} {'method':18s} {'solved':>6s} {'steps':>6s} {'nfev':>6s} "
-             f"{'final f':>11s} {'run [ms]':>9s} {'compile [s]':>11s}  status"]
-    for r in body:
-        if r.get("steps") is None:
-            lines.append(f"{r['problem']:28s} {r['method']:18s} {r.get('note') or ''}"
-                         f"{' ' + r['error'] if r.get('error') else ''}")
-            continue
-        lines.append(
-            f"{r['problem']:28s} {r['method']:18s} {'yes' if r['solved'] else 'no':>6s} "
-            f"{r['steps']:6d} {r['nfev'] if r['nfev'] is not None else '—':>6} "
-            f"{r['final_loss']:11.3e} {1e3 * r['run_s']:9.3f} "
-            f"{r['compile_s'] if r['compile_s'] is not None else float('nan'):11.2f}  "
-            f"{r['status'][:40]}")
-    lines += ["", f"Summary over {len({r['problem'] for r in body})} problems (medians over "
-                  "all problems a method ran; solved: f - f* <= 1e-8 max(1, |f*|)):",
-              f"{'method':18s} {'solved':>8s} {'steps':>7s} {'nfev':>7s} {'run [ms]':>9s} "
-              f"{'compile [s]':>11s}"]
-    for row in summary(body):
-        nfev = "—" if row["median_nfev"] is None else f"{row['median_nfev']:.0f}"
-        lines.append(f"{row['method']:18s} {row['solved']:>3d}/{row['problems']:<4d} "
-                     f"{row['median_steps']:7.0f} {nfev:>7s} {1e3 * row['median_run_s']:9.3f} "
-                     f"{row['median_compile_s']:11.2f}")
+    lines = solve_tables(body, solved_rule="; solved: f - f* <= 1e-8 max(1, |f*|)")
     wins = per_problem_wins(body, "jacopt-bfgs", "optimistix-bfgs")
     if wins is not None:
         faster, total = wins

@@ -72,39 +72,22 @@ def _record(problem, start: int, method: str, *, params, cost, steps, nfev, comp
     from jacopt.problems import nist
 
     lre = nist.lre(np.asarray(params), problem.certified_params)
-    solved = lre >= SOLVED_LRE
     steps = None if steps is None else int(steps)
-    rec = {
-        "suite": SUITE,
-        "problem": f"{problem.name}/start{start + 1}",
-        "method": method,
-        "order": "second",
-        "difficulty": problem.difficulty,
-        "lre": float(lre),
-        "steps": steps,
-        "nfev": None if nfev is None else int(nfev),
-        "final_loss": float(cost),
-        "target_loss": 0.5 * float(problem.certified_rss),
-        "compile_s": compile_s,
-        "run_s": run_s,
-        "time_to_target_s": run_s if solved else None,
-        "iters_to_target": steps if solved else None,
-    }
-    if kernels:
-        rec.update(kernels)
-    if note:
-        rec["note"] = note
-    return rec
+    extra = dict(kernels or {}, **({"note": note} if note else {}))
+    return _records.make_record(
+        suite=SUITE, problem=f"{problem.name}/start{start + 1}", method=method, order="second",
+        target_loss=0.5 * float(problem.certified_rss), final_loss=cost,
+        solved=lre >= SOLVED_LRE, iters=steps, run_s=run_s, compile_s=compile_s,
+        difficulty=problem.difficulty, lre=float(lre), steps=steps,
+        nfev=None if nfev is None else int(nfev), **extra)
 
 
 def _skipped(problem, start: int, method: str, note: str) -> dict:
-    return {
-        "suite": SUITE, "problem": f"{problem.name}/start{start + 1}", "method": method,
-        "order": "second", "difficulty": problem.difficulty, "lre": None, "steps": None,
-        "nfev": None, "final_loss": None, "target_loss": 0.5 * float(problem.certified_rss),
-        "compile_s": None, "run_s": None, "time_to_target_s": None, "iters_to_target": None,
-        "note": note,
-    }
+    rec = _records.skipped_record(suite=SUITE, problem=f"{problem.name}/start{start + 1}",
+                                  method=method, order="second",
+                                  target_loss=0.5 * float(problem.certified_rss), note=note)
+    rec.update(difficulty=problem.difficulty, lre=None, steps=None, nfev=None)
+    return rec
 
 
 def _run_jax_method(problem, method: str, make_solve: Callable, repeats: int) -> list[dict]:

@@ -106,31 +106,16 @@ def _record(problem, factor: float, method: str, *, x, status: str, success: boo
     from jacopt.problems import mgh
 
     f = _sum_of_squares(problem, x)
-    solved = mgh.solved(problem, f)
+    solved = bool(mgh.solved(problem, f))
     steps = None if steps is None else int(steps)
-    return {
-        "suite": SUITE,
-        "problem": f"{problem.name}/x{factor:g}",
-        "method": method,
-        "order": "second",
-        "mgh_number": problem.number,
-        "factor": factor,
-        "F": f,
-        "f_star": problem.f_star,
-        "solved": bool(solved),
-        "status": status,
-        "success": bool(success),
-        "false_success": bool(success) and not solved,
-        "nfev": None if nfev is None else int(nfev),
-        "njev": None if njev is None else int(njev),
-        "steps": steps,
-        "final_loss": 0.5 * f,  # jacopt's cost convention
-        "target_loss": 0.5 * problem.f_star,
-        "compile_s": compile_s,
-        "run_s": run_s,
-        "time_to_target_s": run_s if solved else None,
-        "iters_to_target": steps if solved else None,
-    }
+    return _records.make_record(
+        suite=SUITE, problem=f"{problem.name}/x{factor:g}", method=method, order="second",
+        target_loss=0.5 * problem.f_star, final_loss=0.5 * f,  # jacopt's cost convention
+        solved=solved, iters=steps, run_s=run_s, compile_s=compile_s,
+        mgh_number=problem.number, factor=factor, F=f, f_star=problem.f_star, status=status,
+        success=bool(success), false_success=bool(success) and not solved,
+        nfev=None if nfev is None else int(nfev), njev=None if njev is None else int(njev),
+        steps=steps)
 
 
 def _skipped(problem, factor: float, method: str, note: str) -> dict:

@@ -531,25 +531,41 @@ def _cell(value, fmt):
         return str(value)
 
 
+def table_cells(records: list[dict], columns) -> tuple[list[str], list[list[str]]]:
+    """``(heads, rows)`` of ``records`` for ``columns``, each ``(key, head, fmt)`` with ``fmt`` a
+    format string or a callable of the value (``"—"`` where the value is ``None``)."""
+    return ([head for _, head, _ in columns],
+            [[_cell(r.get(key), fmt) for key, _, fmt in columns] for r in records])
+
+
+def text_table(heads: list[str], rows: list[list[str]], groups: list | None = None) -> list[str]:
+    """The lines of an aligned text table: the heads, a rule, the rows (cells are strings), a
+    blank line between rows whose ``groups`` entries differ."""
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
+              for i, h in enumerate(heads)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths)),
+             "  ".join("-" * w for w in widths)]
+    for i, row in enumerate(rows):
+        if groups is not None and i and groups[i] != groups[i - 1]:
+            lines.append("")
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    return lines
+
+
 def format_table(records: list[dict], fmt: str = "table") -> str:
     """The comparison as ``table`` (aligned text), ``markdown`` or ``json``."""
     body = [r for r in records if r.get("suite") != "meta"]
     if fmt == "json":
         return json.dumps(_jsonable(records), indent=1)
     cols = [c for c in _COLUMNS if any(r.get(c[0]) is not None for r in body)] or list(_COLUMNS[:3])
-    rows = [[_cell(r.get(key), f) for key, _, f in cols] for r in body]
-    heads = [h for _, h, _ in cols]
+    heads, rows = table_cells(body, cols)
     lines = []
     if fmt == "markdown":
         lines.append("| " + " | ".join(heads) + " |")
         lines.append("|" + "|".join(" --- " for _ in heads) + "|")
         lines += ["| " + " | ".join(row) + " |" for row in rows]
     else:
-        widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
-                  for i, h in enumerate(heads)]
-        lines.append("  ".join(h.ljust(w) for h, w in zip(heads, widths)))
-        lines.append("  ".join("-" * w for w in widths))
-        lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+        lines += text_table(heads, rows)
     item = "- " if fmt == "markdown" else ""
     summary = comparison_summary(body)
     if summary:
