@@ -24,10 +24,12 @@ Sections:
    ``output_size_in_bytes`` (the Jacobian itself). This is XLA's static buffer assignment for
    the CPU executable, not a sampled resident-set size.
 
-Timing: every function is jitted; ``compile_s`` is ``lower().compile()``; ``run_s`` is the median
-of several warm calls (after one untimed call), each ended by ``block_until_ready``, taken in
-interleaved rounds over the methods of a section so that load changes hit all of them alike.
-Arrays are float32 (JAX's default), whatever the x64 setting. The machine is shared, so times are
+Timing: every function is jitted; ``compile_s`` is ``lower().compile()``
+(:func:`jacopt.benchmarks._records.compile_timed`); after one untimed call, the methods of a
+section are timed in interleaved rounds so that load changes hit all of them alike, each round
+by the harness's rule (:func:`jacopt.benchmarks._records.time_compiled`, calls until 50 ms are
+spent), and ``run_s`` is the median over the rounds. Arrays are float32, whatever the x64
+setting (the runner turns x64 on for every suite). The machine is shared, so times are
 noisy: compare ratios, not absolute numbers.
 """
 from __future__ import annotations

@@ -585,7 +585,8 @@ def _own_tables(records: list[dict], modules: dict | None) -> dict[str, str]:
     for suite, module in (modules or {}).items():
         own = getattr(module, "format_tables", None)
         recs = [r for r in records if r.get("suite") == suite]
-        if own is not None and recs and not any(r.get("problem") == "*" for r in recs):
+        if own is not None and recs and not any(r.get("method") == "*" and r.get("error")
+                                                for r in recs):
             out[suite] = own(recs)
     return out
 
