@@ -1,0 +1,171 @@
+"""Benchmark of sparse Jacobians: auto-detected pattern + colouring against dense ``jax.jacfwd``.
+
+Run: ``python -m jacopt.benchmarks.sparse [--quick] [--out DIR]`` (quick: N = 32, 64; full:
+N = 32, 64, 128, 256). Problem: the steady-state residual of the 2-D Brusselator on an N x N
+periodic grid (``jacopt.problems.brusselator``, 2 N^2 unknowns, 6 nonzeros per row), float64,
+at Hairer & Wanner's start.
+
+Per N, two records:
+
+- ``jacopt sparse_jacobian``: ``detect_s`` (``jacobian_sparsity`` on the host), ``color_s``
+  (colouring and mode choice), ``colors`` against ``lower_bound`` (the most nonzeros in a row),
+  then the jitted Jacobian (a BCOO from ``colors`` JVPs);
+- ``jax.jacfwd``: the dense Jacobian (``n`` JVPs), skipped with a note when its compiled
+  memory (or, before compiling, its output alone) would exceed :data:`DENSE_LIMIT_BYTES`.
+
+Measured: ``compile_s`` (``jit(f).lower(x).compile()``), ``run_s`` (median of warm calls,
+:func:`jacopt.benchmarks._records.time_compiled`), ``temp_bytes`` and ``output_bytes`` (XLA's
+compiled ``memory_analysis()``: scratch buffers and the result), and where dense runs:
+``missed_nonzeros`` (dense nonzeros outside the detected pattern: must be 0),
+``max_abs_diff`` (sparse values against dense), ``time_ratio`` and ``memory_ratio`` (dense
+over sparse, temp + output bytes). The machine is shared: compare ratios, not absolute times.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jacopt.benchmarks._records import limit_blas_threads, time_compiled
+from jacopt.benchmarks._records import main as records_main
+from jacopt.coloring import choose_mode
+from jacopt.problems.brusselator import brusselator_residual, brusselator_start
+from jacopt.sparse_jacobian import sparse_jacobian
+from jacopt.sparsity import jacobian_sparsity
+
+SUITE = "sparse"
+DENSE_LIMIT_BYTES = 2 * 2**30
+_NOT_APPLICABLE = ("order", "target_loss", "time_to_target_s", "iters_to_target", "final_loss")
+
+
+def _compile(fn, *args):
+    started = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    return compiled, time.perf_counter() - started
+
+
+def _memory(compiled) -> tuple[int | None, int | None]:
+    memory = compiled.memory_analysis()
+    return (getattr(memory, "temp_size_in_bytes", None),
+            getattr(memory, "output_size_in_bytes", None))
+
+
+def _record(problem: str, method: str, **fields) -> dict:
+    rec = {"suite": SUITE, "problem": problem, "method": method}
+    rec.update({field: None for field in _NOT_APPLICABLE})
+    rec.update(fields)
+    return rec
+
+
+def brusselator_case(N: int, repeats: int = 5, progress: Callable | None = None) -> list[dict]:
+    """The two records (sparse, dense) for the Brusselator on an N x N grid."""
+    problem = f"brusselator N={N}"
+    f = brusselator_residual
+    x = brusselator_start(N, dtype=jnp.float64)
+    n = int(x.size)
+    if progress:
+        progress(f"{problem} / sparse")
+    started = time.perf_counter()
+    pattern = jacobian_sparsity(f, x)
+    detect_s = time.perf_counter() - started
+    started = time.perf_counter()
+    coloring = choose_mode(pattern)
+    color_s = time.perf_counter() - started
+    jac = sparse_jacobian(f, sparsity=pattern)
+    compiled, compile_s = _compile(jac, x)
+    sparse_out = jax.block_until_ready(compiled(x))
+    run_s = time_compiled(compiled, x, repeats=repeats)
+    temp, output = _memory(compiled)
+    sparse = _record(problem, "jacopt sparse_jacobian", n=n, nnz=int(pattern.nnz),
+                     mode=coloring.mode, colors=coloring.num_colors,
+                     lower_bound=coloring.lower_bound,
+                     colors_over_bound=coloring.num_colors / coloring.lower_bound,
+                     detect_s=detect_s, color_s=color_s, compile_s=compile_s, run_s=run_s,
+                     temp_bytes=temp, output_bytes=output)
+    dense = _record(problem, "jax.jacfwd", n=n, nnz=n * n, colors=n, compile_s=None,
+                    run_s=None)
+    output_bytes = n * n * x.dtype.itemsize
+    if progress:
+        progress(f"{problem} / jax.jacfwd")
+    if output_bytes > DENSE_LIMIT_BYTES:
+        dense["note"] = (f"skipped: the dense Jacobian alone is {output_bytes / 2**30:.1f} GiB "
+                         f"(> {DENSE_LIMIT_BYTES / 2**30:.0f} GiB)")
+        return [sparse, dense]
+    compiled, compile_s = _compile(jax.jacfwd(f), x)
+    d_temp, d_output = _memory(compiled)
+    if d_temp is not None and d_temp + d_output > DENSE_LIMIT_BYTES:
+        dense["note"] = (f"skipped: compiled memory {(d_temp + d_output) / 2**30:.1f} GiB "
+                         f"(> {DENSE_LIMIT_BYTES / 2**30:.0f} GiB)")
+        return [sparse, dense]
+    dense_out = np.asarray(jax.block_until_ready(compiled(x)))
+    d_run_s = time_compiled(compiled, x, repeats=max(1, repeats // 2))
+    values = np.asarray(sparse_out.todense())
+    missed = int(np.count_nonzero((dense_out != 0) & ~pattern.toarray()))
+    dense.update(compile_s=compile_s, run_s=d_run_s, temp_bytes=d_temp, output_bytes=d_output)
+    sparse.update(missed_nonzeros=missed,
+                  max_abs_diff=float(np.max(np.abs(values - dense_out))),
+                  time_ratio=d_run_s / run_s,
+                  memory_ratio=(d_temp + d_output) / (temp + output))
+    return [sparse, dense]
+
+
+def run(quick: bool = False, progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Brusselator N = 32, 64 (quick) or 32, 64, 128, 256; one sparse and one dense record
+    per N (no header)."""
+    limit_blas_threads(1)
+    jax.config.update("jax_enable_x64", True)
+    sizes = (32, 64) if quick else (32, 64, 128, 256)
+    records = []
+    for N in sizes:
+        records += brusselator_case(N, repeats=5 if quick else 9, progress=progress)
+    return records
+
+
+def format_table(records: list[dict]) -> str:
+    """An aligned text table of the records."""
+    columns = [
+        ("problem", "problem", "{}"), ("method", "method", "{}"), ("n", "n", "{}"),
+        ("colors", "colours", "{}"), ("lower_bound", "bound", "{}"),
+        ("detect_s", "detect [s]", "{:.2f}"), ("color_s", "colour [s]", "{:.2f}"),
+        ("compile_s", "compile [s]", "{:.2f}"), ("run_s", "run [ms]", "{:.3f}"),
+        ("temp_bytes", "temp [MiB]", "{:.2f}"), ("output_bytes", "output [MiB]", "{:.2f}"),
+        ("time_ratio", "time x", "{:.0f}"), ("memory_ratio", "memory x", "{:.0f}"),
+        ("missed_nonzeros", "missed", "{}"), ("max_abs_diff", "max |diff|", "{:.1e}"),
+    ]
+
+    def cell(rec, key, fmt):
+        value = rec.get(key)
+        if value is None:
+            return "-"
+        if key == "run_s":
+            value = 1e3 * value
+        elif key.endswith("_bytes"):
+            value = value / 2**20
+        return fmt.format(value)
+
+    body = [[cell(r, k, f) for k, _, f in columns] for r in records]
+    heads = [h for _, h, _ in columns]
+    widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(heads)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths)),
+             "  ".join("-" * w for w in widths)]
+    for rec, row in zip(records, body):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+        if rec.get("note"):
+            lines.append(f"    note: {rec['note']}")
+    lines.append("")
+    lines.append("time x / memory x: dense jax.jacfwd over sparse (memory: XLA temp + output "
+                 "bytes); bound: most nonzeros in a row")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    return records_main(SUITE, run, argv, format_tables=format_table,
+                        quick_help="N = 32, 64 only")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
