@@ -246,8 +246,9 @@ def _batch(jax, mesh):
     ref = solve(data.x, data.ydata, data.starts)
     rows = NamedSharding(mesh, PartitionSpec("data"))
     ydata, starts = jax.device_put(data.ydata, rows), jax.device_put(data.starts, rows)
-    got = solve(data.x, ydata, starts)
-    hlo = solve.lower(data.x, ydata, starts).compile().as_text()
+    compiled = solve.lower(data.x, ydata, starts).compile()
+    got = compiled(data.x, ydata, starts)
+    hlo = compiled.as_text()
     return {"rel": _rel(got.params, ref.params),
             "success": int(np.sum(np.asarray(got.success))),
             "params_spec": str(got.params.sharding.spec),

@@ -111,6 +111,27 @@ def test_shard_rows_pads_and_masks_on_one_device():
     assert row_sharding((x, y))[0] is None
 
 
+def test_tsqr_factor_matches_triangular_factor_on_one_device():
+    # R and Q^T r up to row signs: R^T R = J^T J and R^T qtr = J^T r are sign-free
+    import jax
+    from jax.sharding import Mesh
+
+    from jacopt.linalg import triangular_factor, tsqr_factor
+
+    rng = np.random.default_rng(0)
+    J, r = rng.standard_normal((37, 4)), rng.standard_normal(37)
+    mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
+    fixed, scale = np.array([False, True, False, False]), np.arange(1.0, 5.0)
+    for pins in ((None, None), (fixed, scale)):
+        R, qtr = (np.asarray(a) for a in tsqr_factor(J, r, mesh, "data", *pins))
+        R0, qtr0 = (np.asarray(a) for a in triangular_factor(J, r, *pins))
+        np.testing.assert_allclose(R.T @ R, R0.T @ R0, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(R.T @ qtr, R0.T @ qtr0, rtol=1e-12, atol=1e-12)
+        assert np.allclose(np.tril(R, -1), 0.0)
+    R = np.asarray(tsqr_factor(J, r, mesh, "data")[0])  # against the normal equations too
+    np.testing.assert_allclose(R.T @ R, J.T @ J, rtol=1e-12)
+
+
 @pytest.mark.slow
 def test_every_nist_problem_and_solver_sharded():
     fits = run_checks("nist", "--full")
