@@ -1,12 +1,15 @@
-"""What the experiment suites share: one record per method run, compile/run timing, first-order
-optax baselines over a learning-rate grid, and the ``python -m`` entry point.
+"""The benchmark harness: what every suite shares. One record per method run, compile/run
+timing, first-order optax baselines over a learning-rate grid, and the ``python -m`` entry
+point.
 
-- Records: :func:`make_record` (from per-iteration losses), :func:`skipped_record`,
-  :func:`add_budget_losses` (loss within the best Adam run's wall time).
+- Records: :func:`make_record` (the one builder: from per-iteration losses, or from a solve's
+  final loss and whether it solved the problem), :func:`skipped_record`,
+  :func:`add_budget_losses` (loss within the best Adam run's wall time),
+  :func:`require_float64`.
 - Timing, the one rule of every suite: :func:`compile_timed` (the one place a benchmark
   compiles), :func:`time_calls` (warm-up, repeats, median) with its shorthands
   :func:`time_compiled`, :func:`time_once` and :func:`compile_and_time`;
-  :func:`limit_blas_threads`; :func:`kernel_count` (what a compile time follows).
+  :func:`kernel_count` (what a compile time follows).
 - Methods: :func:`first_order_grid` / :func:`grid_record` (optax over an lr grid),
   :func:`jacopt_run` / :func:`jacopt_record` (a jacopt solve with history),
   :func:`run_methods` (progress callback, and :func:`guarded` turns a failing or unwritten
@@ -17,8 +20,9 @@ optax baselines over a learning-rate grid, and the ``python -m`` entry point.
   :func:`limit_blas_threads` (also the runner's: run settings live there).
 
 A record (:func:`make_record`) is a dict with the fields of
-:data:`jacopt.benchmarks.runner.REQUIRED_FIELDS` plus ``curve = {"iters", "time_s", "loss"}``
-(at most :data:`MAX_CURVE_POINTS` points) and whatever the suite adds (``lr``, ``note``...).
+:data:`jacopt.benchmarks.runner.REQUIRED_FIELDS`, for a run with per-iteration losses also
+``curve = {"iters", "time_s", "loss"}`` (at most :data:`MAX_CURVE_POINTS` points), and whatever
+the suite adds (``lr``, ``note``...).
 
 Timing rules (the same for every method):
 
