@@ -20,11 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jacopt._validate import check_box
-
-
-def _traced(v) -> bool:
-    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(v))
+from jacopt._validate import check_box, is_traced
 
 
 def _number_or_none(v) -> bool:
@@ -43,7 +39,7 @@ def _side(value, x0, n: int, dtype, name: str, fill: float):
     if value is None:
         return np.full((n,), fill, dtype)
     if not isinstance(value, (list, tuple, dict)) and np.ndim(value) == 0:
-        if _traced(value):
+        if is_traced(value):
             return jnp.full((n,), value, dtype)
         return np.full((n,), float(value), dtype)
     treedef = jax.tree_util.tree_structure(x0)
@@ -62,7 +58,7 @@ def _side(value, x0, n: int, dtype, name: str, fill: float):
         if leaf is None:
             parts.append(np.full((int(np.prod(shape)),), fill, dtype))
             continue
-        traced = _traced(leaf)
+        traced = is_traced(leaf)
         a = jnp.asarray(leaf) if traced else np.asarray(leaf, dtype=np.float64)
         if a.ndim != 0 and a.shape != shape:
             raise ValueError(f"{name} has shape {a.shape} where x0 has shape {shape} (give a "
@@ -72,7 +68,7 @@ def _side(value, x0, n: int, dtype, name: str, fill: float):
             parts.append(jnp.broadcast_to(jnp.ravel(a), (size,)).astype(dtype))
         else:
             parts.append(np.broadcast_to(a.ravel(), (size,)).astype(dtype))
-    if any(_traced(p) for p in parts):
+    if any(is_traced(p) for p in parts):
         return jnp.concatenate([jnp.asarray(p) for p in parts])
     return np.concatenate(parts)
 
@@ -114,6 +110,6 @@ def parse_bounds(bounds, x0, dtype):
             f"sequence of {n} (min, max) pairs, or a scipy.optimize.Bounds; got "
             f"{type(bounds).__name__}" + (f" of length {len(bounds)}."
                                           if isinstance(bounds, (list, tuple)) else "."))
-    if _traced(lower) or _traced(upper):
+    if is_traced(lower) or is_traced(upper):
         return jnp.asarray(lower, dtype), jnp.asarray(upper, dtype)
     return check_box(lower, upper)

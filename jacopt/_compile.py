@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 import jax
 
 from jacopt import _cache
+from jacopt._validate import is_traced
 
 try:  # the configuration that jax.jit's own cache is keyed on (private; optional)
     from jax._src.config import trace_context as _trace_context
@@ -127,7 +128,7 @@ def _outside_transformations(leaves) -> bool:
     static ``fun`` closes over can be a tracer."""
     if _trace_state_clean is not None:
         return _trace_state_clean()
-    return not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves)
+    return not is_traced(leaves)
 
 
 @functools.lru_cache(maxsize=1)

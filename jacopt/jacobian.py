@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from jacopt import _checks
+from jacopt import _validate
 from jacopt._basis import chunk_for_budget, one_hot_rows, push_basis
 from jacopt.tree_index import TreeIndex
 
@@ -155,12 +155,12 @@ def jacobian(
     ``mode="auto"``, batched with ``vmap``. Inputs are validated at call time, before any work.
     """
     _check_mode(mode)
-    argnums = _checks.normalize_argnums(argnums)
-    _checks.check_chunking(chunk_size, max_memory_bytes)
+    argnums = _validate.normalize_argnums(argnums)
+    _validate.check_chunking(chunk_size, max_memory_bytes)
 
     @functools.wraps(f)
     def jacobian_fn(*args, **kwargs):
-        args, positions = _checks.check_args(args, argnums)
+        args, positions = _validate.check_differentiated_args(args, argnums)
         diff = (tuple(args[p] for p in positions) if isinstance(argnums, tuple)
                 else args[positions[0]])
         x_flat, unravel_input = ravel_pytree(diff)
@@ -177,7 +177,7 @@ def jacobian(
             if not (isinstance(out_shape, (tuple, list)) and len(out_shape) == 2):
                 raise TypeError("jacobian(has_aux=True): f must return a pair (output, aux)")
             out_shape = out_shape[0]
-        _checks.check_floating_output(out_shape, "jacobian")
+        _validate.check_floating_output(out_shape, "jacobian")
         out_index = TreeIndex(out_shape)
 
         def flat_f(x):
@@ -228,7 +228,7 @@ def hessian(
 
     Cost: n Hessian-vector products (each one JVP through the gradient, about 3-5x f), vmapped.
     """
-    argnums = _checks.normalize_argnums(argnums)
+    argnums = _validate.normalize_argnums(argnums)
     hessian_of_grad = jacobian(
         jax.grad(f, argnums), argnums, mode="fwd", as_matrix=as_matrix,
         chunk_size=chunk_size, max_memory_bytes=max_memory_bytes,
@@ -236,14 +236,14 @@ def hessian(
 
     @functools.wraps(f)
     def hessian_fn(*args, **kwargs):
-        args, _ = _checks.check_args(args, argnums)
+        args, _ = _validate.check_differentiated_args(args, argnums)
         out = jax.eval_shape(functools.partial(f, **kwargs), *args)
         if not (hasattr(out, "shape") and out.shape == ()):
             raise ValueError(
                 "hessian needs f to return a scalar; it returned "
                 f"{jax.tree_util.tree_map(lambda o: o.shape, out)}"
             )
-        _checks.check_floating_output(out, "hessian")
+        _validate.check_floating_output(out, "hessian")
         return hessian_of_grad(*args, **kwargs)
 
     return hessian_fn
@@ -287,10 +287,6 @@ def _matrix_to_rows(matrix, index: TreeIndex):
         for o, s, shape in zip(index.offsets, index.sizes, index.shapes)
     ]
     return jax.tree_util.tree_unflatten(index.treedef, leaves)
-
-
-def _is_traced(tree) -> bool:
-    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
 
 
 def _probe_tolerance(dtype, width: int) -> float:
@@ -367,13 +363,13 @@ def batch_jacobian(
     with ``check=True``. Memory: the result B x d_out x d_in plus the batched passes.
     """
     _check_mode(mode)
-    _checks.check_chunking(chunk_size, None)
+    _validate.check_chunking(chunk_size, None)
 
     @functools.wraps(f)
     def batch_jacobian_fn(x, *args, **kwargs):
-        x = _checks.check_differentiable(x, "argument 0 (x, the batch)")
+        x = _validate.check_differentiable(x, "argument 0 (x, the batch)")
         batch = _batch_leading(x, "batch_jacobian x")
-        if check and _is_traced(x):
+        if check and _validate.is_traced(x):
             raise ValueError(
                 "batch_jacobian(check=True) needs concrete inputs "
                 "(the probe raises a Python error); "
@@ -381,7 +377,7 @@ def batch_jacobian(
             )
         in_index = _per_sample_index(x)
         out_shape = jax.eval_shape(functools.partial(f, **kwargs), x, *args)
-        _checks.check_floating_output(out_shape, "batch_jacobian")
+        _validate.check_floating_output(out_shape, "batch_jacobian")
         out_batch = _batch_leading(out_shape, "batch_jacobian output")
         if out_batch != batch:
             raise ValueError(f"batch_jacobian: f maps a batch of {batch} rows to {out_batch} rows")
@@ -490,8 +486,8 @@ def elementwise_grad(f: Callable, *, check: bool = False) -> Callable:
 
     @functools.wraps(f)
     def elementwise_grad_fn(x, *args, **kwargs):
-        x = _checks.check_differentiable(x, "argument 0 (x)")
-        if check and _is_traced(x):
+        x = _validate.check_differentiable(x, "argument 0 (x)")
+        if check and _validate.is_traced(x):
             raise ValueError(
                 "elementwise_grad(check=True) needs concrete inputs (the probe raises a Python "
                 "error); run it once outside jit/vmap, then use check=False inside"
@@ -500,7 +496,7 @@ def elementwise_grad(f: Callable, *, check: bool = False) -> Callable:
         def f_of_x(value):
             return f(value, *args, **kwargs)
 
-        _checks.check_floating_output(jax.eval_shape(f_of_x, x), "elementwise_grad")
+        _validate.check_floating_output(jax.eval_shape(f_of_x, x), "elementwise_grad")
         ones = jax.tree_util.tree_map(jnp.ones_like, x)
         _, diagonal = jax.jvp(f_of_x, (x,), (ones,))
         shapes_in = jax.tree_util.tree_map(jnp.shape, x)
@@ -593,10 +589,10 @@ class JacobianOperator(NamedTuple):
 def _flat_closure(f, x, args, who):
     """Validate ``x`` and ``f``'s output; return ``(x_flat, unravel, out_shape)``: ``x`` raveled,
     the map back to its pytree, and the shape/dtype structure of ``f(x, *args)``."""
-    x = _checks.check_differentiable(x, "argument 1 (x, the point)")
+    x = _validate.check_differentiable(x, "argument 1 (x, the point)")
     x_flat, unravel = ravel_pytree(x)
     out_shape = jax.eval_shape(lambda v: f(unravel(v), *args), x_flat)
-    _checks.check_floating_output(out_shape, who)
+    _validate.check_floating_output(out_shape, who)
     return x_flat, unravel, out_shape
 
 

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from jacopt import status as _status
+from jacopt._validate import is_traced
 
 
 class History(NamedTuple):
@@ -172,7 +173,7 @@ class _Summary:
         v = self.value
         if not hasattr(v, "shape") or not hasattr(v, "dtype"):
             return repr(v)
-        if np.ndim(v) == 0 and not isinstance(v, jax.core.Tracer):
+        if np.ndim(v) == 0 and not is_traced(v):
             number = np.asarray(v).item()
             return f"{number:.6g}" if isinstance(number, float) else repr(number)
         return f"{np.dtype(v.dtype).name}[{','.join(map(str, np.shape(v)))}]"
@@ -189,7 +190,7 @@ def _repr(self):
     """Status, value and counts first; arrays summarised, never printed whole."""
     parts = []
     status = self.status
-    if np.ndim(status) == 0 and not isinstance(status, jax.core.Tracer):
+    if np.ndim(status) == 0 and not is_traced(status):
         parts.append(f"status={_status.Status(int(status)).name}")
     else:
         parts.append(f"status={_short(status)}")

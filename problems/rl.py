@@ -50,6 +50,7 @@ import optax
 
 import jacopt
 from jacopt import linalg
+from jacopt._validate import is_traced
 
 __all__ = [
     "ENV_NAMES", "INSTALL_HINT", "METHODS", "Environment", "make_env", "init_mlp", "mlp",
@@ -492,7 +493,7 @@ def train(env: Environment, method: str, logits_fn: Callable, params0, key, step
         value = getattr(config, field)
         if not (isinstance(value, int) and value >= 1):
             raise ValueError(f"config.{field} must be a positive int, got {value!r}.")
-    if not isinstance(step_size, jax.core.Tracer) and not float(step_size) > 0:
+    if not is_traced(step_size) and not float(step_size) > 0:
         raise ValueError(f"step_size must be positive, got {step_size!r}.")
     env_key, critic_key, key = jax.random.split(key, 3)
     critic = init_mlp(critic_key, (env.obs_dim, *config.critic_hidden, 1), env.dtype, 1.0)
