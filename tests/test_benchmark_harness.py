@@ -84,24 +84,22 @@ def _calls(tree: ast.AST, attr: str):
 
 
 def test_one_compile_site_and_no_suite_keeps_its_own_clock():
-    """``lower(...).compile()`` appears in the harness only; ``perf_counter`` in no suite or
-    benchmark tool but the harness and the runner's progress clock (the fresh-process scripts
-    of overhead and first_call are strings)."""
-    compile_sites = {}
-    for path in sorted(BENCHMARKS.glob("*.py")):
-        compile_sites[path.name] = len([
-            node for node in _calls(ast.parse(path.read_text()), "compile")
-            if isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Attribute)
-            and node.value.func.attr == "lower"])
-    assert {name for name, n in compile_sites.items() if n} == {"_records.py"}
-    assert compile_sites["_records.py"] == 1
+    """In the registered suites and the harness's tools, ``lower(...).compile()`` appears in the
+    harness only, and ``perf_counter`` in the harness and the runner's progress clock only (the
+    fresh-process scripts of overhead and first_call are strings)."""
     modules = {(suite.module or name).rsplit(".", 1)[-1] + ".py"
                for name, suite in runner.SUITES.items()}
     modules |= {"overhead.py", "compile_floor.py", "first_call.py", "peers.py", "runner.py",
                 "_records.py"}
-    clocks = {name for name in modules
-              if _calls(ast.parse((BENCHMARKS / name).read_text()), "perf_counter")}
-    assert clocks == {"_records.py", "runner.py"}
+    trees = {name: ast.parse((BENCHMARKS / name).read_text()) for name in modules}
+    compile_sites = {name: len([
+        node for node in _calls(tree, "compile")
+        if isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Attribute)
+        and node.value.func.attr == "lower"]) for name, tree in trees.items()}
+    assert {name for name, n in compile_sites.items() if n} == {"_records.py"}
+    assert compile_sites["_records.py"] == 1
+    assert {name for name, tree in trees.items() if _calls(tree, "perf_counter")} == {
+        "_records.py", "runner.py"}
 
 
 def test_runner_does_not_import_the_records_module():
