@@ -5,11 +5,13 @@ N = 32, 64, 128, 256). Problem: the steady-state residual of the 2-D Brusselator
 periodic grid (``jacopt.problems.brusselator``, 2 N^2 unknowns, 6 nonzeros per row), float64,
 at Hairer & Wanner's start.
 
-Per N, two records:
+Per N, two or three records:
 
 - ``jacopt sparse_jacobian``: ``detect_s`` (``jacobian_sparsity`` on the host), ``color_s``
   (colouring and mode choice), ``colors`` against ``lower_bound`` (the most nonzeros in a row),
   then the jitted Jacobian (a BCOO from ``colors`` JVPs);
+- for N <= :data:`TABU_MAX_N`, the same with ``color_effort=TABU_EFFORT`` (tabu search after
+  the greedy colouring: fewer colours for more host time in ``color_s``);
 - ``jax.jacfwd``: the dense Jacobian (``n`` JVPs), skipped with a note when its compiled
   memory (or, before compiling, its output alone) would exceed :data:`DENSE_LIMIT_BYTES`.
 
@@ -39,6 +41,8 @@ from jacopt.sparsity import jacobian_sparsity
 
 SUITE = "sparse"
 DENSE_LIMIT_BYTES = 2 * 2**30
+TABU_EFFORT = 20_000  # tabu moves for the second colouring (jacopt.coloring.color_columns)
+TABU_MAX_N = 64  # the tabu colouring is measured up to this grid size
 _NOT_APPLICABLE = ("order", "target_loss", "time_to_target_s", "iters_to_target", "final_loss")
 
 
@@ -61,8 +65,27 @@ def _record(problem: str, method: str, **fields) -> dict:
     return rec
 
 
+def _sparse_record(problem, f, x, pattern, detect_s, effort, repeats) -> dict:
+    """Colour (timed), compile and time the sparse Jacobian; memory from XLA."""
+    started = time.perf_counter()
+    coloring = choose_mode(pattern, effort=effort)
+    color_s = time.perf_counter() - started
+    jac = sparse_jacobian(f, sparsity=pattern, color_effort=effort)
+    compiled, compile_s = _compile(jac, x)
+    out = jax.block_until_ready(compiled(x))
+    run_s = time_compiled(compiled, x, repeats=repeats)
+    temp, output = _memory(compiled)
+    method = "jacopt sparse_jacobian" + (f" (color_effort={effort})" if effort else "")
+    return _record(problem, method, n=int(x.size), nnz=int(pattern.nnz), mode=coloring.mode,
+                   colors=coloring.num_colors, lower_bound=coloring.lower_bound,
+                   colors_over_bound=coloring.num_colors / coloring.lower_bound,
+                   detect_s=detect_s, color_s=color_s, compile_s=compile_s, run_s=run_s,
+                   temp_bytes=temp, output_bytes=output, out=out)
+
+
 def brusselator_case(N: int, repeats: int = 5, progress: Callable | None = None) -> list[dict]:
-    """The two records (sparse, dense) for the Brusselator on an N x N grid."""
+    """The records (sparse, sparse with tabu colouring up to TABU_MAX_N, dense) for the
+    Brusselator on an N x N grid."""
     problem = f"brusselator N={N}"
     f = brusselator_residual
     x = brusselator_start(N, dtype=jnp.float64)
@@ -72,20 +95,12 @@ def brusselator_case(N: int, repeats: int = 5, progress: Callable | None = None)
     started = time.perf_counter()
     pattern = jacobian_sparsity(f, x)
     detect_s = time.perf_counter() - started
-    started = time.perf_counter()
-    coloring = choose_mode(pattern)
-    color_s = time.perf_counter() - started
-    jac = sparse_jacobian(f, sparsity=pattern)
-    compiled, compile_s = _compile(jac, x)
-    sparse_out = jax.block_until_ready(compiled(x))
-    run_s = time_compiled(compiled, x, repeats=repeats)
-    temp, output = _memory(compiled)
-    sparse = _record(problem, "jacopt sparse_jacobian", n=n, nnz=int(pattern.nnz),
-                     mode=coloring.mode, colors=coloring.num_colors,
-                     lower_bound=coloring.lower_bound,
-                     colors_over_bound=coloring.num_colors / coloring.lower_bound,
-                     detect_s=detect_s, color_s=color_s, compile_s=compile_s, run_s=run_s,
-                     temp_bytes=temp, output_bytes=output)
+    sparse = _sparse_record(problem, f, x, pattern, detect_s, 0, repeats)
+    records = [sparse]
+    if N <= TABU_MAX_N:
+        if progress:
+            progress(f"{problem} / sparse, tabu colouring")
+        records.append(_sparse_record(problem, f, x, pattern, detect_s, TABU_EFFORT, repeats))
     dense = _record(problem, "jax.jacfwd", n=n, nnz=n * n, colors=n, compile_s=None,
                     run_s=None)
     output_bytes = n * n * x.dtype.itemsize
@@ -94,23 +109,29 @@ def brusselator_case(N: int, repeats: int = 5, progress: Callable | None = None)
     if output_bytes > DENSE_LIMIT_BYTES:
         dense["note"] = (f"skipped: the dense Jacobian alone is {output_bytes / 2**30:.1f} GiB "
                          f"(> {DENSE_LIMIT_BYTES / 2**30:.0f} GiB)")
-        return [sparse, dense]
+        return _finish(records, dense)
     compiled, compile_s = _compile(jax.jacfwd(f), x)
     d_temp, d_output = _memory(compiled)
     if d_temp is not None and d_temp + d_output > DENSE_LIMIT_BYTES:
         dense["note"] = (f"skipped: compiled memory {(d_temp + d_output) / 2**30:.1f} GiB "
                          f"(> {DENSE_LIMIT_BYTES / 2**30:.0f} GiB)")
-        return [sparse, dense]
+        return _finish(records, dense)
     dense_out = np.asarray(jax.block_until_ready(compiled(x)))
     d_run_s = time_compiled(compiled, x, repeats=max(1, repeats // 2))
-    values = np.asarray(sparse_out.todense())
-    missed = int(np.count_nonzero((dense_out != 0) & ~pattern.toarray()))
     dense.update(compile_s=compile_s, run_s=d_run_s, temp_bytes=d_temp, output_bytes=d_output)
-    sparse.update(missed_nonzeros=missed,
-                  max_abs_diff=float(np.max(np.abs(values - dense_out))),
-                  time_ratio=d_run_s / run_s,
-                  memory_ratio=(d_temp + d_output) / (temp + output))
-    return [sparse, dense]
+    for rec in records:
+        values = np.asarray(rec["out"].todense())
+        rec.update(missed_nonzeros=int(np.count_nonzero((dense_out != 0) & ~pattern.toarray())),
+                   max_abs_diff=float(np.max(np.abs(values - dense_out))),
+                   time_ratio=d_run_s / rec["run_s"],
+                   memory_ratio=(d_temp + d_output) / (rec["temp_bytes"] + rec["output_bytes"]))
+    return _finish(records, dense)
+
+
+def _finish(records, dense):
+    for rec in records:
+        rec.pop("out", None)
+    return records + [dense]
 
 
 def run(quick: bool = False, progress: Callable[[str], None] | None = None) -> list[dict]:

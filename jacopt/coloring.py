@@ -167,20 +167,81 @@ def _iterated_greedy(G: sp.csr_array, colors: np.ndarray, passes: int) -> np.nda
     return best
 
 
-def color_columns(pattern, order: str = "best", passes: int | None = None) -> np.ndarray:
+def color_columns(pattern, order: str = "best", passes: int | None = None,
+                  effort: int = 0) -> np.ndarray:
     """Greedy distance-2 colouring of the columns of ``pattern``: columns that share a row get
     different colours. ``order``: "natural", "largest_first", "smallest_last", or "best"
     (all three, the fewest colours kept); then ``passes`` iterated-greedy passes (default:
-    20, fewer for large patterns, so that colouring stays a small part of the work)."""
-    G = _intersection_graph(as_pattern(pattern))
+    20, fewer for large patterns, so that colouring stays a small part of the work); then,
+    when ``effort > 0``, up to ``effort`` tabu-search moves spent removing colours
+    (:func:`_tabu_reduce`)."""
+    P = as_pattern(pattern)
+    G = _intersection_graph(P)
     if passes is None:
         passes = int(min(20, max(2, 4_000_000 // max(G.nnz, 1))))
-    return _color_graph(G, order, passes)
+    colors = _color_graph(G, order, passes)
+    if effort > 0:
+        colors = _tabu_reduce(G, colors, lower_bound(P), effort)
+    return colors
 
 
-def color_rows(pattern, order: str = "best", passes: int | None = None) -> np.ndarray:
+def color_rows(pattern, order: str = "best", passes: int | None = None,
+               effort: int = 0) -> np.ndarray:
     """Greedy distance-2 colouring of the rows of ``pattern`` (rows sharing a column differ)."""
-    return color_columns(as_pattern(pattern).T, order, passes)
+    return color_columns(as_pattern(pattern).T, order, passes, effort)
+
+
+def _tabu_reduce(G: sp.csr_array, colors: np.ndarray, lower: int, moves: int,
+                 seed: int = 0) -> np.ndarray:
+    """Remove colours one at a time by tabu search (Hertz & de Werra 1987, "Using tabu search
+    techniques for graph coloring", TabuCol): recolour the last class at random among the
+    others, then move conflicting vertices to the colour that removes most conflicts,
+    forbidding a vertex's old colour for a while; stop at the lower bound or when the budget
+    of ``moves`` is spent. Returns the best proper colouring found."""
+    rng = np.random.default_rng(seed)
+    n = G.shape[0]
+    indptr, indices = G.indptr, G.indices
+    rows = np.repeat(np.arange(n), np.diff(indptr))
+    best = colors
+    k = int(colors.max(initial=-1)) + 1
+    used = 0
+    big = 1 << 40
+    while k - 1 >= max(lower, 1) and used < moves:
+        k -= 1
+        col = best.copy()
+        extra = col >= k
+        col[extra] = rng.integers(0, k, int(extra.sum()))
+        gamma = np.zeros((n, k), np.int64)  # gamma[v, c]: neighbours of v coloured c
+        np.add.at(gamma, (rows, col[indices]), 1)
+        tabu = np.zeros((n, k), np.int64)
+        conflicts = int(gamma[np.arange(n), col].sum()) // 2
+        fewest = conflicts
+        while conflicts and used < moves:
+            used += 1
+            cv = np.flatnonzero(gamma[np.arange(n), col] > 0)
+            g = gamma[cv]
+            own = g[np.arange(cv.size), col[cv]]
+            delta = g - own[:, None]
+            delta[np.arange(cv.size), col[cv]] = big
+            allowed = (tabu[cv] <= used) | (conflicts + delta < fewest)
+            delta = np.where(allowed, delta, big)
+            m = int(delta.min())
+            if m >= big:
+                continue
+            choices = np.argwhere(delta == m)
+            i, c = choices[rng.integers(len(choices))]
+            v, old = cv[i], col[cv[i]]
+            col[v] = c
+            nbrs = indices[indptr[v]:indptr[v + 1]]
+            gamma[nbrs, old] -= 1
+            gamma[nbrs, c] += 1
+            conflicts += m
+            fewest = min(fewest, conflicts)
+            tabu[v, old] = used + int(0.6 * cv.size) + int(rng.integers(10))
+        if conflicts:
+            break
+        best = col
+    return best
 
 
 def lower_bound(pattern, mode: str = "fwd") -> int:
@@ -192,9 +253,9 @@ def lower_bound(pattern, mode: str = "fwd") -> int:
     return int(np.diff(P.indptr).max(initial=0))
 
 
-def choose_mode(pattern, mode: str = "auto", order: str = "best") -> Coloring:
+def choose_mode(pattern, mode: str = "auto", order: str = "best", effort: int = 0) -> Coloring:
     """Colour columns (``"fwd"``), rows (``"rev"``) or both, keeping the mode with fewer
-    colours (``"auto"``; ties go to forward mode)."""
+    colours (``"auto"``; ties go to forward mode); ``effort`` as for :func:`color_columns`."""
     if mode not in ("auto", "fwd", "rev"):
         raise ValueError(f"mode must be 'auto', 'fwd' or 'rev'; got {mode!r}")
     P = as_pattern(pattern)
@@ -203,7 +264,8 @@ def choose_mode(pattern, mode: str = "auto", order: str = "best") -> Coloring:
         modes = ("fwd",)  # a symmetric pattern: rows colour exactly like columns
     results = []
     for m in modes:
-        colors = color_columns(P, order) if m == "fwd" else color_rows(P, order)
+        colors = (color_columns(P, order, effort=effort) if m == "fwd"
+                  else color_rows(P, order, effort=effort))
         results.append(Coloring(m, colors, int(colors.max(initial=-1)) + 1,
                                 lower_bound(P, m)))
     return min(results, key=lambda c: c.num_colors)

@@ -87,8 +87,8 @@ def _user_or_auto(f, args, nums, sparsity, hessian: bool):
     return as_pattern(sparsity, shape=(m, n), name="sparsity"), n
 
 
-def _jacobian_plan(pattern, mode) -> SparsePlan:
-    coloring = choose_mode(pattern, mode)
+def _jacobian_plan(pattern, mode, effort: int = 0) -> SparsePlan:
+    coloring = choose_mode(pattern, mode, effort=effort)
     coo = sp.coo_array(pattern)
     rows, cols = coo.row.astype(np.int64), coo.col.astype(np.int64)
     if coloring.mode == "fwd":  # compressed (c, m): J[i, j] = JS[colour[j], i]
@@ -186,7 +186,7 @@ def _is_concrete(tree) -> bool:
 
 
 def sparse_jacobian(f: Callable, argnums=0, *, sparsity="auto", mode: str = "auto",
-                    check: bool = False) -> Callable:
+                    check: bool = False, color_effort: int = 0) -> Callable:
     """A function computing the Jacobian of ``f`` as a sparse ``(m, n)`` BCOO.
 
     Args:
@@ -199,6 +199,9 @@ def sparse_jacobian(f: Callable, argnums=0, *, sparsity="auto", mode: str = "aut
         mode: ``"auto"`` (the mode with fewer colours), ``"fwd"`` (JVPs) or ``"rev"`` (VJPs).
         check: when the pattern is built (first call for given shapes), compare ``J v`` with
             the sparse product for random ``v`` and raise a ValueError naming missed nonzeros.
+        color_effort: tabu-search moves spent removing colours after the greedy colouring
+            (:func:`jacopt.coloring.color_columns`): fewer JVPs per call for a one-time host
+            cost; 0 (greedy only) by default.
 
     Returns:
         ``jac(*args) -> jax.experimental.sparse.BCOO`` of shape ``(m, n)``: ``m`` the size of
@@ -212,7 +215,7 @@ def sparse_jacobian(f: Callable, argnums=0, *, sparsity="auto", mode: str = "aut
     if not isinstance(sparsity, str):
         as_pattern(sparsity)  # a bad pattern type fails here, before any work
     return _sparse_derivative(f, f, argnums, lambda args, nums: _jacobian_plan(
-        _user_or_auto(f, args, nums, sparsity, hessian=False)[0], mode), check)
+        _user_or_auto(f, args, nums, sparsity, hessian=False)[0], mode, color_effort), check)
 
 
 def _sparse_derivative(f, g_source, argnums, build, check):

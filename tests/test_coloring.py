@@ -81,6 +81,22 @@ def test_brusselator_pattern_colors_within_a_small_factor():
     assert 6 <= coloring.num_colors <= 2 * 6
 
 
+def test_tabu_effort_keeps_colorings_valid_and_never_adds_colors():
+    import jax.numpy as jnp
+
+    from jacopt.problems.brusselator import brusselator_residual, brusselator_start
+    from jacopt.sparsity import jacobian_sparsity
+
+    pattern = jacobian_sparsity(brusselator_residual, jnp.asarray(brusselator_start(10)))
+    greedy = color_columns(pattern)
+    improved = color_columns(pattern, effort=3000)
+    assert is_valid_column_coloring(pattern, improved)
+    assert 6 <= improved.max() + 1 <= greedy.max() + 1
+    dense = _random_pattern(7, 40, 30, 0.2)
+    colors = color_rows(dense, effort=500)
+    assert is_valid_row_coloring(dense, colors) and colors.max() + 1 >= lower_bound(dense, "rev")
+
+
 def test_choose_mode_picks_reverse_for_a_dense_row():
     # One dense row (n colours by columns) but rows are structurally orthogonal otherwise.
     dense = np.zeros((5, 40), bool)

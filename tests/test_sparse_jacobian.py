@@ -60,6 +60,8 @@ def test_under_jit_and_vmap():
     J = jax.jit(jac)(x)
     np.testing.assert_allclose(J.todense(), _jacfwd(broyden_tridiagonal_residual)(x))
     assert jac.plan(x).num_colors == 3
+    tabu = sparse_jacobian(broyden_tridiagonal_residual, color_effort=100)
+    np.testing.assert_allclose(jax.jit(tabu)(x).todense(), J.todense())
     X = jnp.stack([x, 2 * x, -x])
     Jb = jax.jit(jax.vmap(jac))(X)
     assert Jb.shape == (3, 50, 50)
