@@ -1,6 +1,6 @@
 """Suite ``policy``: natural policy gradient, Newton and BFGS against vanilla policy gradient.
 
-Problems (from :mod:`jacopt.problems.softmax_policy`), each with an exact optimum:
+Problems (from :mod:`jacopt.problems.policy_problems`), each with an exact optimum:
 
 - ``entropy-bandit`` (optimum ``pi* ∝ exp(r / tau)`` in closed form) and ``entropy-mdp``
   (optimum by soft value iteration), tau = 0.3: the loss is the suboptimality ``J* - J(X)``,
@@ -38,6 +38,8 @@ import optax
 
 import jacopt
 from jacopt.benchmarks import _records
+from jacopt.problems import natural_gradient as ng
+from jacopt.problems import policy_problems as pp
 from jacopt.problems import softmax_policy as sp
 
 SUITE = "policy"
@@ -77,7 +79,7 @@ _NPG_STEPS_NO_ENTROPY = (1.0, 10.0, 100.0)
 def natural_gradient_optimizer(task, damping: float = 0.0) -> Callable:
     """``step_size -> optax.GradientTransformation`` preconditioning the gradient of ``-J``
     by the Fisher matrix of ``task`` at the current ``X``: updates ``-step_size (F +
-    damping I)^+ grad`` (:func:`jacopt.problems.softmax_policy.fisher_solve`), i.e. natural
+    damping I)^+ grad`` (:func:`jacopt.problems.natural_gradient.fisher_solve`), i.e. natural
     policy gradient ascent on ``J``."""
 
     def make(step_size):
@@ -86,7 +88,7 @@ def natural_gradient_optimizer(task, damping: float = 0.0) -> Callable:
             return optax.EmptyState()
 
         def update(grads, state, params):
-            return -step_size * sp.fisher_solve(params, task, grads, damping=damping), state
+            return -step_size * ng.fisher_solve(params, task, grads, damping=damping), state
 
         return optax.GradientTransformation(init, update)
 
@@ -161,7 +163,7 @@ def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -
     each method. Needs float64 (``jax_enable_x64``) for the 1e-10 targets; in float32 the
     problems use a 1e-4 target."""
     config = QUICK if quick else FULL
-    methods = [m for name in config.problems for m in _methods(sp.get(name), config)]
+    methods = [m for name in config.problems for m in _methods(pp.get(name), config)]
     return _records.run_methods(SUITE, methods, progress)
 
 

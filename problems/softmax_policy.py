@@ -1,5 +1,5 @@
-"""Linear softmax policies: log-probability Jacobians, the Fisher matrix, the natural policy
-gradient, and policy-optimisation tasks whose optimum is known exactly.
+"""Linear softmax policies: log-probabilities and their Jacobians, exact policy evaluation and
+gradients, samplers, and tasks (bandits, tabular MDPs) whose optimum is known exactly.
 
 The policy. ``X`` has shape (A, F) (num_actions, num_features); a state ``s`` has features
 ``phi(s)`` of shape (F,), and ``pi(.|s) = softmax(X phi(s))``. Then::
@@ -26,22 +26,6 @@ P_pi)^-1`` (:func:`state_weights`; ``d = initial`` for a bandit) and the soft Q-
 ``Q = r + discount P V`` (:func:`soft_q_values`); :func:`policy_gradient` differentiates the
 exact evaluation, and the tests check it against this formula.
 
-The Fisher matrix. ``F = sum_s d(s) sum_a pi(a|s) g_sa g_sa^T`` with ``g_sa = vec(d log pi(a|s)
-/ dX)``, an (A*F, A*F) matrix in ``X.ravel()`` order, built from the (S*A, A*F) Jacobian of all
-log-probabilities (one :func:`jacopt.jacobian` call) as ``J^T diag(w) J``, ``w[s,a] = d(s)
-pi(a|s)`` (:func:`fisher_matrix`), or applied matrix-free as ``v -> J^T (w * (J v))``
-(:func:`fisher_operator`, one linearisation reused for every product). ``F`` is always singular:
-adding a constant to every logit of a state changes no probability, so ``F (1 c^T) = 0`` along
-those directions; the natural gradient therefore uses a pseudo-inverse or damping.
-
-The natural policy gradient (Kakade 2001) is ``w = (F + damping I)^+ grad J``
-(:func:`natural_gradient`). With ``F`` and ``grad J`` weighted by the same ``d``, the update
-``X + eta w`` changes the logits of each state by ``eta (Q(s,.) - tau log pi(.|s))`` plus a
-constant (when ``phi`` spans the states), so ``eta = 1 / tau`` is soft policy iteration: exact in
-one step on an entropy-regularised bandit, linear at rate ``discount`` on an MDP (Cen, Cheng,
-Chen, Wei and Chi 2021, "Fast global convergence of natural policy gradient methods with entropy
-regularization", Oper. Res. 70(4), with their normalisation of ``d``).
-
 Exact optima. With ``tau > 0`` the optimal policy is ``pi*(a|s) ∝ exp(Q*(s,a) / tau)``, where
 ``V* = tau logsumexp(Q* / tau)`` and ``Q* = r + discount P V*`` (soft Bellman optimality; for a
 bandit, ``pi* ∝ exp(r / tau)`` and ``J* = initial . tau logsumexp(r / tau)`` in closed form).
@@ -50,18 +34,15 @@ in float64); when the features of the states are linearly independent the optimu
 a finite ``X*`` (:func:`params_for_policy`). With ``tau = 0`` the supremum ``E_s max_a r(s,a)``
 is approached only as ``|X| -> infinity``.
 
-Problems (:data:`PROBLEMS`, :func:`get`, :func:`names`): ``bandit``, ``entropy-bandit`` and
-``entropy-mdp`` (tau = 0.3), ``entropy-mdp-cold`` (tau = 0.1, where softmax saturation traps
-Newton and BFGS; see its builder) (objectives ``-J`` for :func:`jacopt.minimize`) and
-``policy-distill`` (a residual for :func:`jacopt.least_squares`). Every function of
+The Fisher matrix and the natural gradient are in :mod:`jacopt.problems.natural_gradient`,
+the benchmark problems in :mod:`jacopt.problems.policy_problems`. Every function of
 ``(X, *args)`` here is module-level and takes the task as an argument, so ``jit`` caches across
 calls.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -83,21 +64,12 @@ __all__ = [
     "expected_return",
     "policy_loss",
     "policy_gradient",
-    "fisher_matrix",
-    "fisher_operator",
-    "fisher_solve",
-    "natural_gradient",
-    "npg_step",
     "soft_optimum",
     "params_for_policy",
     "sampled_policy_gradient",
     "distillation_residual",
     "contextual_bandit",
     "tabular_mdp",
-    "PolicyProblem",
-    "PROBLEMS",
-    "get",
-    "names",
 ]
 
 
@@ -220,88 +192,6 @@ def policy_gradient(X, task):
     """``grad J`` (A, F), by reverse mode through the exact evaluation (one linear solve and its
     adjoint)."""
     return jax.grad(expected_return)(X, task)
-
-
-# --------------------------------------------------------------------------------------------
-# Fisher matrix and natural gradient
-# --------------------------------------------------------------------------------------------
-
-
-def _fisher_weights(X, task, weights):
-    """``w[s, a] = d(s) pi(a|s)`` (S, A); ``weights`` overrides ``d``."""
-    d = state_weights(X, task) if weights is None else weights
-    return d[:, None] * probs(X, task.features)
-
-
-def fisher_matrix(X, task, weights=None):
-    """The Fisher information ``sum_s d(s) sum_a pi(a|s) g_sa g_sa^T``, (A*F, A*F) in
-    ``X.ravel()`` order. ``d`` is :func:`state_weights` unless ``weights`` (S,) is given.
-
-    Built from the (S*A, A*F) log-probability Jacobian (:func:`log_prob_jacobian_matrix`) as
-    ``J^T diag(w) J``: cost one Jacobian plus O(S A (A F)^2)."""
-    jac = log_prob_jacobian_matrix(X, task.features)
-    w = _fisher_weights(X, task, weights).reshape(-1)
-    return jac.T @ (w[:, None] * jac)
-
-
-def fisher_operator(X, task, weights=None):
-    """The Fisher matrix as a function ``v (A, F) -> F v (A, F)``, never formed.
-
-    ``F v = J^T (w * (J v))`` with ``J`` from :func:`jacopt.jacobian_operator`: the
-    log-probabilities are linearised once here (one forward pass), then each product costs one
-    JVP and one transposed JVP, O(S A F) work."""
-    w = _fisher_weights(X, task, weights).reshape(-1)
-    jac = jacopt.jacobian_operator(log_probs, X, task.features)
-
-    def apply(v):
-        return jac.rmv(w * jac.mv(v.reshape(-1))).reshape(v.shape)
-
-    return apply
-
-
-def fisher_solve(X, task, v, *, damping=0.0, matrix_free=False, rcond=None, maxiter=None,
-                 tol=None):
-    """``(F + damping I)^+ v`` for ``v`` (A, F) and the Fisher matrix ``F`` at ``X``.
-
-    - ``matrix_free=False``: ``F`` from :func:`fisher_matrix`; with ``damping > 0`` a Cholesky
-      solve, with ``damping == 0`` the pseudo-inverse from an eigendecomposition, eigenvalues
-      below ``rcond * max eigenvalue`` (default ``A*F`` machine epsilons) dropped. ``F`` is
-      singular (module docstring) but a policy gradient lies in its range, so the
-      pseudo-inverse gives the exact minimum-norm natural gradient. Cost O((A F)^3).
-    - ``matrix_free=True``: conjugate gradients on :func:`fisher_operator` (``damping > 0``
-      recommended), to a relative residual ``tol`` (default ``sqrt(eps)``), at most ``maxiter``
-      (default ``2*A*F``) products.
-    ``damping`` and ``rcond`` are absolute and relative, Python floats (static under jit).
-    """
-    n = v.size
-    if matrix_free:
-        op = fisher_operator(X, task)
-        w, _ = jax.scipy.sparse.linalg.cg(
-            lambda u: op(u) + damping * u, v,
-            tol=math.sqrt(jnp.finfo(v.dtype).eps) if tol is None else tol,
-            maxiter=2 * n if maxiter is None else maxiter)
-        return w
-    fisher = fisher_matrix(X, task)
-    g = v.reshape(-1)
-    if damping > 0:
-        factor = jax.scipy.linalg.cho_factor(fisher + damping * jnp.eye(n, dtype=fisher.dtype))
-        return jax.scipy.linalg.cho_solve(factor, g).reshape(v.shape)
-    evals, evecs = jnp.linalg.eigh(fisher)
-    cutoff = (n * jnp.finfo(fisher.dtype).eps if rcond is None else rcond) * evals[-1]
-    inv = jnp.where(evals > cutoff, 1.0 / jnp.where(evals > cutoff, evals, 1.0), 0.0)
-    return (evecs @ (inv * (evecs.T @ g))).reshape(v.shape)
-
-
-def natural_gradient(X, task, **solve_options):
-    """The natural policy gradient ``(F + damping I)^+ grad J`` (A, F) (Kakade 2001);
-    ``solve_options`` as in :func:`fisher_solve`."""
-    return fisher_solve(X, task, policy_gradient(X, task), **solve_options)
-
-
-def npg_step(X, task, step_size, damping=0.0):
-    """One natural-policy-gradient ascent step ``X + step_size * natural_gradient(X)``.
-    ``step_size = 1 / tau`` is soft policy iteration (module docstring)."""
-    return X + step_size * natural_gradient(X, task, damping=damping)
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,7 +323,7 @@ def distillation_residual(X, features, weights, target_log_pi):
 # --------------------------------------------------------------------------------------------
 
 
-def _dtype(dtype):
+def float_dtype(dtype):
     return jnp.zeros(()).dtype if dtype is None else jnp.dtype(dtype)
 
 
@@ -442,7 +332,7 @@ def contextual_bandit(seed=0, num_states=8, num_actions=4, num_features=8, tempe
     """A contextual bandit from ``seed``: features N(0, 1/F), a random context distribution
     (Dirichlet(1)), rewards U(0, 1); discount 0 and i.i.d. contexts as transitions."""
     rng = np.random.default_rng(seed)
-    dtype = _dtype(dtype)
+    dtype = float_dtype(dtype)
     initial = rng.dirichlet(np.ones(num_states))
     return PolicyTask(
         features=jnp.asarray(rng.normal(size=(num_states, num_features)) / math.sqrt(num_features),
@@ -461,7 +351,7 @@ def tabular_mdp(seed=0, num_states=10, num_actions=4, num_features=10, discount=
     """A random MDP from ``seed``: transitions Dirichlet(1) per (s, a), rewards U(0, 1), a
     Dirichlet(1) start distribution, features N(0, 1/F)."""
     rng = np.random.default_rng(seed)
-    dtype = _dtype(dtype)
+    dtype = float_dtype(dtype)
     return PolicyTask(
         features=jnp.asarray(rng.normal(size=(num_states, num_features)) / math.sqrt(num_features),
                              dtype),
@@ -472,162 +362,3 @@ def tabular_mdp(seed=0, num_states=10, num_actions=4, num_features=10, discount=
         discount=jnp.asarray(discount, dtype),
         temperature=jnp.asarray(temperature, dtype),
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Problems
-# --------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class PolicyProblem:
-    """One policy-optimisation problem, ready for a solver.
-
-    - ``params0``: the start ``X0`` (A, F), small N(0, 0.1^2) entries from the seed.
-    - ``objective`` (or ``residual``): a module-level function of ``(X, *args)``; the other is
-      ``None``. ``objective`` is ``-J`` (for :func:`jacopt.minimize`); ``residual`` returns
-      (m,) (for :func:`jacopt.least_squares`).
-    - ``optimal_value``: the minimum of the objective, or of the cost ``0.5 sum r^2`` (0).
-      For ``bandit`` it is the unattained infimum ``-E_s max_a r``.
-    - ``optimal_params``: a minimiser ``X*`` when one exists (else ``None``).
-    - ``target_loss``: "time to target" threshold on :meth:`loss` (the suboptimality).
-    - ``solver``: the default configuration, ``{"entry": "minimize" | "least_squares",
-      "solver": name, **options}``; :meth:`solve` runs it.
-    """
-
-    name: str
-    description: str
-    task: PolicyTask
-    params0: Any
-    args: tuple
-    optimal_value: float
-    target_loss: float
-    solver: dict
-    objective: Optional[Callable] = None
-    residual: Optional[Callable] = None
-    optimal_params: Any = None
-
-    def loss(self, X):
-        """The suboptimality ``objective(X) - optimal_value``, or the cost ``0.5 sum r^2``."""
-        if self.objective is not None:
-            return self.objective(X, *self.args) - self.optimal_value
-        r = self.residual(X, *self.args)
-        return 0.5 * jnp.sum(r * r)
-
-    def solve(self, **overrides):
-        """Run the default solver configuration (``overrides`` replace its options)."""
-        config = {**self.solver, **overrides}
-        entry, solver = config.pop("entry"), config.pop("solver")
-        if entry == "minimize":
-            return jacopt.minimize(self.objective, self.params0, args=self.args, solver=solver,
-                                   **config)
-        return jacopt.least_squares(self.residual, self.params0, args=self.args, solver=solver,
-                                    **config)
-
-
-def _target_loss(dtype, float64_target):
-    """``float64_target`` in float64; a looser 1e-4 in lower precision."""
-    return float64_target if jnp.dtype(dtype) == jnp.float64 else 1e-4
-
-
-def _params0(rng, num_actions, num_features, dtype):
-    return jnp.asarray(0.1 * rng.normal(size=(num_actions, num_features)), dtype)
-
-
-def _soft_problem(name, description, task, seed, dtype):
-    _, log_pi_star, j_star = soft_optimum(task)
-    x_star = params_for_policy(log_pi_star, task.features)
-    num_actions, num_features = task.rewards.shape[1], task.features.shape[1]
-    return PolicyProblem(
-        name=name, description=description, task=task,
-        params0=_params0(np.random.default_rng([seed, 1]), num_actions, num_features, dtype),
-        args=(task,), objective=policy_loss, optimal_value=-j_star,
-        optimal_params=None if x_star is None else jnp.asarray(x_star, dtype),
-        target_loss=_target_loss(dtype, 1e-10),
-        solver={"entry": "minimize", "solver": "newton", "max_steps": 100},
-    )
-
-
-def _bandit(seed=0, dtype=None):
-    dtype = _dtype(dtype)
-    task = contextual_bandit(seed, dtype=dtype)
-    sup = float(np.asarray(task.initial, np.float64) @ np.asarray(task.rewards).max(axis=1))
-    return PolicyProblem(
-        name="bandit",
-        description="contextual bandit, 8 contexts x 4 actions, 8 features, expected reward "
-                    "(supremum E max r, approached as |X| -> inf)",
-        task=task, params0=_params0(np.random.default_rng([seed, 1]), 4, 8, dtype),
-        args=(task,), objective=policy_loss, optimal_value=-sup,
-        target_loss=1e-3 if dtype == jnp.float64 else 1e-2,
-        solver={"entry": "minimize", "solver": "bfgs", "max_steps": 500},
-    )
-
-
-def _entropy_bandit(seed=0, dtype=None, temperature=0.3):
-    dtype = _dtype(dtype)
-    task = contextual_bandit(seed, temperature=temperature, dtype=dtype)
-    return _soft_problem(
-        "entropy-bandit",
-        f"entropy-regularised contextual bandit (tau={temperature}), 8 contexts x 4 actions, "
-        "8 features; optimum pi* ∝ exp(r/tau) in closed form",
-        task, seed, dtype)
-
-
-def _entropy_mdp(seed=0, dtype=None, temperature=0.3, name="entropy-mdp"):
-    dtype = _dtype(dtype)
-    task = tabular_mdp(seed, temperature=temperature, dtype=dtype)
-    return _soft_problem(
-        name,
-        f"entropy-regularised random MDP (tau={temperature}, discount 0.9), 10 states x 4 "
-        "actions, 10 features; optimum by soft value iteration",
-        task, seed, dtype)
-
-
-def _entropy_mdp_cold(seed=0, dtype=None, temperature=0.1):
-    """entropy-mdp at a lower temperature: the optimal policy gives some actions ~1e-3, and
-    Newton/BFGS steps in X can drive such a probability to ~1e-12, where the gradient vanishes
-    (a plateau, Mei et al. 2020): gradient-norm tests stop there, above the optimum (SciPy's
-    BFGS and trust-exact too). The natural gradient rescales by 1/pi and is unaffected."""
-    return _entropy_mdp(seed, dtype, temperature, name="entropy-mdp-cold")
-
-
-def _policy_distill(seed=0, dtype=None, temperature=0.3):
-    """Distil the entropy-bandit's optimal policy into a fresh X by least squares."""
-    dtype = _dtype(dtype)
-    task = contextual_bandit(seed, temperature=temperature, dtype=dtype)
-    _, log_pi_star, _ = soft_optimum(task)
-    num_actions, num_features = task.rewards.shape[1], task.features.shape[1]
-    return PolicyProblem(
-        name="policy-distill",
-        description="fit X so that pi_X = pi* of entropy-bandit: weighted log-probability "
-                    "residuals (S*A = 32) for least squares; optimum cost 0",
-        task=task, params0=_params0(np.random.default_rng([seed, 1]), num_actions, num_features,
-                                    dtype),
-        args=(task.features, task.initial, jnp.asarray(log_pi_star, dtype)),
-        residual=distillation_residual, optimal_value=0.0,
-        optimal_params=jnp.asarray(params_for_policy(log_pi_star, task.features), dtype),
-        target_loss=_target_loss(dtype, 1e-10),
-        solver={"entry": "least_squares", "solver": "gn", "max_steps": 50},
-    )
-
-
-PROBLEMS: dict[str, Callable[..., PolicyProblem]] = {
-    "bandit": _bandit,
-    "entropy-bandit": _entropy_bandit,
-    "entropy-mdp": _entropy_mdp,
-    "entropy-mdp-cold": _entropy_mdp_cold,
-    "policy-distill": _policy_distill,
-}
-
-
-def names() -> tuple[str, ...]:
-    """The problem names, in registry order."""
-    return tuple(PROBLEMS)
-
-
-def get(name: str, seed: int = 0, dtype=None, **options) -> PolicyProblem:
-    """Build problem ``name`` from ``seed`` in ``dtype`` (default: JAX's default float).
-    ``options`` go to the builder (``temperature=`` for the entropy problems)."""
-    if name not in PROBLEMS:
-        raise ValueError(f"unknown policy problem {name!r}; valid names: {', '.join(PROBLEMS)}.")
-    return PROBLEMS[name](seed=seed, dtype=dtype, **options)

@@ -7,17 +7,19 @@ import pytest
 import scipy.special
 
 import jacopt
+from jacopt.problems import natural_gradient as ng
+from jacopt.problems import policy_problems as pp
 from jacopt.problems import softmax_policy as sp
 
 
 @pytest.fixture(scope="module")
 def bandit():
-    return sp.get("entropy-bandit")
+    return pp.get("entropy-bandit")
 
 
 @pytest.fixture(scope="module")
 def mdp():
-    return sp.get("entropy-mdp")
+    return pp.get("entropy-mdp")
 
 
 def _random_X(task, seed=3, scale=0.7):
@@ -123,7 +125,7 @@ def test_fisher_matrix_is_the_expected_outer_product_of_scores(mdp):
     pi = scipy.special.softmax(np.asarray(t.features @ X.T), axis=1)
     scores = _explicit_scores(X, t.features)
     expected = np.einsum("sa,sai,saj->ij", d[:, None] * pi, scores, scores)
-    fisher = jax.jit(sp.fisher_matrix)(X, t)
+    fisher = jax.jit(ng.fisher_matrix)(X, t)
     np.testing.assert_allclose(fisher, expected, atol=1e-13)
     # singular along "add u^T phi(s) to every logit of state s": X -> X + 1 u^T
     shift = np.outer(np.ones(4), np.random.default_rng(0).normal(size=10)).ravel()
@@ -134,25 +136,25 @@ def test_fisher_matrix_is_the_expected_outer_product_of_scores(mdp):
 def test_fisher_operator_matches_matrix(bandit):
     X = _random_X(bandit.task)
     v = jnp.asarray(np.random.default_rng(1).normal(size=X.shape))
-    product = jax.jit(lambda x, u: sp.fisher_operator(x, bandit.task)(u))(X, v)
+    product = jax.jit(lambda x, u: ng.fisher_operator(x, bandit.task)(u))(X, v)
     np.testing.assert_allclose(product.ravel(),
-                               jax.jit(sp.fisher_matrix)(X, bandit.task) @ v.ravel(), atol=1e-14)
+                               jax.jit(ng.fisher_matrix)(X, bandit.task) @ v.ravel(), atol=1e-14)
 
 
 def test_natural_gradient_solves_fisher_system(bandit):
     X = _random_X(bandit.task)
     t = bandit.task
     fisher, grad, w, damped, cg = jax.jit(lambda x: (
-        sp.fisher_matrix(x, t), sp.policy_gradient(x, t), sp.natural_gradient(x, t),
-        sp.natural_gradient(x, t, damping=1e-3),
-        sp.natural_gradient(x, t, damping=1e-3, matrix_free=True, tol=1e-12)))(X)
+        ng.fisher_matrix(x, t), sp.policy_gradient(x, t), ng.natural_gradient(x, t),
+        ng.natural_gradient(x, t, damping=1e-3),
+        ng.natural_gradient(x, t, damping=1e-3, matrix_free=True, tol=1e-12)))(X)
     np.testing.assert_allclose(fisher @ w.ravel(), grad.ravel(), atol=1e-12)
     np.testing.assert_allclose(cg, damped, rtol=1e-8, atol=1e-10)
 
 
 def test_npg_at_step_one_over_tau_is_exact_on_the_bandit(bandit):
     tau = float(bandit.task.temperature)
-    X = jax.jit(sp.npg_step)(bandit.params0, bandit.task, 1 / tau)
+    X = jax.jit(ng.npg_step)(bandit.params0, bandit.task, 1 / tau)
     assert bandit.loss(X) < 1e-13
     np.testing.assert_allclose(sp.probs(X, bandit.task.features),
                                scipy.special.softmax(np.asarray(bandit.task.rewards) / tau, 1),
@@ -160,7 +162,7 @@ def test_npg_at_step_one_over_tau_is_exact_on_the_bandit(bandit):
 
 
 def test_npg_is_soft_policy_iteration_on_the_mdp(mdp):
-    step = jax.jit(lambda x: sp.npg_step(x, mdp.task, 1 / float(mdp.task.temperature)))
+    step = jax.jit(lambda x: ng.npg_step(x, mdp.task, 1 / float(mdp.task.temperature)))
     X, gaps = mdp.params0, []
     for _ in range(4):
         X = step(X)
@@ -215,7 +217,7 @@ def test_params_for_policy_rejects_unrepresentable_policies():
 
 def test_soft_optimum_needs_positive_temperature():
     with pytest.raises(ValueError, match="temperature"):
-        sp.soft_optimum(sp.get("bandit").task)
+        sp.soft_optimum(pp.get("bandit").task)
 
 
 @pytest.mark.parametrize("solver", ["newton", "bfgs"])
@@ -235,11 +237,11 @@ def test_minimize_reaches_closed_form_optimum(bandit, solver):
 
 
 def test_distillation_residual_vanishes_at_target_and_its_gauss_newton_is_fisher():
-    problem = sp.get("policy-distill")
+    problem = pp.get("policy-distill")
     X = problem.optimal_params
     np.testing.assert_allclose(problem.residual(X, *problem.args), 0.0, atol=1e-13)
     jac = jax.jit(jacopt.jacobian(problem.residual, as_matrix=True))(X, *problem.args)
-    fisher = jax.jit(sp.fisher_matrix)(X, problem.task, problem.task.initial)
+    fisher = jax.jit(ng.fisher_matrix)(X, problem.task, problem.task.initial)
     np.testing.assert_allclose(jac.T @ jac, fisher, atol=1e-13)
     assert problem.loss(problem.params0) > 1e-2
 
@@ -277,10 +279,10 @@ def test_sampled_gradient_on_mdp_matches_exact_within_noise(mdp):
 
 
 def test_registry_seeds_are_reproducible():
-    assert sp.names() == ("bandit", "entropy-bandit", "entropy-mdp", "entropy-mdp-cold",
+    assert pp.names() == ("bandit", "entropy-bandit", "entropy-mdp", "entropy-mdp-cold",
                           "policy-distill")
-    for name in sp.names():
-        a, b, c = sp.get(name, seed=0), sp.get(name, seed=0), sp.get(name, seed=1)
+    for name in pp.names():
+        a, b, c = pp.get(name, seed=0), pp.get(name, seed=0), pp.get(name, seed=1)
         np.testing.assert_array_equal(a.params0, b.params0)
         np.testing.assert_array_equal(a.task.rewards, b.task.rewards)
         assert a.optimal_value == b.optimal_value
@@ -289,7 +291,7 @@ def test_registry_seeds_are_reproducible():
 
 
 def test_float32_problem_keeps_dtype():
-    problem = sp.get("entropy-mdp", dtype=jnp.float32)
+    problem = pp.get("entropy-mdp", dtype=jnp.float32)
     assert problem.params0.dtype == jnp.float32
     assert problem.task.transitions.dtype == jnp.float32
     assert jax.jit(sp.expected_return)(problem.params0, problem.task).dtype == jnp.float32
@@ -298,7 +300,7 @@ def test_float32_problem_keeps_dtype():
 
 def test_unknown_problem_lists_valid_names():
     with pytest.raises(ValueError, match="entropy-bandit"):
-        sp.get("cartpole")
+        pp.get("cartpole")
 
 
 def test_mismatched_shapes_are_named():
@@ -319,7 +321,7 @@ def test_policy_suite_records_are_complete():
                            lbfgs=False, repeats=1,
                            only={"entropy-bandit": ("pg-adam", "npg")})
     seen = []
-    records = _records.run_methods(policy.SUITE, policy._methods(sp.get("entropy-bandit"),
+    records = _records.run_methods(policy.SUITE, policy._methods(pp.get("entropy-bandit"),
                                                                  config), seen.append)
     assert seen == ["entropy-bandit / pg-adam", "entropy-bandit / npg"]
     adam, npg = records
