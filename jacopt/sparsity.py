@@ -59,6 +59,10 @@ _MOVEMENT = frozenset("""
 reshape transpose broadcast_in_dim squeeze expand_dims slice rev concatenate pad gather
 dynamic_slice dynamic_update_slice scatter split stack unstack
 """.split())
+# Identities on each operand (output i is operand i).
+_IDENTITY = frozenset("""
+sharding_constraint mesh_cast reshard optimization_barrier device_put copy_p copy
+""".split())
 _REDUCTIONS = frozenset("""
 reduce_sum reduce_max reduce_min reduce_prod reduce_and reduce_or reduce_xor argmax argmin
 reduce_logsumexp
@@ -229,6 +233,8 @@ class _Interpreter:
             return [None] * len(out_avals)
         in_avals = [v.aval for v in eqn.invars]
         rule = _RULES.get(name)
+        if rule is None and name in _IDENTITY:
+            rule = _identity
         if rule is None and name in _ELEMENTWISE:
             rule = _elementwise
         if rule is None and name in _MOVEMENT:
@@ -309,6 +315,13 @@ def _elementwise(it, eqn, pats, known, in_avals, out_avals):
             parts.append(p)
         return [_union(parts, 0, it.n)]
     return [_union([_broadcast_rows(p, a.shape, shape) for p, _, a in operands], 0, it.n)]
+
+
+def _identity(it, eqn, pats, known, in_avals, out_avals):
+    if len(pats) != len(out_avals) or any(
+            tuple(a.shape) != tuple(b.shape) for a, b in zip(in_avals, out_avals)):
+        return NotImplemented
+    return list(pats)
 
 
 def _ids_for(pats, known, in_avals):
@@ -631,6 +644,8 @@ def _scan(it, eqn, pats, known, in_avals, out_avals):
     xs_p = pats[nc + ncarry:]
     xs_avals = in_avals[nc + ncarry:]
     ys_avals = out_avals[ncarry:]
+    if length == 0:
+        return carry + [None] * len(ys_avals)
 
     def slice_rows(P, aval, t):
         if P is None:

@@ -152,6 +152,10 @@ CASES = [
     ("fori", _fori_prefix, (5,), True),
     ("conv1d", _conv1d, (6,), True),
     ("conv2d", _conv2d, (18,), True),
+    ("optimization_barrier", lambda x: lax.optimization_barrier((x[::-1], x))[0] * x, (4,),
+     True),
+    ("scan_length_0", lambda x: lax.scan(lambda c, _: (c[::-1], c), x, None, length=0)[0],
+     (3,), True),
     ("sort_fallback", lambda x: jnp.sort(x[:3]) * 2 + x[3], (5,), False),
     ("pytree_out", lambda x: {"a": x[:2] ** 2, "b": (x[2] * x[3], x[::-1])}, (4,), True),
 ]
