@@ -83,14 +83,12 @@ linearisation, one transposed JVP (the gradient), one JVP (the gtol cosine) and
 the linearisation's stored intermediate values: never ``m x n``. The result's ``jac`` is
 ``None``.
 
-``History.damping`` records the ``lam`` of the next trial. Derivatives of the solution with
+The start is linearised by the first iteration (``evaluates_start_in_loop``), not before the
+loop. ``History.damping`` records the ``lam`` of the next trial. Derivatives of the solution with
 respect to ``args`` (``least_squares``' ``implicit_diff``) form the dense ``n x n`` Hessian at
 the solution: they are for small ``n`` only.
 
-Measured (float64, default options, all 27 NIST StRD problems x 2 starts): 52/54 runs with LRE
->= 6, mean LRE 9.4 (the dense :class:`~jacopt.solvers.LevenbergMarquardt`: 54/54, 10.7);
-the misses are BoxBOD from NIST's start 1 (a flat stationary point where the exponential
-saturates) and MGH10 from start 1 (``max_steps``).
+Its NIST StRD accuracy beside the dense solver's is in the design notes.
 """
 from __future__ import annotations
 
@@ -127,23 +125,39 @@ LINEAR_SOLVERS = ("lsqr", "cg")
 SCALINGS = ("probes", "identity")
 
 
+class MatrixFreeTrial(NamedTuple):
+    """The trial waiting to be evaluated: the point ``x``, the model's ``predicted``
+    reduction, ``pnorm = ||D s||`` and ``step_norm = ||s||`` of its step ``s``, and ``xnorm =
+    ||D x||`` of the point it starts from."""
+
+    x: Any
+    predicted: Any
+    pnorm: Any
+    xnorm: Any
+    step_norm: Any
+
+
 class MatrixFreeLMState(NamedTuple):
     """Loop carry: the accepted ``point`` (:class:`PointEvaluation` with ``J = None`` and
-    ``column_norms = None``), the scaling ``D`` (n,), the damping ``lam`` and its growth
-    factor ``nu``, the last trial's step norm and acceptance, the
-    :class:`~jacopt.solvers.stopping.Counters` ``counters`` (``nfev`` counts evaluations of the
-    residual function, a linearisation counting as one, ``njev`` linearisations, each giving
-    ``J`` as an operator; ``inner_steps`` the LSQR or CG iterations, each one JVP and one
-    transposed JVP), the ``start_cost`` and the status."""
+    ``column_norms = None``; placeholders until the first iteration has evaluated the start),
+    the scaling ``D`` (n,), the damping ``lam`` of the pending :class:`MatrixFreeTrial`
+    ``trial`` and its growth factor ``nu``, the last evaluated trial's step norm and
+    acceptance, the :class:`~jacopt.solvers.stopping.Counters` ``counters`` (``nfev`` counts
+    evaluations of the residual function, a linearisation counting as one, ``njev``
+    linearisations, each giving ``J`` as an operator; ``inner_steps`` the LSQR or CG
+    iterations, each one JVP and one transposed JVP), the ``start_cost``, ``started`` (the
+    start has been evaluated) and the status."""
 
     point: Any
     scale: Any
     lam: Any
     nu: Any
+    trial: MatrixFreeTrial
     step_norm: Any
     accepted: Any
     counters: Counters
     start_cost: Any
+    started: Any
     status: Any
 
     @property
@@ -343,70 +357,98 @@ class MatrixFreeLevenbergMarquardt(LeastSquaresSolver):
                      preconditioner=lambda v: v / d2)
         return out.x, out.num_steps
 
+    evaluates_start_in_loop = True  # see jacopt._loop: the start is evaluated in the loop
+
     def init(self, problem: LeastSquaresProblem, x0):
-        point, scale, curvature = self._evaluate(problem, x0, jnp.zeros_like(x0), 0)
-        lam = self.initial_damping * jnp.where(
-            (curvature > 0) & jnp.isfinite(curvature), curvature, 1.0)
-        status = start_status(point, self.gtol)
-        zero = jnp.zeros((), x0.dtype)
+        """Placeholders of the right shapes; nothing is evaluated here."""
+        n, dtype = x0.shape[0], x0.dtype
+        m = jax.eval_shape(problem.residual_only, x0).shape[0]
+        zero = jnp.zeros((), dtype)
+        point = PointEvaluation(x0, jnp.zeros((m,), dtype), None, zero, jnp.zeros((n,), dtype),
+                                None, zero, jnp.asarray(True))
         return MatrixFreeLMState(
-            point=point, scale=scale, lam=lam, nu=jnp.asarray(2.0, x0.dtype), step_norm=zero,
-            accepted=jnp.asarray(False), counters=Counters.start(1, 1),
-            start_cost=point.cost, status=status)
+            point=point, scale=jnp.zeros_like(x0), lam=zero, nu=jnp.asarray(2.0, dtype),
+            trial=MatrixFreeTrial(x0, zero, zero, zero, zero), step_norm=zero,
+            accepted=jnp.asarray(False), counters=Counters.start(), start_cost=zero,
+            started=jnp.asarray(False), status=jnp.asarray(Status.RUNNING, jnp.int32))
 
     def step(self, problem: LeastSquaresProblem, s: MatrixFreeLMState) -> MatrixFreeLMState:
-        point, scale = s.point, s.scale
-        x = point.x
-        dtype = x.dtype
+        """One loop iteration: evaluate the pending trial (the start, on the first iteration),
+        accept or reject it and test for convergence, linearise at a newly accepted point, and
+        compute the next trial."""
+        point, scale, pending = s.point, s.scale, s.trial
+        first = ~s.started
+        dtype = pending.x.dtype
+        zero = jnp.zeros((), dtype)
 
-        # 1. The step: linearise at the current point (products only; its gradient is known)
-        #    and solve the damped problem inexactly.
-        _, _, lin = linearise(problem, x, point.grad)
-        p, inner = self._inner_solve(lin, point.grad, scale, s.lam)
-        x_new, step = problem.projected_step(x, p, lin.fixed)
-        js = lin.mv(step)
-        predicted = -(jnp.sum(point.grad * step) + 0.5 * jnp.sum(js * js))
-        dstep, dx = scaled_norm(scale, step), scaled_norm(scale, x)
-
-        # 2. The trial: one residual evaluation, accepted when the gain ratio is positive.
-        r_trial = problem.residual_only(x_new)
+        # 1. The trial: one residual evaluation, accepted when the gain ratio is positive (the
+        #    start is linearised below instead).
+        r_trial = lax.cond(first, lambda: jnp.zeros_like(point.r),
+                           lambda: problem.residual_only(pending.x))
         trial_finite = jnp.all(jnp.isfinite(r_trial))
         actual = jnp.where(trial_finite, problem.reduction(point.r, r_trial), -jnp.inf)
-        ratio = tr.gain_ratio(actual, predicted)
-        accepted = ratio > 0
+        ratio = tr.gain_ratio(actual, pending.predicted)
+        accepted = (ratio > 0) & ~first
 
-        # 3. Nielsen's damping update.
+        # 2. Nielsen's damping update.
         shrink = jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * ratio - 1.0) ** 3)
         lam = jnp.maximum(jnp.where(accepted, s.lam * shrink, s.lam * s.nu),
                           jnp.finfo(dtype).tiny)
         nu = jnp.where(accepted, jnp.asarray(2.0, dtype), 2.0 * s.nu)
 
-        # 4. A new point: linearise there (gradient, scaling, gtol cosine). A cond, so
-        #    rejected trials skip it; a point with non-finite derivatives is not taken.
-        new_point, new_scale, _ = lax.cond(
-            accepted, lambda: self._evaluate(problem, x_new, scale, s.counters.njev),
-            lambda: (point, scale, jnp.zeros((), dtype)))
+        # 3. A new point (or the start): linearise there (gradient, scaling, gtol cosine). A
+        #    cond, so rejected trials skip it; a point with non-finite derivatives is not taken.
+        new_point, new_scale, curvature = lax.cond(
+            accepted | first, lambda: self._evaluate(problem, pending.x, scale, s.counters.njev),
+            lambda: (point, scale, zero))
         broken = accepted & ~new_point.finite
         accepted = accepted & ~broken
-        new_point = jax.tree.map(lambda a, b: jnp.where(accepted, a, b), new_point, point)
-        new_scale = jnp.where(accepted, new_scale, scale)
+        keep = accepted | first
+        new_point = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new_point, point)
+        new_scale = jnp.where(keep, new_scale, scale)
+        start_lam = self.initial_damping * jnp.where(
+            (curvature > 0) & jnp.isfinite(curvature), curvature, 1.0)
+        lam = jnp.where(first, start_lam, lam)
+        nu = jnp.where(first, jnp.asarray(2.0, dtype), nu)
 
-        # 5. Stopping tests.
+        # 4. Stopping tests.
         nonfinite = nonfinite_since_accept(s.counters.nonfinite, trial_finite, accepted)
         # the step tests here judge the trial's own step (not a radius): a tiny step accepted
         # right after non-finite trials drove lam up has collapsed on them too
-        status = stop_status(self, cost=point.cost, actual=actual, predicted=predicted,
-                             ratio=ratio, step_bound=dstep, xnorm=dx, accepted=accepted,
-                             gtol_measure=new_point.gtol_measure,
+        status = stop_status(self, cost=point.cost, actual=actual, predicted=pending.predicted,
+                             ratio=ratio, step_bound=pending.pnorm, xnorm=pending.xnorm,
+                             accepted=accepted, gtol_measure=new_point.gtol_measure,
                              nonfinite=jnp.maximum(s.counters.nonfinite, nonfinite))
         status = jnp.where(broken, Status.NONFINITE, status)
         # an f or x stop needs a first-order test (the gradient cosine, or vanished residuals)
-        status = confirm_stop(status, first_order_backed(self, new_point, s.start_cost, None,
+        start_cost = jnp.where(first, new_point.cost, s.start_cost)
+        status = confirm_stop(status, first_order_backed(self, new_point, start_cost, None,
                                                          None, column_norms=new_scale))
+        status = jnp.where(first, start_status(new_point, self.gtol), status)
 
+        # 5. The next trial, unless the run stops: linearise at the point kept (products only;
+        #    its gradient is known) and solve the damped problem inexactly.
+        def next_trial():
+            x = new_point.x
+            _, _, lin = linearise(problem, x, new_point.grad)
+            p, inner = self._inner_solve(lin, new_point.grad, new_scale, lam)
+            x_new, step = problem.projected_step(x, p, lin.fixed)
+            js = lin.mv(step)
+            predicted = -(jnp.sum(new_point.grad * step) + 0.5 * jnp.sum(js * js))
+            return MatrixFreeTrial(x_new, predicted, scaled_norm(new_scale, step),
+                                   scaled_norm(new_scale, x), _norm(step)), inner
+
+        trial, inner = lax.cond(status == Status.RUNNING, next_trial,
+                                lambda: (pending, jnp.zeros((), jnp.int32)))
+
+        # a trial costs one residual evaluation and the linearisation it was computed from
+        # (counted here, with the trial), an accepted point one more linearisation
         one = accepted.astype(jnp.int32)
-        counters = s.counters.tally(accepted, ~accepted, 2 + one, 1 + one, nonfinite=nonfinite,
-                                    inner_steps=s.counters.inner_steps + inner)
+        counters = s.counters.tally(
+            accepted, ~accepted & ~first, jnp.where(first, 1, 2 + one),
+            jnp.where(first, 1, 1 + one), nonfinite=jnp.where(first, 0, nonfinite),
+            inner_steps=s.counters.inner_steps + inner)
         return MatrixFreeLMState(
-            point=new_point, scale=new_scale, lam=lam, nu=nu, step_norm=_norm(step),
-            accepted=accepted, counters=counters, start_cost=s.start_cost, status=status)
+            point=new_point, scale=new_scale, lam=lam, nu=nu, trial=trial,
+            step_norm=jnp.where(first, zero, pending.step_norm), accepted=accepted,
+            counters=counters, start_cost=start_cost, started=jnp.asarray(True), status=status)
