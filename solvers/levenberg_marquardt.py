@@ -378,8 +378,10 @@ class LevenbergMarquardt(LeastSquaresSolver):
         first = ~s.started
 
         # 1. The trial: gain ratio, radius (MINPACK) and acceptance.
-        if self.lazy_jacobian:  # the residuals only; J once the trial is taken (below)
-            trial_r = problem.residual_only(pending.x)
+        if self.lazy_jacobian:  # the residuals only; J once the trial is taken (below); the
+            # start is linearised there, so its residuals are not evaluated twice
+            trial_r = lax.cond(first, lambda: jnp.zeros_like(point.r),
+                               lambda: problem.residual_only(pending.x))
             trial_cost = problem.cost(trial_r)
             finite = jnp.isfinite(trial_cost) & jnp.all(jnp.isfinite(pending.x))
         else:

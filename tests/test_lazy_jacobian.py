@@ -58,6 +58,20 @@ def test_soft_l1_loss_matches_scipy_trf():
     np.testing.assert_allclose(res.params, ref.x, rtol=1e-7)
 
 
+def test_nfev_counts_every_residual_evaluation_the_program_runs():
+    # a callback in the residual function fires once per evaluation that actually runs (the
+    # start is linearised once, not also evaluated for its residuals alone)
+    p = nist.load("Misra1a")
+    calls = []
+
+    def residual(b, x, y):
+        jax.debug.callback(lambda: calls.append(1))
+        return p.residual(b, x, y)
+
+    res = jacopt.least_squares(residual, jnp.asarray(p.starts[0]), args=p.args, solver=LAZY)
+    jax.effects_barrier()
+    assert bool(res.success) and len(calls) == int(res.nfev)
+
 def test_a_nan_member_of_a_batch_fails_alone():
     p = nist.load("Misra1a")
     starts = jnp.stack([jnp.asarray(p.starts[0]), jnp.full(2, jnp.nan), jnp.asarray(p.starts[1])])
