@@ -15,9 +15,10 @@ Per N, two or three records:
 - ``jax.jacfwd``: the dense Jacobian (``n`` JVPs), skipped with a note when its compiled
   memory (or, before compiling, its output alone) would exceed :data:`DENSE_LIMIT_BYTES`.
 
-Measured: ``compile_s`` (``jit(f).lower(x).compile()``), ``run_s`` (median of warm calls,
-:func:`jacopt.benchmarks._records.time_compiled`), ``temp_bytes`` and ``output_bytes`` (XLA's
-compiled ``memory_analysis()``: scratch buffers and the result), and where dense runs:
+Measured (through the harness's timers in :mod:`jacopt.benchmarks._records`): ``compile_s``
+(:func:`compile_timed`), ``run_s`` (median of warm calls, :func:`time_compiled`),
+``temp_bytes`` and ``output_bytes`` (XLA's compiled ``memory_analysis()``: scratch buffers and
+the result), and where dense runs:
 ``missed_nonzeros`` (dense nonzeros outside the detected pattern: must be 0),
 ``max_abs_diff`` (sparse values against dense), ``time_ratio`` and ``memory_ratio`` (dense
 over sparse, temp + output bytes). The machine is shared: compare ratios, not absolute times.
@@ -25,14 +26,13 @@ over sparse, temp + output bytes). The machine is shared: compare ratios, not ab
 from __future__ import annotations
 
 import sys
-import time
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jacopt.benchmarks._records import limit_blas_threads, time_compiled
+from jacopt.benchmarks._records import compile_timed, limit_blas_threads, time_compiled, time_once
 from jacopt.benchmarks._records import main as records_main
 from jacopt.problems.brusselator import brusselator_residual, brusselator_start
 from jacopt.sparse_jacobian import sparse_jacobian
@@ -43,12 +43,6 @@ DENSE_LIMIT_BYTES = 2 * 2**30
 TABU_EFFORT = 20_000  # tabu moves for the second colouring (jacopt.coloring.color_columns)
 TABU_MAX_N = 64  # the tabu colouring is measured up to this grid size
 _NOT_APPLICABLE = ("order", "target_loss", "time_to_target_s", "iters_to_target", "final_loss")
-
-
-def _compile(fn, *args):
-    started = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    return compiled, time.perf_counter() - started
 
 
 def _memory(compiled) -> tuple[int | None, int | None]:
@@ -67,10 +61,8 @@ def _record(problem: str, method: str, **fields) -> dict:
 def _sparse_record(problem, f, x, pattern, detect_s, effort, repeats) -> dict:
     """Colour (timed), compile and time the sparse Jacobian; memory from XLA."""
     jac = sparse_jacobian(f, sparsity=pattern, color_effort=effort)
-    started = time.perf_counter()
-    coloring = jac.plan(x)  # colouring and mode choice, cached for the compile below
-    color_s = time.perf_counter() - started
-    compiled, compile_s = _compile(jac, x)
+    coloring, color_s = time_once(jac.plan, x)  # colouring, cached for the compile below
+    compile_s, compiled = compile_timed(jac, x)
     out = jax.block_until_ready(compiled(x))
     run_s = time_compiled(compiled, x, repeats=repeats)
     temp, output = _memory(compiled)
@@ -92,9 +84,7 @@ def brusselator_case(N: int, repeats: int = 5, progress: Callable | None = None)
     n = int(x.size)
     if progress:
         progress(f"{problem} / sparse")
-    started = time.perf_counter()
-    pattern = jacobian_sparsity(f, x)
-    detect_s = time.perf_counter() - started
+    pattern, detect_s = time_once(jacobian_sparsity, f, x)
     sparse = _sparse_record(problem, f, x, pattern, detect_s, 0, repeats)
     records = [sparse]
     if N <= TABU_MAX_N:
@@ -110,7 +100,7 @@ def brusselator_case(N: int, repeats: int = 5, progress: Callable | None = None)
         dense["note"] = (f"skipped: the dense Jacobian alone is {output_bytes / 2**30:.1f} GiB "
                          f"(> {DENSE_LIMIT_BYTES / 2**30:.0f} GiB)")
         return _finish(records, dense)
-    compiled, compile_s = _compile(jax.jacfwd(f), x)
+    compile_s, compiled = compile_timed(jax.jacfwd(f), x)
     d_temp, d_output = _memory(compiled)
     if d_temp is not None and d_temp + d_output > DENSE_LIMIT_BYTES:
         dense["note"] = (f"skipped: compiled memory {(d_temp + d_output) / 2**30:.1f} GiB "
