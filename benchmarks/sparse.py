@@ -136,7 +136,7 @@ def run(quick: bool = False, progress: Callable[[str], None] | None = None) -> l
     return records
 
 
-def format_table(records: list[dict]) -> str:
+def format_tables(records: list[dict]) -> str:
     """An aligned text table of the records."""
     columns = [
         ("problem", "problem", "{}"), ("method", "method", "{}"), ("n", "n", "{}"),
@@ -174,7 +174,7 @@ def format_table(records: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    return records_main(SUITE, run, argv, format_tables=format_table,
+    return records_main(SUITE, run, argv, format_tables=format_tables,
                         quick_help="N = 32, 64 only")
 
 

@@ -16,7 +16,7 @@ def test_brusselator_case_records():
         assert rec["run_s"] > 0 and rec["memory_ratio"] > 1
     assert tabu["colors"] <= sparse["colors"] and "color_effort" in tabu["method"]
     assert dense["run_s"] > 0
-    assert "N=5" in bench.format_table([sparse, tabu, dense])
+    assert "N=5" in bench.format_tables([sparse, tabu, dense])
 
 
 def test_dense_skipped_above_the_limit(monkeypatch):
