@@ -27,7 +27,7 @@ primal computation (their derivative rules are assumed to respect its dependenci
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.extend.core as jcore
@@ -38,8 +38,7 @@ import scipy.sparse as sp
 __all__ = ["jacobian_sparsity"]
 
 _MAX_KNOWN_SIZE = 1 << 22  # evaluate constant subexpressions up to this many elements
-_MAX_SCAN_UNROLL = 256
-_DEBUG = False  # scans at most this long are unrolled exactly, longer ones iterate
+_MAX_SCAN_UNROLL = 256  # scans at most this long are unrolled exactly, longer ones iterate
 
 # Elementwise primitives whose output element i depends on element i of every operand.
 _ELEMENTWISE = frozenset("""
@@ -251,8 +250,6 @@ class _Interpreter:
             result = rule(self, eqn, pats, known, in_avals, out_avals)
             if result is not NotImplemented:
                 return result
-        if _DEBUG:
-            print("conservative:", name)
         return [_conservative(pats, _size(a), self.n) for a in out_avals]
 
 
@@ -365,9 +362,7 @@ def _movement(it, eqn, pats, known, in_avals, out_avals):
             args = [jnp.asarray(x, dtype=jnp.int32) if _is_float(a) else jnp.asarray(x)
                     for x, a in zip(shifted, in_avals)]
             out = eqn.primitive.bind(*args, **eqn.primitive.get_bind_params(params))
-    except Exception as exc:  # noqa: BLE001  (an exotic parameter combination: be conservative)
-        if _DEBUG:
-            print("movement failed:", eqn.primitive.name, repr(exc)[:300])
+    except Exception:  # noqa: BLE001  (an exotic parameter combination: be conservative)
         return NotImplemented
     outs = out if eqn.primitive.multiple_results else [out]
     source = _stack(stacked, it.n)
@@ -782,12 +777,3 @@ def jacobian_sparsity(f: Callable, *example_args, argnums=0) -> sp.csr_array:
     total.sort_indices()
     return sp.csr_array((np.ones(total.nnz, bool), total.indices, total.indptr),
                         shape=total.shape)
-
-
-def dense_pattern(pattern) -> np.ndarray:
-    """A dense boolean array from a pattern (for tests and small problems)."""
-    return np.asarray(pattern.toarray(), dtype=bool)
-
-
-def _optional(x) -> Optional[np.ndarray]:
-    return None if x is None else np.asarray(x)
