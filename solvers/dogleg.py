@@ -62,7 +62,6 @@ from jacopt.solvers.gauss_newton import (
     empty_system,
     factorise,
     model_decrease,
-    placeholder_point,
 )
 from jacopt.solvers.least_squares_problem import (
     TOLERANCES,
@@ -70,6 +69,7 @@ from jacopt.solvers.least_squares_problem import (
     LeastSquaresSolver,
     check_options,
     evaluate_point,
+    placeholder_point,
     scaled_norm,
 )
 from jacopt.solvers.stopping import (

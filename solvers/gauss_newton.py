@@ -94,6 +94,7 @@ from jacopt.solvers.least_squares_problem import (
     check_options,
     evaluate_point,
     factor_point,
+    placeholder_point,
     scaled_norm,
 )
 from jacopt.solvers.line_search import BacktrackingArmijo, LineSearchState
@@ -168,17 +169,6 @@ def model_decrease(system: GaussNewtonSystem, grad, step):
     rs = system.R @ step
     slope = jnp.dot(grad, step)
     return -(slope + 0.5 * jnp.sum(rs * rs)), slope
-
-
-def placeholder_point(problem: LeastSquaresProblem, x0) -> PointEvaluation:
-    """Zeros of a :class:`PointEvaluation`'s shapes at ``x0`` (from ``eval_shape``: nothing is
-    evaluated), for a solver whose first iteration evaluates the start."""
-    n, dtype = x0.shape[0], x0.dtype
-    m = jax.eval_shape(problem.residual_only, x0).shape[0]
-    zero = jnp.zeros((), dtype)
-    return PointEvaluation(x=x0, r=jnp.zeros((m,), dtype), J=jnp.zeros((m, n), dtype), cost=zero,
-                           grad=jnp.zeros((n,), dtype), column_norms=jnp.zeros((n,), dtype),
-                           gtol_measure=zero, finite=jnp.asarray(True))
 
 
 # ------------------------------------------------------------------------------------------

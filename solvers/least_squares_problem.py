@@ -12,6 +12,7 @@ import math
 import numbers
 from typing import Any, Callable, NamedTuple, Optional
 
+import jax
 import jax.numpy as jnp
 
 from jacopt._sharding import constrain_rows
@@ -208,6 +209,17 @@ class PointEvaluation(NamedTuple):
     column_norms: Any
     gtol_measure: Any
     finite: Any
+
+
+def placeholder_point(problem: "LeastSquaresProblem", x0) -> PointEvaluation:
+    """Zeros of a :class:`PointEvaluation`'s shapes at ``x0`` (from ``eval_shape``: nothing is
+    evaluated), for a solver whose first iteration evaluates the start."""
+    n, dtype = x0.shape[0], x0.dtype
+    m = jax.eval_shape(problem.residual_only, x0).shape[0]
+    zero = jnp.zeros((), dtype)
+    return PointEvaluation(x=x0, r=jnp.zeros((m,), dtype), J=jnp.zeros((m, n), dtype), cost=zero,
+                           grad=jnp.zeros((n,), dtype), column_norms=jnp.zeros((n,), dtype),
+                           gtol_measure=zero, finite=jnp.asarray(True))
 
 
 def evaluate_point(problem: "LeastSquaresProblem", x) -> PointEvaluation:

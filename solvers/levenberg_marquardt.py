@@ -142,6 +142,7 @@ from jacopt.solvers.least_squares_problem import (
     check_options,
     evaluate_point,
     factor_point,
+    placeholder_point,
     scaled_gradient_norm,
     updated_scale,
 )
@@ -352,9 +353,7 @@ class LevenbergMarquardt(LeastSquaresSolver):
         def zeros(*shape, kind=dtype):
             return jnp.zeros(shape, kind)
 
-        point = PointEvaluation(x=x0, r=zeros(m), J=zeros(m, n), cost=zeros(), grad=zeros(n),
-                                column_norms=zeros(n), gtol_measure=zeros(),
-                                finite=jnp.asarray(True))
+        point = placeholder_point(problem, x0)
         rows = m if is_dual(problem, m, n) else n  # the dual form keeps A (m x n), r~ (m,)
         fac = Factorisation(scale=zeros(n), fixed=zeros(n, kind=bool), R=zeros(rows, n),
                             qtr=zeros(rows), p_gn=zeros(n), gn_norm=zeros(),
