@@ -63,6 +63,8 @@ SUITES = {
     "bounded": Suite("L-BFGS-B and bounded Newton against SciPy L-BFGS-B and trust-constr on "
                      "Gay's bounded MGH problems, bounded Rosenbrock, box quadratics"),
     "rl": Suite("policy gradients on gymnax CartPole, Acrobot: NPG, TRPO, REINFORCE, PPO"),
+    "sparse": Suite("sparse Jacobians: auto-detected pattern and colouring against dense "
+                    "jax.jacfwd on the 2-D Brusselator, N = 32..256"),
 }
 DEFAULT_SUITES = tuple(name for name, suite in SUITES.items() if suite.default)
 

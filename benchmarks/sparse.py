@@ -35,7 +35,7 @@ import numpy as np
 from jacopt.benchmarks._records import compile_timed, limit_blas_threads, time_compiled, time_once
 from jacopt.benchmarks._records import main as records_main
 from jacopt.problems.brusselator import brusselator_residual, brusselator_start
-from jacopt.sparse_jacobian import sparse_jacobian
+from jacopt.sparse import sparse_jacobian
 from jacopt.sparsity import jacobian_sparsity
 
 SUITE = "sparse"

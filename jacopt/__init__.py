@@ -34,6 +34,21 @@ from jacopt.tree_index import TreeIndex
 
 __version__ = "0.1.0"
 
+# Loaded on first use: they import scipy.sparse, which ``import jacopt`` does not need.
+_LAZY = {"jacobian_sparsity": "jacopt.sparsity", "sparse_jacobian": "jacopt.sparse",
+         "sparse_hessian": "jacopt.sparse", "shard_rows": "jacopt._sharding"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'jacopt' has no attribute {name!r}")
+
+
 __all__ = [
     "jacobian",
     "hessian",
@@ -41,6 +56,9 @@ __all__ = [
     "elementwise_grad",
     "jacobian_operator",
     "hessian_operator",
+    "jacobian_sparsity",
+    "sparse_jacobian",
+    "sparse_hessian",
     "JacobianOperator",
     "HessianOperator",
     "TreeIndex",
@@ -50,6 +68,7 @@ __all__ = [
     "MinimizeResult",
     "least_squares",
     "curve_fit",
+    "shard_rows",
     "CurveFitResult",
     "CovarianceWarning",
     "PrecisionWarning",

@@ -60,6 +60,14 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
 
 
+def _check_dense_only(who: str, **options) -> None:
+    """A ``ValueError`` naming the first dense-only option set together with ``sparsity``."""
+    for name, value in options.items():
+        if value not in (None, False):
+            raise ValueError(f"{who}: {name}={value!r} is for dense Jacobians; with sparsity= the "
+                             f"result is an (m, n) BCOO built from one product per colour.")
+
+
 def _flat_jacobian(g, x_flat, mode, chunk_size, max_memory_bytes, has_aux, out_size):
     """Jacobian (m, n) of a flat function g: (n,) -> (m,) [, aux] at x_flat; returns (J, aux)."""
     n = x_flat.shape[0]
@@ -108,6 +116,7 @@ def jacobian(
     chunk_size: int | None = None,
     max_memory_bytes: int | None = None,
     has_aux: bool = False,
+    sparsity=None,
 ) -> Callable:
     """The Jacobian of ``f`` with respect to the argument(s) ``argnums``, as a function.
 
@@ -142,6 +151,11 @@ def jacobian(
             XLA's own memory analysis in ``benchmarks/jacobians.py``). A budget below the fixed
             part gives chunk 1 and a warning.
         has_aux: ``f`` returns ``(output, aux)``; the Jacobian function then returns ``(J, aux)``.
+        sparsity: ``None`` (dense), ``"auto"`` or a pattern: the Jacobian as an ``(m, n)``
+            ``jax.experimental.sparse.BCOO`` from one JVP (or VJP) per colour of the pattern's
+            columns (rows), the pattern found from ``f``'s jaxpr with ``"auto"``
+            (:func:`jacopt.sparse_jacobian`, which has the options). Not with ``as_matrix``,
+            ``chunk_size``, ``max_memory_bytes`` or ``has_aux``.
 
     Returns:
         A function with ``f``'s signature returning the Jacobian. As a pytree (default) it has
@@ -157,6 +171,12 @@ def jacobian(
     _check_mode(mode)
     argnums = _validate.normalize_argnums(argnums)
     _validate.check_chunking(chunk_size, max_memory_bytes)
+    if sparsity is not None:
+        _check_dense_only("jacobian", as_matrix=as_matrix, chunk_size=chunk_size,
+                          max_memory_bytes=max_memory_bytes, has_aux=has_aux)
+        from jacopt.sparse import sparse_jacobian
+
+        return sparse_jacobian(f, argnums, sparsity=sparsity, mode=mode)
 
     @functools.wraps(f)
     def jacobian_fn(*args, **kwargs):
@@ -212,6 +232,7 @@ def hessian(
     as_matrix: bool = False,
     chunk_size: int | None = None,
     max_memory_bytes: int | None = None,
+    sparsity=None,
 ) -> Callable:
     """The Hessian of a scalar-valued ``f``, forward-over-reverse: the forward-mode Jacobian of
     ``jax.grad(f)``.
@@ -220,6 +241,10 @@ def hessian(
         f: function returning a real floating scalar (shape ``()``).
         argnums, chunk_size, max_memory_bytes: as in :func:`jacobian`.
         as_matrix: return the (n, n) matrix in ravel order instead of a pytree.
+        sparsity: ``None`` (dense), ``"auto"`` or a pattern: the Hessian as an ``(n, n)`` BCOO
+            from one Hessian-vector product per colour of a star colouring
+            (:func:`jacopt.sparse_hessian`). Not with ``as_matrix``, ``chunk_size`` or
+            ``max_memory_bytes``.
 
     Returns:
         A function with ``f``'s signature returning the Hessian: as a pytree, ``jax.hessian``'s
@@ -229,6 +254,12 @@ def hessian(
     Cost: n Hessian-vector products (each one JVP through the gradient, about 3-5x f), vmapped.
     """
     argnums = _validate.normalize_argnums(argnums)
+    if sparsity is not None:
+        _check_dense_only("hessian", as_matrix=as_matrix, chunk_size=chunk_size,
+                          max_memory_bytes=max_memory_bytes)
+        from jacopt.sparse import sparse_hessian
+
+        return sparse_hessian(f, argnums, sparsity=sparsity)
     hessian_of_grad = jacobian(
         jax.grad(f, argnums), argnums, mode="fwd", as_matrix=as_matrix,
         chunk_size=chunk_size, max_memory_bytes=max_memory_bytes,

@@ -6,13 +6,14 @@ import pytest
 import scipy.sparse as sp
 from jax.experimental import sparse as jsparse
 
+import jacopt
 from jacopt.problems.brusselator import (
     broyden_tridiagonal_residual,
     broyden_tridiagonal_start,
     brusselator_residual,
     brusselator_start,
 )
-from jacopt.sparse_jacobian import sparse_hessian, sparse_jacobian
+from jacopt.sparse import sparse_hessian, sparse_jacobian
 from jacopt.sparsity import jacobian_sparsity
 
 
@@ -141,3 +142,21 @@ def test_hessian_under_vmap_and_with_a_pattern():
                                atol=1e-10)
     with pytest.raises(ValueError, match="scalar"):
         sparse_hessian(brusselator_residual)(brusselator_start(3))
+
+
+def test_jacobian_and_hessian_take_sparsity_and_agree_with_jax():
+    def f(x):
+        return jnp.concatenate([x[1:] - x[:-1] ** 2, jnp.sin(x[:1])])
+
+    def g(x):
+        return jnp.sum((x[1:] - x[:-1] ** 2) ** 2) + jnp.sum(jnp.cos(x))
+
+    x = jnp.linspace(0.3, 1.7, 9)
+    J = jacopt.jacobian(f, sparsity="auto")(x)
+    H = jacopt.hessian(g, sparsity="auto")(x)
+    np.testing.assert_allclose(J.todense(), jax.jacfwd(f)(x), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(H.todense(), jax.hessian(g)(x), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="as_matrix"):
+        jacopt.jacobian(f, sparsity="auto", as_matrix=True)
+    with pytest.raises(ValueError, match="chunk_size"):
+        jacopt.hessian(g, sparsity="auto", chunk_size=2)
