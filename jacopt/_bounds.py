@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jacopt._validate import check_box, is_traced
+from jacopt._validate import check_box, flat_like, is_traced
 
 
 def _number_or_none(v) -> bool:
@@ -32,45 +32,6 @@ def _scipy_pairs(bounds, n: int) -> bool:
     return (isinstance(bounds, (list, tuple)) and len(bounds) == n and n > 0
             and all(isinstance(b, (list, tuple)) and len(b) == 2
                     and all(_number_or_none(v) for v in b) for b in bounds))
-
-
-def _side(value, x0, n: int, dtype, name: str, fill: float):
-    """One side as a flat ``(n,)`` array."""
-    if value is None:
-        return np.full((n,), fill, dtype)
-    if not isinstance(value, (list, tuple, dict)) and np.ndim(value) == 0:
-        if is_traced(value):
-            return jnp.full((n,), value, dtype)
-        return np.full((n,), float(value), dtype)
-    treedef = jax.tree_util.tree_structure(x0)
-    x_leaves = jax.tree_util.tree_leaves(x0)
-    if treedef.num_leaves == 1 and not isinstance(value, dict):
-        value_leaves = [value]
-    else:
-        try:
-            value_leaves = treedef.flatten_up_to(value)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{name} must be None, a scalar, an array shaped like x0 or a "
-                             f"pytree like x0: {exc}") from None
-    parts = []
-    for leaf, x in zip(value_leaves, x_leaves):
-        shape = np.shape(x)
-        if leaf is None:
-            parts.append(np.full((int(np.prod(shape)),), fill, dtype))
-            continue
-        traced = is_traced(leaf)
-        a = jnp.asarray(leaf) if traced else np.asarray(leaf, dtype=np.float64)
-        if a.ndim != 0 and a.shape != shape:
-            raise ValueError(f"{name} has shape {a.shape} where x0 has shape {shape} (give a "
-                             f"scalar or an array of x0's shape).")
-        size = int(np.prod(shape))
-        if traced:
-            parts.append(jnp.broadcast_to(jnp.ravel(a), (size,)).astype(dtype))
-        else:
-            parts.append(np.broadcast_to(a.ravel(), (size,)).astype(dtype))
-    if any(is_traced(p) for p in parts):
-        return jnp.concatenate([jnp.asarray(p) for p in parts])
-    return np.concatenate(parts)
 
 
 def parse_bounds(bounds, x0, dtype):
@@ -93,8 +54,12 @@ def parse_bounds(bounds, x0, dtype):
         upper = np.array([np.inf if hi is None else float(hi) for _, hi in bounds], dtype)
     elif isinstance(bounds, (list, tuple)) and len(bounds) == 2:
         try:
-            lower = _side(bounds[0], x0, n, dtype, "bounds[0] (lower)", -np.inf)
-            upper = _side(bounds[1], x0, n, dtype, "bounds[1] (upper)", np.inf)
+            treedef = jax.tree_util.tree_structure(x0)
+            shapes = [np.shape(leaf) for leaf in jax.tree_util.tree_leaves(x0)]
+            lower = flat_like(bounds[0], treedef, shapes, dtype, "bounds[0] (lower)",
+                              fill=-np.inf)
+            upper = flat_like(bounds[1], treedef, shapes, dtype, "bounds[1] (upper)",
+                              fill=np.inf)
         except ValueError as exc:
             if _scipy_pairs(bounds, len(bounds)):
                 raise ValueError(f"bounds has 2 (min, max) pairs for the {n} elements of x0 "

@@ -328,6 +328,118 @@ def check_outer_broadcast(out_shapes, inputs, fun_name: str, inputs_name: str) -
 
 
 # ------------------------------------------------------------------------------------------
+# least_squares' and curve_fit's x0, bounds and x_scale; minimize's bounds use flat_like.
+# ------------------------------------------------------------------------------------------
+
+
+def least_squares_x0(x0):
+    """``(x0, dtype, treedef, shapes)``: each leaf through :func:`jacopt._validate.float_leaf`
+    (concrete leaves stay on the host), one floating dtype for all; a lone number (or 0-d
+    array) is a 1-element array, as SciPy's ``np.atleast_1d(x0)``."""
+    x0 = numbers_as_array(x0)
+    if hasattr(x0, "shape") and np.ndim(x0) == 0 or type(x0) in (float, int) or \
+            isinstance(x0, np.generic):
+        x0 = jnp.reshape(x0, (1,)) if isinstance(x0, jax.Array) else np.reshape(x0, (1,))
+    leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(x0)
+    if not leaves_with_path:
+        raise ValueError("x0 is empty: it must hold at least one number.")
+    out = [float_leaf(leaf, "x0" + jax.tree_util.keystr(path)) for path, leaf in leaves_with_path]
+    dtypes = {jnp.dtype(arr.dtype) for arr in out}
+    if len(dtypes) != 1:
+        raise TypeError(f"x0 mixes dtypes {sorted(map(str, dtypes))}; give every leaf the same "
+                        "floating dtype.")
+    dtype = dtypes.pop()
+    shapes = [tuple(arr.shape) for arr in out]
+    return jax.tree_util.tree_unflatten(treedef, out), dtype, treedef, shapes
+
+
+def real_array(leaf, name):
+    """A concrete leaf of bounds or x_scale as a float64 NumPy array, or a TypeError naming
+    ``name`` (complex, strings, objects)."""
+    a = np.asarray(leaf)
+    if a.dtype.kind not in "biuf":
+        kind = "complex" if a.dtype.kind == "c" else f"not a real number (dtype {a.dtype})"
+        raise TypeError(f"{name} must hold real numbers; got {leaf!r}, {kind}.")
+    return a.astype(np.float64)
+
+
+def flat_like(value, treedef, shapes, dtype, name, x0_name="x0", fill=None):
+    """A scalar or a pytree with x0's structure whose leaves are scalars or have the shapes of
+    x0's leaves -> flat (n,) array (numpy when concrete). Any other shape is an error, as in
+    SciPy ("Inconsistent shapes between bounds and x0"): a length-1 array is not a scalar.
+    ``x0_name`` is what the user called the start (curve_fit's ``p0``). With ``fill``,
+    ``None`` (the whole value or a leaf) stands for ``fill`` (minimize's open bounds)."""
+    sizes = [int(np.prod(shape)) for shape in shapes]
+    n = int(sum(sizes))
+    if fill is not None and value is None:
+        return np.full((n,), fill, dtype)
+    leaves = jax.tree_util.tree_leaves(value)
+    if len(leaves) == 1 and np.ndim(leaves[0]) == 0 and treedef.num_leaves != 1 or \
+            (not isinstance(value, (list, tuple, dict)) and np.ndim(value) == 0):
+        if is_traced(value):
+            return jnp.full((n,), value, dtype)
+        return np.full((n,), float(real_array(value, name)), dtype)
+    try:
+        value_leaves = treedef.flatten_up_to(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{name} must be a scalar or have the structure of {x0_name}: "
+                         f"{exc}") from None
+    parts = []
+    for leaf, shape, size in zip(value_leaves, shapes, sizes):
+        if fill is not None and leaf is None:
+            parts.append(np.full((size,), fill, dtype))
+            continue
+        leaf_shape = tuple(np.shape(leaf))
+        if leaf_shape not in ((), shape):
+            raise ValueError(f"{name} has a leaf of shape {leaf_shape} where {x0_name}'s leaf "
+                             f"has shape {shape} (inconsistent shapes: give a scalar or one "
+                             f"value per element of {x0_name}).")
+        if is_traced(leaf):
+            parts.append(jnp.broadcast_to(jnp.ravel(leaf), (size,)).astype(dtype))
+        else:
+            a = real_array(leaf, name)
+            parts.append(np.broadcast_to(a.ravel(), (size,)).astype(dtype))
+    if any(is_traced(p) for p in parts):
+        return jnp.concatenate([jnp.asarray(p) for p in parts])
+    return np.concatenate(parts)
+
+
+def least_squares_bounds(bounds, x0, treedef, shapes, dtype, x0_name="x0"):
+    if hasattr(bounds, "lb") and hasattr(bounds, "ub"):  # scipy.optimize.Bounds, as SciPy takes
+        bounds = (bounds.lb, bounds.ub)
+    if not (isinstance(bounds, (tuple, list)) and len(bounds) == 2):
+        raise ValueError(f"bounds must be a pair (lower, upper) of scalars or pytrees like "
+                         f"{x0_name}, or a scipy.optimize.Bounds.")
+    lower = flat_like(bounds[0], treedef, shapes, dtype, "bounds[0] (lower)", x0_name)
+    upper = flat_like(bounds[1], treedef, shapes, dtype, "bounds[1] (upper)", x0_name)
+    concrete = not (is_traced(lower) or is_traced(upper))
+    if concrete:
+        lower, upper = check_box(lower, upper)
+        if lower is None:
+            return None, None
+        leaves = jax.tree_util.tree_leaves(x0)
+        if not any(is_traced(leaf) for leaf in leaves):
+            x = np.concatenate([np.ravel(np.asarray(leaf)) for leaf in leaves])
+            outside = np.nonzero((x < lower) | (x > upper))[0]
+            if outside.size:
+                i = int(outside[0])
+                raise ValueError(f"{x0_name} is outside bounds at flat index {i}: {x[i]} not "
+                                 f"in [{lower[i]}, {upper[i]}].")
+    return lower, upper
+
+
+def least_squares_x_scale(x_scale, treedef, shapes, dtype):
+    if isinstance(x_scale, str):
+        if x_scale != "jac":
+            raise ValueError(f"x_scale must be 'jac' or positive numbers, got {x_scale!r}.")
+        return None
+    scale = flat_like(x_scale, treedef, shapes, dtype, "x_scale")
+    if not is_traced(scale) and not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
+        raise ValueError("x_scale must be 'jac' or positive finite numbers.")
+    return scale
+
+
+# ------------------------------------------------------------------------------------------
 # The Jacobian functions' checks (jacopt.jacobian).
 # ------------------------------------------------------------------------------------------
 

@@ -44,11 +44,12 @@ from jacopt._sharding import row_sharding
 from jacopt._validate import (
     TRACING_ERRORS,
     check_args,
-    check_box,
     check_outer_broadcast,
     check_verbose,
-    float_leaf,
-    numbers_as_array,
+    is_traced,
+    least_squares_bounds,
+    least_squares_x0,
+    least_squares_x_scale,
     resolve_solver,
     static_number,
     tracing_error,
@@ -183,13 +184,13 @@ def least_squares(
         raise ValueError("jac must be None for solver='lm-matrix-free': it applies J through "
                          "automatic differentiation (JVPs) and never forms the matrix.")
     loss = get_loss(loss)
-    if _is_traced(f_scale):  # a traced input of the solve (derivatives flow to it)
+    if is_traced(f_scale):  # a traced input of the solve (derivatives flow to it)
         if jnp.ndim(f_scale) != 0 or not jnp.issubdtype(jnp.result_type(f_scale), jnp.floating):
             raise ValueError(f"f_scale must be a positive floating scalar, got {f_scale!r}.")
     else:
         f_scale = static_number(f_scale, "f_scale", positive=True)
 
-    x0, dtype, treedef, shapes = _check_x0(x0)
+    x0, dtype, treedef, shapes = least_squares_x0(x0)
     n = int(sum(int(np.prod(shape)) for shape in shapes))
     if max_steps is None:
         max_steps = max(1000, 100 * (n + 1))
@@ -204,10 +205,10 @@ def least_squares(
                 f"bounds are supported by solver='lm', 'gn', 'dogleg' and 'lm-matrix-free', not "
                 f"{type(solver).__name__}."
             )
-        lower, upper = _check_bounds(bounds, x0, treedef, shapes, dtype, x0_name)
+        lower, upper = least_squares_bounds(bounds, x0, treedef, shapes, dtype, x0_name)
     if x_scale is None:
         x_scale = solver.default_x_scale
-    scale = _check_x_scale(x_scale, treedef, shapes, dtype)
+    scale = least_squares_x_scale(x_scale, treedef, shapes, dtype)
     check_verbose(verbose)
 
     rows, args = row_sharding(args)  # data split by rows over devices (jacopt._sharding)
@@ -234,114 +235,6 @@ def _under_vmap(*trees) -> bool:
     return any(isinstance(leaf, BatchTracer) for leaf in jax.tree_util.tree_leaves(trees))
 
 
-# ------------------------------------------------------------------------------------------
-# Host-side checks (cheap numpy; skipped for traced values under an outer jit/vmap).
-# ------------------------------------------------------------------------------------------
-
-
-def _is_traced(a) -> bool:
-    return isinstance(a, jax.core.Tracer)
-
-
-def _check_x0(x0):
-    """``(x0, dtype, treedef, shapes)``: each leaf through :func:`jacopt._validate.float_leaf`
-    (concrete leaves stay on the host), one floating dtype for all; a lone number (or 0-d
-    array) is a 1-element array, as SciPy's ``np.atleast_1d(x0)``."""
-    x0 = numbers_as_array(x0)
-    if hasattr(x0, "shape") and np.ndim(x0) == 0 or type(x0) in (float, int) or \
-            isinstance(x0, np.generic):
-        x0 = jnp.reshape(x0, (1,)) if isinstance(x0, jax.Array) else np.reshape(x0, (1,))
-    leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(x0)
-    if not leaves_with_path:
-        raise ValueError("x0 is empty: it must hold at least one number.")
-    out = [float_leaf(leaf, "x0" + jax.tree_util.keystr(path)) for path, leaf in leaves_with_path]
-    dtypes = {jnp.dtype(arr.dtype) for arr in out}
-    if len(dtypes) != 1:
-        raise TypeError(f"x0 mixes dtypes {sorted(map(str, dtypes))}; give every leaf the same "
-                        "floating dtype.")
-    dtype = dtypes.pop()
-    shapes = [tuple(arr.shape) for arr in out]
-    return jax.tree_util.tree_unflatten(treedef, out), dtype, treedef, shapes
-
-
-def _real(leaf, name):
-    """A concrete leaf of bounds or x_scale as a float64 NumPy array, or a TypeError naming
-    ``name`` (complex, strings, objects)."""
-    a = np.asarray(leaf)
-    if a.dtype.kind not in "biuf":
-        kind = "complex" if a.dtype.kind == "c" else f"not a real number (dtype {a.dtype})"
-        raise TypeError(f"{name} must hold real numbers; got {leaf!r}, {kind}.")
-    return a.astype(np.float64)
-
-
-def _flat_like(value, treedef, shapes, dtype, name, x0_name="x0"):
-    """A scalar or a pytree with x0's structure whose leaves are scalars or have the shapes of
-    x0's leaves -> flat (n,) array (numpy when concrete). Any other shape is an error, as in
-    SciPy ("Inconsistent shapes between bounds and x0"): a length-1 array is not a scalar.
-    ``x0_name`` is what the user called the start (curve_fit's ``p0``)."""
-    sizes = [int(np.prod(shape)) for shape in shapes]
-    n = int(sum(sizes))
-    leaves = jax.tree_util.tree_leaves(value)
-    if len(leaves) == 1 and np.ndim(leaves[0]) == 0 and treedef.num_leaves != 1 or \
-            (not isinstance(value, (list, tuple, dict)) and np.ndim(value) == 0):
-        if _is_traced(value):
-            return jnp.full((n,), value, dtype)
-        return np.full((n,), float(_real(value, name)), dtype)
-    try:
-        value_leaves = treedef.flatten_up_to(value)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{name} must be a scalar or have the structure of {x0_name}: "
-                         f"{exc}") from None
-    parts = []
-    for leaf, shape, size in zip(value_leaves, shapes, sizes):
-        leaf_shape = tuple(np.shape(leaf))
-        if leaf_shape not in ((), shape):
-            raise ValueError(f"{name} has a leaf of shape {leaf_shape} where {x0_name}'s leaf "
-                             f"has shape {shape} (inconsistent shapes: give a scalar or one "
-                             f"value per element of {x0_name}).")
-        if _is_traced(leaf):
-            parts.append(jnp.broadcast_to(jnp.ravel(leaf), (size,)).astype(dtype))
-        else:
-            a = _real(leaf, name)
-            parts.append(np.broadcast_to(a.ravel(), (size,)).astype(dtype))
-    if any(_is_traced(p) for p in parts):
-        return jnp.concatenate([jnp.asarray(p) for p in parts])
-    return np.concatenate(parts)
-
-
-def _check_bounds(bounds, x0, treedef, shapes, dtype, x0_name="x0"):
-    if hasattr(bounds, "lb") and hasattr(bounds, "ub"):  # scipy.optimize.Bounds, as SciPy takes
-        bounds = (bounds.lb, bounds.ub)
-    if not (isinstance(bounds, (tuple, list)) and len(bounds) == 2):
-        raise ValueError(f"bounds must be a pair (lower, upper) of scalars or pytrees like "
-                         f"{x0_name}, or a scipy.optimize.Bounds.")
-    lower = _flat_like(bounds[0], treedef, shapes, dtype, "bounds[0] (lower)", x0_name)
-    upper = _flat_like(bounds[1], treedef, shapes, dtype, "bounds[1] (upper)", x0_name)
-    concrete = not (_is_traced(lower) or _is_traced(upper))
-    if concrete:
-        lower, upper = check_box(lower, upper)
-        if lower is None:
-            return None, None
-        leaves = jax.tree_util.tree_leaves(x0)
-        if not any(_is_traced(leaf) for leaf in leaves):
-            x = np.concatenate([np.ravel(np.asarray(leaf)) for leaf in leaves])
-            outside = np.nonzero((x < lower) | (x > upper))[0]
-            if outside.size:
-                i = int(outside[0])
-                raise ValueError(f"{x0_name} is outside bounds at flat index {i}: {x[i]} not "
-                                 f"in [{lower[i]}, {upper[i]}].")
-    return lower, upper
-
-
-def _check_x_scale(x_scale, treedef, shapes, dtype):
-    if isinstance(x_scale, str):
-        if x_scale != "jac":
-            raise ValueError(f"x_scale must be 'jac' or positive numbers, got {x_scale!r}.")
-        return None
-    scale = _flat_like(x_scale, treedef, shapes, dtype, "x_scale")
-    if not _is_traced(scale) and not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
-        raise ValueError("x_scale must be 'jac' or positive finite numbers.")
-    return scale
 
 
 # ------------------------------------------------------------------------------------------

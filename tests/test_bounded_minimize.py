@@ -175,7 +175,7 @@ def test_infinite_bounds_are_no_bounds():
 @pytest.mark.parametrize("bounds, match", [
     ((1.0, 0.0), "lower > upper at flat index 0"),
     (([0.0, 2.0, 0.0], 1.0), "lower > upper at flat index 1"),
-    ((np.zeros(2), 1.0), r"bounds\[0\] \(lower\) has shape \(2,\)"),
+    ((np.zeros(2), 1.0), r"bounds\[0\] \(lower\) has a leaf of shape \(2,\)"),
     ((0.0, np.nan), "NaN"),
     ("box", "bounds must be"),
     ([(0, 1), (0, 1)], "2 .min, max. pairs for the 3 elements of x0"),
