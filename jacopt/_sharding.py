@@ -14,7 +14,8 @@ between devices.
 JAX refuses to place an array whose sharded axis does not divide evenly;
 :func:`shard_rows` pads the data to a multiple of the device count and returns a 0/1 mask of
 the real rows, which the residual function multiplies in (padded rows then contribute zero
-residual and zero Jacobian rows, and the fit's answer does not change).
+residual and zero Jacobian rows, and the fit's answer does not change), or which
+:func:`jacopt.curve_fit` takes as ``mask=`` (and then leaves out of its degrees of freedom).
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["RowSharding", "row_sharding", "shard_rows", "constrain_rows", "placed_like"]
+__all__ = ["RowSharding", "row_sharding", "rows_of", "shard_rows", "constrain_rows",
+           "placed_like"]
 
 
 class RowSharding(NamedTuple):
@@ -78,6 +80,20 @@ def row_sharding(args):
     return rows, jax.tree_util.tree_unflatten(treedef, out)
 
 
+def rows_of(a) -> Optional[RowSharding]:
+    """The row sharding of one concrete array (e.g. a fit's Jacobian ``result.jac``): axis 0
+    split over a single mesh axis of more than one device; ``None`` for a tracer, an array on
+    one device, or one not split by rows."""
+    sharding = getattr(a, "sharding", None)
+    if (isinstance(a, jax.core.Tracer) or not isinstance(a, jax.Array) or a.ndim < 1
+            or not isinstance(sharding, NamedSharding)):
+        return None
+    axis = _first_axis(sharding.spec)
+    if axis is None or sharding.mesh.shape[axis] <= 1:
+        return None
+    return RowSharding(_auto(sharding.mesh), axis)
+
+
 def _auto(mesh):
     """``mesh`` with every axis Auto (``mesh`` itself when it has no Explicit axis)."""
     types = getattr(mesh, "axis_types", None)
@@ -117,7 +133,10 @@ def shard_rows(mesh: Mesh, axis: str, *arrays, fill=0.0):
     on the ``m`` real rows and 0 on the padding. Padded rows hold ``fill`` (a number, or one per
     array): pick values at which the model is finite, then multiply the residuals by ``mask``
     (``mask * (y - model(b, x))``), so padded rows contribute nothing to the cost, gradient or
-    Jacobian and the fit's parameters are those of the unpadded data."""
+    Jacobian and the fit's parameters are those of the unpadded data. With
+    :func:`jacopt.curve_fit`, pass ``mask=mask`` instead: it also keeps the padded rows out of
+    the number of data ``m``, so the degrees of freedom ``m - n`` and the covariance are the
+    unpadded fit's."""
     if not arrays:
         raise ValueError("shard_rows needs at least one array to shard.")
     if axis not in mesh.shape:

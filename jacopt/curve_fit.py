@@ -20,12 +20,17 @@ compiled solve is reused).
 
 **Covariance** (as SciPy computes it). With ``J`` the Jacobian of the weighted residuals
 ``w * (model(xdata, popt) - ydata)`` at the solution (after the robust-loss correction when a
-``loss`` is given), ``pcov = (J^T J)^+`` from an SVD of ``J`` that discards singular values
-``<= eps * max(m, n) * s_max`` (:func:`jacopt.linalg.gram_pinv`). Unless ``absolute_sigma``, it
-is multiplied by the residual variance ``2 * cost / (m - n)`` (``m`` data, ``n`` parameters), so
-``sigma`` only needs to be right up to a common factor. (Like SciPy, the degrees of freedom are
-``m - n`` even when the Jacobian is rank-deficient.) ``pcov`` is a 2-D ``(n, n)`` array in the
-ravel order of ``jax.flatten_util.ravel_pytree(p0)`` (:class:`jacopt.TreeIndex` names its rows).
+``loss`` is given), ``pcov = (J^T J)^+ = (R^T R)^+`` with ``R`` the ``n x n`` triangular
+factor of ``J = Q R``, from an SVD of ``R`` (the singular values of ``J``) that discards singular
+values ``<= eps * max(m, n) * s_max`` (:func:`jacopt.linalg.gram_pinv`). When the data are
+split over devices by rows, ``R`` comes from a TSQR (:func:`jacopt.linalg.tsqr_r`), so ``J``'s
+rows never leave their devices. Unless ``absolute_sigma``, it is multiplied by the residual
+variance ``2 * cost / (m - n)`` (``m`` data, ``n`` parameters), so ``sigma`` only needs to be
+right up to a common factor. (Like SciPy, the degrees of freedom are ``m - n`` even when the
+Jacobian is rank-deficient.) With ``mask`` (padding, e.g. from :func:`jacopt.shard_rows`), ``m``
+counts only the points whose mask is 1, so a padded fit's covariance is the unpadded one's.
+``pcov`` is a 2-D ``(n, n)`` array in the ravel order of ``jax.flatten_util.ravel_pytree(p0)``
+(:class:`jacopt.TreeIndex` names its rows).
 
 **When the covariance cannot be estimated** the result says so with ``covariance_valid=False``
 and, outside ``jit``/``vmap``, a :class:`CovarianceWarning` that names the reason:
@@ -45,7 +50,8 @@ after the solve started, so a batch keeps every member's answer).
 Errors (raised before any work, naming the argument): ``ydata`` not a non-empty array, or
 non-finite; ``xdata`` non-finite or, for an array ``xdata``, neither its first nor its last axis
 of length ``len(ydata)``; ``model`` output shape different from ``ydata``'s; ``sigma`` of the wrong
-shape, non-positive, non-finite or (2-D) not positive definite; ``ydata``/``sigma`` with a
+shape, non-positive, non-finite or (2-D) not positive definite; ``mask`` of the wrong shape,
+not 0/1, all 0, or with a 2-D ``sigma``; ``ydata``/``sigma`` with a
 floating dtype different from ``p0``'s (integers are converted to ``p0``'s dtype); ``p0``
 missing; a keyword of SciPy's ``curve_fit`` (or ``least_squares``) with no counterpart here (the
 message names what to use instead); ``model`` calling NumPy on the parameters (use
@@ -70,7 +76,7 @@ from jax.scipy.linalg import solve_triangular
 
 from jacopt import _scipy_keywords
 from jacopt._compile import cpu_fast_jit
-from jacopt._sharding import placed_like
+from jacopt._sharding import placed_like, rows_of
 from jacopt._validate import (
     TRACING_ERRORS,
     all_finite,
@@ -81,7 +87,7 @@ from jacopt._validate import (
     tracing_error,
 )
 from jacopt.least_squares import least_squares
-from jacopt.linalg import gram_pinv
+from jacopt.linalg import gram_pinv, tsqr_r
 from jacopt.results import LeastSquaresResult
 from jacopt.tree_index import TreeIndex
 
@@ -275,6 +281,32 @@ def _check_sigma(sigma, ydata, dtype):
     )
 
 
+def _check_mask(mask, ydata, dtype):
+    """``(mask, m)``: ``mask`` (``ydata``'s shape, or one value per row ``(len(ydata),)``, of 0s
+    and 1s, e.g. from :func:`jacopt.shard_rows`) in ``p0``'s dtype, shaped to multiply
+    ``ydata``'s weights, and ``m``, the number of data it keeps (an int, traced under an outer
+    ``jit``/``vmap``)."""
+    if not isinstance(mask, jax.Array):
+        mask = np.asarray(mask)
+    if mask.shape not in (tuple(ydata.shape), tuple(ydata.shape[:1])):
+        raise ValueError(f"mask has shape {mask.shape}; expected ydata's shape {ydata.shape} "
+                         f"or one value per row ({ydata.shape[0]},).")
+    kind = np.dtype(mask.dtype).kind
+    if kind not in "biuf":
+        raise TypeError(f"mask must hold 0s and 1s (or booleans), got dtype {mask.dtype}.")
+    per_row = ydata.size // mask.size
+    xp = np if isinstance(mask, np.ndarray) else jnp
+    kept = xp.sum(mask != 0) * per_row
+    if _concrete(mask):
+        if not bool(xp.all((mask == 0) | (mask == 1))):
+            raise ValueError("mask must hold 0s and 1s: 1 for the data to fit, 0 for padding.")
+        kept = int(kept)
+        if kept == 0:
+            raise ValueError("mask is 0 everywhere: no data to fit.")
+    mask = mask.astype(dtype).reshape(mask.shape + (1,) * (ydata.ndim - mask.ndim))
+    return mask, kept
+
+
 def _takes_two(model) -> bool:
     """Whether ``model`` can be called with two positional arguments (True when its
     signature cannot be read)."""
@@ -350,19 +382,34 @@ def _robust_jacobian(result: LeastSquaresResult, loss, f_scale):
     return row_weight[:, None] * J
 
 
-@functools.partial(cpu_fast_jit, static_argnames=("absolute_sigma",))
-def _covariance(J, cost, absolute_sigma: bool, params=None):
+def _triangle(J, rows):
+    """The triangular factor ``R`` of ``J = Q R`` (``R^T R = J^T J``, the same singular values
+    and right singular vectors as ``J``): one QR on one device, or, with ``J``'s rows split over
+    devices (``rows``), a TSQR (:func:`jacopt.linalg.tsqr_r`, Demmel et al. 2012) whose local
+    QRs run where the rows live, so only ``N n x n`` triangles move between devices."""
+    if rows is not None:
+        J = tsqr_r(J, rows.mesh, rows.axis)
+    return jnp.linalg.qr(J, mode="r")
+
+
+@functools.partial(cpu_fast_jit, static_argnames=("absolute_sigma", "rows"))
+def _covariance(J, cost, absolute_sigma: bool, params=None, m=None, rows=None):
     """(pcov, identifiable, rank, valid, residual_variance, stderr) from the weighted Jacobian,
     ``stderr`` flat or, given ``params``, shaped like them: one compiled function (run eagerly,
-    its dozen small operations cost about ten times the whole Misra1a-sized solve)."""
-    m, n = J.shape
-    dof = m - n
+    its dozen small operations cost about ten times the whole Misra1a-sized solve).
+
+    ``m``: the number of data (default ``J``'s rows; fewer when masked rows pad the data) for
+    the degrees of freedom ``m - n`` and SciPy's cutoff ``eps * max(m, n) * s_max``, applied to
+    the singular values of ``J``'s ``R`` factor (:func:`_triangle`, split over devices as
+    ``rows`` says): ``(J^T J)^+ = (R^T R)^+``, and the SVD of ``R`` costs ``O(n^3)`` after an
+    ``O(m n^2)`` QR that never gathers ``J``'s rows."""
+    n = J.shape[1]
+    m = J.shape[0] if m is None else m
+    dof = jnp.asarray(m - n, J.dtype)
     finite = jnp.all(jnp.isfinite(J))
-    pinv = gram_pinv(jnp.where(finite, J, 0))
-    if dof > 0:
-        residual_variance = 2 * cost / dof
-    else:
-        residual_variance = jnp.full((), jnp.nan, J.dtype)
+    rcond = jnp.finfo(J.dtype).eps * jnp.maximum(jnp.asarray(m, J.dtype), n)
+    pinv = gram_pinv(_triangle(jnp.where(finite, J, 0), rows), rcond)
+    residual_variance = jnp.where(dof > 0, 2 * cost / jnp.where(dof > 0, dof, 1), jnp.nan)
     scale = jnp.ones((), J.dtype) if absolute_sigma else residual_variance
     estimable = finite & jnp.isfinite(scale)  # scale is NaN when dof <= 0 or cost is not finite
     pcov = jnp.where(estimable, pinv.inverse * scale, jnp.inf)
@@ -407,7 +454,8 @@ def _warn(fit: CurveFitResult, p0, m: int, n: int, absolute_sigma: bool):
 # ------------------------------------------------------------------------------------------
 
 def curve_fit(model: Callable, xdata, ydata, p0=None, *, sigma=None, absolute_sigma: bool = False,
-              bounds=None, solver="lm", jac=None, **least_squares_kwargs) -> CurveFitResult:
+              bounds=None, solver="lm", jac=None, mask=None,
+              **least_squares_kwargs) -> CurveFitResult:
     """Fit ``model(xdata, params)`` to ``ydata`` by weighted nonlinear least squares.
 
     Minimises ``sum(((model(xdata, p) - ydata) / sigma)**2)`` (1-D ``sigma``), or
@@ -434,6 +482,11 @@ def curve_fit(model: Callable, xdata, ydata, p0=None, *, sigma=None, absolute_si
       solver: ``"lm"`` (default), ``"gn"``, ``"dogleg"`` or a solver instance.
       jac: optional ``jac(xdata, params) -> (m, n)`` Jacobian of the model's flattened output
         with respect to the flattened parameters; default automatic differentiation.
+      mask: optional 0/1 array of ``ydata``'s shape (or one value per row): points with 0
+        are padding (as :func:`jacopt.shard_rows` returns for data split over devices). Their
+        weighted residuals are multiplied by 0 (the model must be finite there) and they do
+        not count in ``m``, so the parameters, ``dof`` and covariance are those of the fit to
+        the points with 1. 1-D ``sigma`` only.
       **least_squares_kwargs: passed to :func:`jacopt.least_squares` (``loss``, ``f_scale``,
         ``x_scale``, ``ftol``, ``xtol``, ``gtol``, ``max_steps``, ``history``, ``verbose``...).
 
@@ -443,7 +496,8 @@ def curve_fit(model: Callable, xdata, ydata, p0=None, *, sigma=None, absolute_si
       :class:`jacopt.LeastSquaresResult` as ``result``. Works under ``jit`` and ``vmap``
       (warnings are only issued on concrete, unbatched results).
 
-    Cost: the solve, plus one SVD of the ``(m, n)`` Jacobian, O(m n^2).
+    Cost: the solve, plus one QR of the ``(m, n)`` Jacobian (split over devices with its
+    rows), O(m n^2), and an SVD of its ``n x n`` factor.
     """
     if not callable(model):
         raise TypeError(f"model must be callable as model(xdata, params), got "
@@ -475,6 +529,13 @@ def curve_fit(model: Callable, xdata, ydata, p0=None, *, sigma=None, absolute_si
     xdata = _check_xdata(xdata, int(ydata.shape[0]))
     weighting, weight = _check_sigma(sigma, ydata, dtype)
     weight = placed_like(weight, ydata)  # unit weights beside ydata split over devices
+    m_data = m
+    if mask is not None:  # padding (shard_rows): zero weight, and not counted in m
+        if weighting == "cov":
+            raise ValueError("mask takes 1-D sigma (standard deviations) only: with a 2-D "
+                             "sigma, drop the padded points from ydata and sigma instead.")
+        mask, m_data = _check_mask(mask, ydata, dtype)
+        weight = weight * mask
     try:
         out = _model_output(model, xdata, p0)
     except TRACING_ERRORS as exc:
@@ -514,11 +575,13 @@ def curve_fit(model: Callable, xdata, ydata, p0=None, *, sigma=None, absolute_si
     J = _robust_jacobian(result, least_squares_kwargs.get("loss", "linear"),
                          least_squares_kwargs.get("f_scale", 1.0))
     pcov, identifiable, rank, valid, residual_variance, stderr = _covariance(
-        J, result.cost, absolute_sigma=bool(absolute_sigma), params=result.params)
+        J, result.cost, absolute_sigma=bool(absolute_sigma), params=result.params, m=m_data,
+        rows=rows_of(J))
+    dof = _int_array(m_data - n) if isinstance(m_data, int) else m_data - n
     fit = CurveFitResult(
         params=result.params, covariance=pcov, stderr=stderr,
         identifiable=identifiable, rank=rank, covariance_valid=valid,
-        residual_variance=residual_variance, dof=_int_array(m - n), result=result)
+        residual_variance=residual_variance, dof=dof, result=result)
     if _concrete(valid) and jnp.ndim(valid) == 0:
-        _warn(fit, p0, m, n, bool(absolute_sigma))
+        _warn(fit, p0, m_data, n, bool(absolute_sigma))
     return fit

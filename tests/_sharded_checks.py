@@ -5,10 +5,12 @@ rest of the test suite keeps one device.
 ``python tests/_sharded_checks.py PART [--devices 8] [--m M]`` prints one JSON object. Parts:
 ``default`` (the default suite's selection of the others, in one process), ``nist``
 (parameters of padded, sharded NIST fits against the single-device fits; ``--full``: every
-problem and solver), ``large`` (a synthetic curve_fit of ``--m`` points), ``compiled``
-(per-device temporary bytes and the collectives of the compiled solve), ``edges`` (NaN in one
-shard, a residual count that does not divide, bounds, an Explicit mesh, a sharded vmapped
-batch), ``process`` (one process of a multi-process run under ``jax.distributed``).
+problem and solver), ``large`` (a synthetic curve_fit of ``--m`` points, padded and split),
+``compiled`` (per-device temporary bytes and the collectives of the compiled solve), ``edges``
+(NaN in one shard, a residual count that does not divide, bounds, an Explicit mesh, a sharded
+vmapped batch), ``covariance`` (curve_fit's covariance of a row-split Jacobian: values,
+collectives, memory; ``--full``: padded curve_fits split 2, 4 and 8 ways), ``process`` (one
+process of a multi-process run under ``jax.distributed``).
 """
 from __future__ import annotations
 
@@ -100,20 +102,106 @@ def _model(t, b):
 
 
 def large_part(jax, args):
+    """A synthetic curve_fit of ``--m`` points padded by ``shard_rows`` to a multiple of
+    ``--devices`` and split over them, against the unpadded fit on one device (parameters,
+    covariance, degrees of freedom) and SciPy's covariance."""
     import numpy as np
-    from jax.sharding import NamedSharding, PartitionSpec
 
     import jacopt
 
     t, y = _synthetic(args.m)
     p0 = np.array([2.0, 0.3, 1.2, 0.0])
     ref = jacopt.curve_fit(_model, t, y, p0)
-    mesh = _mesh(jax, args.devices)
-    rows = NamedSharding(mesh, PartitionSpec("data"))
-    got = jacopt.curve_fit(_model, jax.device_put(t, rows), jax.device_put(y, rows), p0)
-    return {"rel": _rel(got.params, ref.params), "status": got.result.status_name,
-            "ref_status": ref.result.status_name, "pcov_rel": _rel(got.pcov, ref.pcov),
-            "m": args.m, "devices": args.devices}
+    got, padded_m = _padded_curve_fit(jax, t, y, p0, args.devices)
+    _, scipy_pcov = _scipy_fit(t, y, p0)
+    return {**_fit_record(got, ref, scipy_pcov, padded_m), "m": args.m,
+            "devices": args.devices}
+
+
+def _model_jac(t, *b):
+    """The analytic Jacobian of :func:`_model` (NumPy), for SciPy's ``curve_fit``: its default
+    finite differences would leave SciPy's covariance 1e-7 off the exact one."""
+    import numpy as np
+
+    e, c, s = np.exp(-b[1] * t), np.cos(b[2] * t), np.sin(b[2] * t)
+    return np.stack([e * c, -t * b[0] * e * c, -t * b[0] * e * s, np.ones_like(t)], axis=1)
+
+
+def _scipy_fit(t, y, p0):
+    import numpy as np
+    import scipy.optimize
+
+    return scipy.optimize.curve_fit(lambda t, *b: np.asarray(_model(t, np.array(b))), t, y,
+                                    p0=p0, jac=_model_jac, ftol=1e-15, xtol=1e-15, gtol=1e-15)
+
+
+def _padded_curve_fit(jax, t, y, p0, n_devices):
+    """curve_fit of ``(t, y)`` padded by ``shard_rows`` and split over ``n_devices``, the mask
+    passed as ``mask=`` so that ``m`` (degrees of freedom) counts the real points only."""
+    import jacopt
+
+    ts, ys, mask = jacopt_shard_rows(_mesh(jax, n_devices), t, y, fill=(t[-1], 0.0))
+    return jacopt.curve_fit(_model, ts, ys, p0, mask=mask), int(ys.shape[0])
+
+
+def _fit_record(got, ref, scipy_pcov, padded_m):
+    import importlib
+
+    rows_of = importlib.import_module("jacopt._sharding").rows_of
+    return {"rel": _rel(got.params, ref.params), "pcov_rel": _rel(got.pcov, ref.pcov),
+            "scipy_rel": _rel(got.pcov, scipy_pcov), "stderr_rel": _rel(got.stderr, ref.stderr),
+            "status": got.result.status_name, "ref_status": ref.result.status_name,
+            "dof": int(got.dof), "ref_dof": int(ref.dof), "valid": bool(got.covariance_valid),
+            "padded_m": padded_m, "rows_split": rows_of(got.result.jac) is not None}
+
+
+def covariance_part(jax, args):
+    """The compiled covariance of a ``65533 x 4`` Jacobian padded with 3 zero rows (``m =
+    65533`` passed, as curve_fit's ``mask`` gives it) and split 2, 4 and 8 ways, against the
+    exact ``(J^T J)^{-1} 2 cost / (m - n)``: its collectives (no gather of the rows, a TSQR)
+    and per-device scratch bytes. ``--full``: also curve_fit with ``m = 1001`` points padded
+    and split 2, 4 and 8 ways against the unpadded fit on one device and SciPy's."""
+    import importlib
+
+    import numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    import jacopt
+
+    cf = importlib.import_module("jacopt.curve_fit")
+    m, padded = 65533, 65536
+    J = np.random.default_rng(4).standard_normal((m, 4)) + np.array([0.0, 1.0, 2.0, 3.0])
+    _, sv, vt = np.linalg.svd(J, full_matrices=False)  # (J^T J)^{-1} = V S^-2 V^T
+    exact = (vt.T / sv**2) @ vt * 2 * 1.5 / (m - 4)
+    J = np.concatenate([J, np.zeros((padded - m, 4))])
+    covariance = jax.jit(cf._covariance.__wrapped__, static_argnames=("absolute_sigma", "rows"))
+    out = {"m": m, "padded_m": padded, "pcov_rel": {}, "dof_rel": {}, "collectives": {},
+           "temp_bytes": {}, "one_device_rel": {}}
+    pcovs = {}
+    for n in (1, 2, 4, 8):
+        place = NamedSharding(_mesh(jax, n), PartitionSpec("data")) if n > 1 else jax.devices()[0]
+        Jn = jax.device_put(J, place)
+        rows = cf.rows_of(Jn)
+        assert (rows is None) == (n == 1), rows
+        compiled = covariance.lower(Jn, 1.5, absolute_sigma=False, m=m, rows=rows).compile()
+        pcov, _, rank, valid, variance, _ = compiled(Jn, 1.5, m=m)
+        assert bool(valid) and int(rank) == 4
+        pcovs[n] = pcov
+        out["pcov_rel"][n] = _rel(pcov, exact)
+        out["one_device_rel"][n] = _rel(pcov, pcovs[1])
+        out["dof_rel"][n] = _rel(variance, 2 * 1.5 / (m - 4))
+        out["collectives"][n] = collectives(compiled.as_text())
+        out["temp_bytes"][n] = compiled.memory_analysis().temp_size_in_bytes
+    if args.full:
+        t, y = _synthetic(1001, seed=3)
+        p0 = np.array([2.0, 0.3, 1.2, 0.0])
+        ref = jacopt.curve_fit(_model, t, y, p0)
+        _, scipy_pcov = _scipy_fit(t, y, p0)
+        out["fits"] = {}
+        for n in (2, 4, 8):
+            got, padded_m = _padded_curve_fit(jax, t, y, p0, n)
+            out["fits"][n] = _fit_record(got, ref, scipy_pcov, padded_m)
+    return out
 
 
 def _compiled_solve(jax, m, n_devices):
@@ -294,18 +382,19 @@ def default_part(jax, args):
     """The default suite's checks in one process: the NIST selection, the 10^5-point fit, the
     compiled solve and the edge cases."""
     return {"nist": nist_part(jax, args), "large": large_part(jax, args),
-            "compiled": compiled_part(jax, args), "edges": edges_part(jax, args)}
+            "compiled": compiled_part(jax, args), "edges": edges_part(jax, args),
+            "covariance": covariance_part(jax, args)}
 
 
 PARTS = {"default": default_part, "nist": nist_part, "large": large_part, "compiled": compiled_part,
-         "edges": edges_part, "process": process_part}
+         "edges": edges_part, "covariance": covariance_part, "process": process_part}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("part", choices=sorted(PARTS))
     parser.add_argument("--devices", type=int, default=8)
-    parser.add_argument("--m", type=int, default=100_000)
+    parser.add_argument("--m", type=int, default=99_997)
     parser.add_argument("--full", action="store_true", help="nist: every problem and solver")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--num-processes", type=int, default=2)

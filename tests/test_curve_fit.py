@@ -87,6 +87,43 @@ def test_absolute_sigma_only_drops_the_residual_variance(decay_data):
     np.testing.assert_allclose(rel.covariance, ab.covariance * chi2 / (x.size - 3), rtol=1e-10)
 
 
+def test_masked_padding_leaves_the_fit_and_its_covariance_unchanged(decay_data):
+    # shard_rows pads data to a multiple of the device count; the mask's zeros must change
+    # neither the parameters nor the covariance: m (the degrees of freedom m - n, and SciPy's
+    # rank cutoff eps * max(m, n)) counts the real points only
+    x, y, sigma = decay_data
+    pad = 8
+    xp, yp, sp = np.r_[x, np.full(pad, x[-1])], np.r_[y, np.zeros(pad)], np.r_[sigma, np.ones(pad)]
+    mask = np.r_[np.ones(x.size), np.zeros(pad)]
+    fit = curve_fit(decay, xp, yp, jnp.array([1.0, 1.0, 0.0]), sigma=sp, mask=mask)
+    popt, pcov = scipy.optimize.curve_fit(decay_np, x, y, p0=[1.0, 1.0, 0.0], sigma=sigma, **TIGHT)
+    assert bool(fit.covariance_valid) and int(fit.dof) == x.size - 3
+    np.testing.assert_allclose(fit.params, popt, rtol=1e-7)
+    np.testing.assert_allclose(fit.covariance, pcov, rtol=1e-5)
+    np.testing.assert_allclose(fit.params, polished(x, y, sigma, fit.params), rtol=1e-9)
+    J = np.asarray(fit.result.jac)[: x.size]  # the exact formula at jacopt's own optimum
+    chi2 = 2 * float(fit.result.cost)
+    np.testing.assert_allclose(fit.covariance, np.linalg.inv(J.T @ J) * chi2 / (x.size - 3),
+                               rtol=1e-10)
+    assert np.all(np.asarray(fit.result.jac)[x.size:] == 0)
+
+
+def test_covariance_from_the_triangular_factor_keeps_scipys_rank_cutoff():
+    # singular values of R are those of J: a column at 1e-14 of the others is dropped by the
+    # cutoff eps * max(m, n) * s_max (m = 200 here) and kept by a looser one
+    rng = np.random.default_rng(1)
+    J = rng.standard_normal((200, 3))
+    J[:, 2] = J[:, 0] + 1e-14 * rng.standard_normal(200)
+    pcov, identifiable, rank, valid, _, _ = _covariance(jnp.asarray(J), jnp.asarray(1.0), True)
+    assert int(rank) == 2 and not bool(valid)
+    assert np.asarray(identifiable).tolist() == [False, True, False]
+    pinv = np.linalg.pinv(J, rcond=200 * np.finfo(float).eps)  # (J^T J)^+ = J^+ J^+T
+    np.testing.assert_allclose(pcov, pinv @ pinv.T, rtol=1e-8)
+    # fewer rows counted (a mask): m = 2 < n, so no residual variance
+    _, _, _, valid, variance, _ = _covariance(jnp.asarray(J), jnp.asarray(1.0), False, m=2)
+    assert not bool(valid) and np.isnan(float(variance))
+
+
 @pytest.mark.slow  # one more compiled solve each
 def test_two_dimensional_sigma_matches_scipy(decay_data):
     x, y, sigma = decay_data
@@ -272,6 +309,10 @@ Y = np.linspace(1.0, 2.0, 10)
     (dict(p0=jnp.array([1.0, jnp.nan, 0.0])), ValueError, "p0"),
     (dict(args=(1,)), TypeError, "does not take 'args'"),
     (dict(solver="lm-matrix-free"), ValueError, "solver: curve_fit needs the Jacobian"),
+    (dict(mask=np.ones(9)), ValueError, r"mask has shape \(9,\)"),
+    (dict(mask=np.full(10, 0.5)), ValueError, "mask must hold 0s and 1s"),
+    (dict(mask=np.zeros(10)), ValueError, "mask is 0 everywhere"),
+    (dict(mask=np.ones(10), sigma=np.eye(10)), ValueError, "mask takes 1-D sigma"),
 ])
 def test_bad_input_raises_naming_the_argument(kwargs, error, match):
     call = dict(model=decay, xdata=X, ydata=Y, p0=P0)

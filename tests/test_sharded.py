@@ -45,11 +45,37 @@ def test_sharded_nist_fits_match_one_device(checks):
     assert fits["Misra1a/lm/8"]["padded_m"] == 16 and fits["MGH09/lm/8"]["padded_m"] == 16
 
 
-def test_sharded_curve_fit_of_1e5_points_matches_one_device(checks):
+def test_padded_sharded_curve_fit_of_1e5_points_matches_one_device(checks):
+    # 99,997 points padded to 100,000 by shard_rows and split 8 ways, the mask passed to
+    # curve_fit: the parameters, the degrees of freedom (real points only) and the covariance
+    # are the unpadded single-device fit's, and SciPy's (given the same analytic Jacobian)
     fit = checks["large"]
-    assert fit["m"] == 100_000 and fit["devices"] == 8
-    assert fit["rel"] < TOL and fit["pcov_rel"] < 1e-8
+    assert fit["m"] == 99_997 and fit["padded_m"] == 100_000 and fit["devices"] == 8
+    assert fit["rows_split"] and fit["valid"]
+    assert fit["dof"] == fit["ref_dof"] == 99_997 - 4
+    assert fit["rel"] < TOL and fit["pcov_rel"] < TOL and fit["stderr_rel"] < TOL
+    assert fit["scipy_rel"] < 1e-9
     assert fit["status"] == fit["ref_status"] == "XTOL"
+
+
+def test_covariance_of_split_rows_gathers_only_triangles(checks):
+    # curve_fit's covariance of a Jacobian split by rows: (R^T R)^{-1} from a TSQR, the same
+    # values as on one device; the only traffic is the N (n x n) triangles (none m-sized), and
+    # each device's scratch memory is 1/N of the single-device program's
+    cov = checks["covariance"]
+    m, n_params = cov["m"], 4
+    temp = {int(k): v for k, v in cov["temp_bytes"].items()}
+    assert cov["collectives"]["1"] == []
+    for n in (2, 4, 8):
+        assert cov["pcov_rel"][str(n)] < 1e-11 and cov["one_device_rel"][str(n)] < 1e-11
+        assert cov["dof_rel"][str(n)] == 0.0  # residual variance uses m - n, not padded_m - n
+        found = cov["collectives"][str(n)]
+        gathers = [shape for op, shape, _ in found if op == "all-gather"]
+        assert gathers == [f"f64[{n * n_params},{n_params}]{{1,0}}"], found
+        for op, shape, _ in found:
+            assert str(m) not in shape and str(cov["padded_m"]) not in shape, (op, shape)
+            assert str(cov["padded_m"] // n) not in shape, (op, shape)
+        assert temp[n] < 1.1 * temp[1] / n, (n, temp)
 
 
 def test_per_device_scratch_memory_falls_as_one_over_devices(checks):
@@ -145,7 +171,20 @@ def test_every_nist_problem_and_solver_sharded():
 @pytest.mark.slow
 def test_sharded_fit_of_1e6_points_matches_one_device():
     fit = run_checks("large", "--m", "1000000")
+    assert fit["padded_m"] == 1_000_000 and fit["dof"] == 1_000_000 - 4
     assert fit["rel"] < TOL and fit["status"] == fit["ref_status"]
+    assert fit["pcov_rel"] < TOL and fit["scipy_rel"] < 1e-9
+
+
+@pytest.mark.slow
+def test_padded_curve_fit_covariance_on_2_4_8_devices():
+    fits = run_checks("covariance", "--full")["fits"]
+    for n, padded_m in (("2", 1002), ("4", 1004), ("8", 1008)):
+        fit = fits[n]
+        assert fit["padded_m"] == padded_m and fit["rows_split"] and fit["valid"], (n, fit)
+        assert fit["dof"] == fit["ref_dof"] == 1001 - 4, (n, fit)
+        assert fit["rel"] < TOL and fit["pcov_rel"] < TOL and fit["stderr_rel"] < TOL, (n, fit)
+        assert fit["scipy_rel"] < 1e-9, (n, fit)
 
 
 @pytest.mark.slow
