@@ -2,19 +2,22 @@
 tests/test_sharded.py: ``XLA_FLAGS`` must name the device count before JAX is imported, and the
 rest of the test suite keeps one device.
 
-``python tests/_sharded_checks.py PART [--devices 8] [--m M]`` prints one JSON object. Parts:
-``default`` (the default suite's selection of the others, in one process), ``nist``
-(parameters of padded, sharded NIST fits against the single-device fits; ``--full``: every
-problem and solver), ``large`` (a synthetic curve_fit of ``--m`` points, padded and split),
-``compiled`` (per-device temporary bytes and the collectives of the compiled solve), ``edges``
-(NaN in one shard, a residual count that does not divide, bounds, an Explicit mesh, a sharded
-vmapped batch), ``covariance`` (curve_fit's covariance of a row-split Jacobian: values,
-collectives, memory; ``--full``: padded curve_fits split 2, 4 and 8 ways), ``process`` (one
+``python tests/_sharded_checks.py PART [--devices 8] [--m M] [--full]`` prints one JSON object.
+Parts: ``default`` (the default suite's selection of the others, in one process), ``extra``
+(the slow suite's: the others with ``--full``, in one process), ``nist`` (parameters of padded,
+sharded NIST fits against the single-device fits; ``--full``: every problem and solver),
+``large`` (a synthetic curve_fit of ``--m`` points, padded and split), ``compiled``
+(per-device temporary bytes and the collectives of the compiled solve; 1 and 8 devices,
+``--full``: also 2 and 4), ``edges`` (NaN in one shard; ``--full``: also a residual count
+that does not divide, bounds, an Explicit mesh, a sharded vmapped batch), ``covariance``
+(curve_fit's covariance of a row-split Jacobian: values, collectives, memory on 1, 2 and 8
+devices; ``--full``: also 4, and padded curve_fits split 2, 4 and 8 ways), ``process`` (one
 process of a multi-process run under ``jax.distributed``).
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -43,8 +46,10 @@ def _mesh(jax, n):
     return Mesh(np.array(jax.devices()[:n]), ("data",))
 
 
+@functools.lru_cache(maxsize=None)
 def _masked(residual):
-    """``mask * residual(b, x, y)``: padded rows (mask 0) contribute nothing."""
+    """``mask * residual(b, x, y)``: padded rows (mask 0) contribute nothing. One function per
+    residual, so that fits of the same shapes reuse one compiled solve."""
     def fun(b, x, y, mask):
         return mask * residual(b, x, y)
     return fun
@@ -60,9 +65,8 @@ def nist_part(jax, args):
     if args.full:
         grid = [(name, solver, (2, 4, 8)) for name in ("Misra1a", "Thurber", "MGH09")
                 for solver in ("lm", "gn", "dogleg")]
-    else:
-        grid = [("Misra1a", "lm", (2, 4, 8)), ("Misra1a", "gn", (8,)),
-                ("Misra1a", "dogleg", (4,)), ("Thurber", "lm", (4,)), ("MGH09", "lm", (8,))]
+    else:  # 14 points: split 2 ways as they are, padded to 16 for 8
+        grid = [("Misra1a", "lm", (2, 8))]
     for name, solver, counts in grid:
         p = nist.load(name)
         x, y = np.asarray(p.args[0]), np.asarray(p.args[1])
@@ -178,7 +182,7 @@ def covariance_part(jax, args):
     out = {"m": m, "padded_m": padded, "pcov_rel": {}, "dof_rel": {}, "collectives": {},
            "temp_bytes": {}, "one_device_rel": {}}
     pcovs = {}
-    for n in (1, 2, 4, 8):
+    for n in (1, 2, 4, 8) if args.full else (1, 2, 8):
         place = NamedSharding(_mesh(jax, n), PartitionSpec("data")) if n > 1 else jax.devices()[0]
         Jn = jax.device_put(J, place)
         rows = cf.rows_of(Jn)
@@ -254,7 +258,7 @@ def collectives(hlo: str) -> list:
 
 def compiled_part(jax, args):
     out = {"temp_bytes": {}, "collectives": {}}
-    for n in (1, 2, 4, 8):
+    for n in (1, 2, 4, 8) if args.full else (1, 8):
         compiled = _compiled_solve(jax, 65536, n)
         out["temp_bytes"][n] = compiled.memory_analysis().temp_size_in_bytes
         if n == 8:
@@ -284,6 +288,8 @@ def edges_part(jax, args):
     xs, ys, mask = jacopt_shard_rows(mesh, x, bad, fill=(x[-1], 0.0))
     got = jacopt.least_squares(fun, start, args=(xs, ys, mask))
     out["nan"] = {"status": got.status_name, "shard": int(13 // (ys.shape[0] // 8))}
+    if not args.full:  # the NaN fit reuses nist's compiled Misra1a/lm/8 solve
+        return out
 
     # JAX refuses to place rows that the mesh axis does not divide
     try:
@@ -379,15 +385,31 @@ def process_part(jax, args):
 
 
 def default_part(jax, args):
-    """The default suite's checks in one process: the NIST selection, the 10^5-point fit, the
-    compiled solve and the edge cases."""
-    return {"nist": nist_part(jax, args), "large": large_part(jax, args),
-            "compiled": compiled_part(jax, args), "edges": edges_part(jax, args),
+    """The default suite's checks in one process, each part's small selection (no
+    ``--full``): Misra1a split 2 and 8 ways, the padded 10^5-point curve_fit, the compiled
+    solve on 1 and 8 devices, a NaN in one shard, curve_fit's covariance. ``seconds``: the
+    wall time of each part."""
+    import time
+
+    out, seconds = {}, {}
+    for name in ("nist", "large", "compiled", "edges", "covariance"):
+        started = time.perf_counter()
+        out[name] = PARTS[name](jax, args)
+        seconds[name] = round(time.perf_counter() - started, 2)
+    return {**out, "seconds": seconds}
+
+
+def extra_part(jax, args):
+    """The slow suite's checks in one process (``--full`` implied): every edge case, the
+    compiled solve on 1, 2, 4 and 8 devices, padded curve_fits split 2, 4 and 8 ways."""
+    args.full = True
+    return {"edges": edges_part(jax, args), "compiled": compiled_part(jax, args),
             "covariance": covariance_part(jax, args)}
 
 
-PARTS = {"default": default_part, "nist": nist_part, "large": large_part, "compiled": compiled_part,
-         "edges": edges_part, "covariance": covariance_part, "process": process_part}
+PARTS = {"default": default_part, "extra": extra_part, "nist": nist_part, "large": large_part,
+         "compiled": compiled_part, "edges": edges_part, "covariance": covariance_part,
+         "process": process_part}
 
 
 def main(argv=None):
@@ -395,7 +417,8 @@ def main(argv=None):
     parser.add_argument("part", choices=sorted(PARTS))
     parser.add_argument("--devices", type=int, default=8)
     parser.add_argument("--m", type=int, default=99_997)
-    parser.add_argument("--full", action="store_true", help="nist: every problem and solver")
+    parser.add_argument("--full", action="store_true",
+                        help="every case of a part (nist: every problem and solver)")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--num-processes", type=int, default=2)
     parser.add_argument("--process-id", type=int, default=0)
