@@ -159,6 +159,7 @@ class MatrixFreeLMState(NamedTuple):
     start_cost: Any
     started: Any
     status: Any
+    carry: Any = None  # what a subclass keeps per accepted point (see ``_linearise``)
 
     @property
     def damping(self):
@@ -182,12 +183,14 @@ def _norm(v):
     return jnp.sqrt(jnp.sum(v * v))
 
 
-def linearise(problem: LeastSquaresProblem, x, grad=None):
+def linearise(problem: LeastSquaresProblem, x, grad=None, op=None):
     """``(r, grad, lin)`` at ``x``: one forward pass that keeps its intermediate values
-    (:func:`jacopt.jacobian_operator`), and one transposed JVP for ``grad = J~^T r~`` unless
-    ``grad`` is given (it fixes the active set: Bertsekas' components at a bound whose
-    negative gradient points outwards)."""
-    op = jacobian_operator(problem.residual, x, problem.args)
+    (:func:`jacopt.jacobian_operator`; or ``op``, anything with ``value``, ``mv`` and ``rmv``
+    for the raw residuals and Jacobian at ``x``), and one transposed JVP for ``grad = J~^T
+    r~`` unless ``grad`` is given (it fixes the active set: Bertsekas' components at a bound
+    whose negative gradient points outwards)."""
+    if op is None:
+        op = jacobian_operator(problem.residual, x, problem.args)
     r = op.value
     w_r, w_j = problem.loss.weights(r, problem.f_scale)
     if w_r is None:
@@ -322,30 +325,55 @@ class MatrixFreeLevenbergMarquardt(LeastSquaresSolver):
             raise ValueError(f"forcing must be None or a number in (0, 1), got "
                              f"{self.forcing!r}.")
 
-    def _evaluate(self, problem, x, scale, seed):
+    def _linearise(self, problem, x, carry, point=None):
+        """``(r, grad, lin, carry)`` at ``x`` (:func:`linearise`). ``point`` is the accepted
+        :class:`PointEvaluation` at ``x`` when known (its gradient is reused), ``None`` at a
+        new point. ``carry`` is the state's ``carry``: what a subclass keeps per accepted
+        point (nothing here: the linearisation holds closures, so it is redone)."""
+        r, grad, lin = linearise(problem, x, None if point is None else point.grad)
+        return r, grad, lin, carry
+
+    def _column_norms(self, lin: Linearisation, r, x, seed, carry):
+        """The column norms of the raw ``J`` for Moré's scaling: estimated from probes."""
+        return column_norm_estimate(lin.raw_rmv, r.shape[0], x.dtype, seed, self.num_probes)
+
+    def _forcing(self, point: PointEvaluation, carry):
+        """The inner solve's relative tolerance for the step from ``point``: one number, or
+        LSQR's ``(atol, btol)`` (CG then takes ``btol``)."""
+        if self.forcing is None:
+            return 100 * float(jnp.finfo(point.grad.dtype).eps)
+        return self.forcing
+
+    def _evaluations(self, first, accepted):
+        """``(nfev, njev)`` of one iteration: the start is one linearisation; later a trial
+        costs one residual evaluation and the linearisation it was computed from, an accepted
+        point (``accepted``, 0 or 1) one more linearisation."""
+        return jnp.where(first, 1, 2 + accepted), jnp.where(first, 1, 1 + accepted)
+
+    def _evaluate(self, problem, x, scale, seed, carry):
         """Everything a new accepted point needs: one linearisation, the gradient, the updated
-        scaling (``1 / x_scale``, ones, or the running maximum of the estimated column norms,
-        probes seeded by ``seed``), the point and the scaled Rayleigh quotient."""
-        r, grad, lin = linearise(problem, x)
+        scaling (``1 / x_scale``, ones, or the running maximum of the column norms, probes
+        seeded by ``seed``), the point, the scaled Rayleigh quotient and the new ``carry``."""
+        r, grad, lin, carry = self._linearise(problem, x, carry)
         if problem.x_scale is not None:
             scale = (1.0 / problem.x_scale).astype(x.dtype)
         elif self.scaling == "identity":
             scale = jnp.ones_like(x)
         else:
-            norms = column_norm_estimate(lin.raw_rmv, r.shape[0], x.dtype, seed,
-                                         self.num_probes)
-            scale = updated_scale(problem, scale, norms)
+            scale = updated_scale(problem, scale, self._column_norms(lin, r, x, seed, carry))
         point, curvature = describe(problem, x, r, grad, lin, scale)
-        return point, scale, curvature
+        return point, scale, curvature, carry
 
-    def _inner_solve(self, lin: Linearisation, grad, scale, lam):
+    def _inner_solve(self, lin: Linearisation, grad, scale, lam, forcing=None):
         """The approximate damped step ``p`` (n,) and the inner iteration count."""
-        forcing = self.forcing
+        if forcing is None:
+            forcing = self.forcing
         if forcing is None:
             forcing = 100 * float(jnp.finfo(grad.dtype).eps)
+        atol, forcing = forcing if isinstance(forcing, tuple) else (forcing, forcing)
         if self.linear_solver == "lsqr":
             out = lsqr(lin.mv, lin.rmv, -lin.rc, damp=jnp.sqrt(lam), diag=scale,
-                       atol=forcing, btol=forcing, maxiter=self.max_inner_steps)
+                       atol=atol, btol=forcing, maxiter=self.max_inner_steps)
         else:
             d2 = scale * scale
 
@@ -398,13 +426,15 @@ class MatrixFreeLevenbergMarquardt(LeastSquaresSolver):
 
         # 3. A new point (or the start): linearise there (gradient, scaling, gtol cosine). A
         #    cond, so rejected trials skip it; a point with non-finite derivatives is not taken.
-        new_point, new_scale, curvature = lax.cond(
-            accepted | first, lambda: self._evaluate(problem, pending.x, scale, s.counters.njev),
-            lambda: (point, scale, zero))
+        new_point, new_scale, curvature, carry = lax.cond(
+            accepted | first,
+            lambda: self._evaluate(problem, pending.x, scale, s.counters.njev, s.carry),
+            lambda: (point, scale, zero, s.carry))
         broken = accepted & ~new_point.finite
         accepted = accepted & ~broken
         keep = accepted | first
-        new_point = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new_point, point)
+        new_point, carry = jax.tree.map(lambda a, b: jnp.where(keep, a, b), (new_point, carry),
+                                        (point, s.carry))
         new_scale = jnp.where(keep, new_scale, scale)
         start_lam = self.initial_damping * jnp.where(
             (curvature > 0) & jnp.isfinite(curvature), curvature, 1.0)
@@ -430,8 +460,9 @@ class MatrixFreeLevenbergMarquardt(LeastSquaresSolver):
         #    its gradient is known) and solve the damped problem inexactly.
         def next_trial():
             x = new_point.x
-            _, _, lin = linearise(problem, x, new_point.grad)
-            p, inner = self._inner_solve(lin, new_point.grad, new_scale, lam)
+            _, _, lin, _ = self._linearise(problem, x, carry, new_point)
+            p, inner = self._inner_solve(lin, new_point.grad, new_scale, lam,
+                                         self._forcing(new_point, carry))
             x_new, step = problem.projected_step(x, p, lin.fixed)
             js = lin.mv(step)
             predicted = -(jnp.sum(new_point.grad * step) + 0.5 * jnp.sum(js * js))
@@ -441,14 +472,13 @@ class MatrixFreeLevenbergMarquardt(LeastSquaresSolver):
         trial, inner = lax.cond(status == Status.RUNNING, next_trial,
                                 lambda: (pending, jnp.zeros((), jnp.int32)))
 
-        # a trial costs one residual evaluation and the linearisation it was computed from
-        # (counted here, with the trial), an accepted point one more linearisation
         one = accepted.astype(jnp.int32)
+        nfev, njev = self._evaluations(first, one)
         counters = s.counters.tally(
-            accepted, ~accepted & ~first, jnp.where(first, 1, 2 + one),
-            jnp.where(first, 1, 1 + one), nonfinite=jnp.where(first, 0, nonfinite),
+            accepted, ~accepted & ~first, nfev, njev, nonfinite=jnp.where(first, 0, nonfinite),
             inner_steps=s.counters.inner_steps + inner)
         return MatrixFreeLMState(
             point=new_point, scale=new_scale, lam=lam, nu=nu, trial=trial,
             step_norm=jnp.where(first, zero, pending.step_norm), accepted=accepted,
-            counters=counters, start_cost=start_cost, started=jnp.asarray(True), status=status)
+            counters=counters, start_cost=start_cost, started=jnp.asarray(True), status=status,
+            carry=carry)
