@@ -62,6 +62,7 @@ from jacopt.solvers.gauss_newton import GaussNewton
 from jacopt.solvers.least_squares_problem import LeastSquaresProblem, LeastSquaresSolver
 from jacopt.solvers.levenberg_marquardt import LevenbergMarquardt
 from jacopt.solvers.matrix_free import MatrixFreeLevenbergMarquardt
+from jacopt.solvers.sparse_lm import SparseLevenbergMarquardt, plan_for
 from jacopt.status import is_success
 
 SOLVERS = {
@@ -71,6 +72,7 @@ SOLVERS = {
     "gauss_newton": GaussNewton,
     "dogleg": Dogleg,
     "lm-matrix-free": MatrixFreeLevenbergMarquardt,
+    "lm-sparse": SparseLevenbergMarquardt,
 }
 """Names accepted by ``solver=`` (case-insensitive)."""
 
@@ -95,6 +97,7 @@ def least_squares(
     history=False,
     verbose=0,
     implicit_diff=True,
+    jac_sparsity=None,
     **scipy_keywords,
 ) -> LeastSquaresResult:
     """Minimise ``C(x) = 0.5 * sum(f_scale**2 * rho((r_i / f_scale)**2))`` with ``r =
@@ -145,8 +148,16 @@ def least_squares(
       verbose: 0 silent, 1 one line at the end, 2 one row per iteration (printed from inside
         the compiled loop).
       implicit_diff: attach implicit derivatives of ``params`` with respect to ``args``.
+      jac_sparsity: ``None`` (dense ``J``), ``"auto"`` (the pattern of the flat Jacobian is
+        detected from ``fun``'s jaxpr, :func:`jacopt.jacobian_sparsity`) or the pattern: a
+        boolean array, SciPy sparse matrix or BCOO of shape ``(m, n)`` (flattened residuals
+        by flattened parameters), checked once against JVPs at ``x0``. Selects
+        ``solver="lm-sparse"`` (:mod:`jacopt.solvers.sparse_lm`: LM whose steps come from
+        LSQR on the sparse ``J``, computed from compressed JVPs, never an ``(m, n)`` matrix);
+        ``solver`` must then be ``"lm"`` (the default) or ``"lm-sparse"``, and ``jac`` None.
+        ``solver="lm-sparse"`` without ``jac_sparsity`` detects the pattern.
       **scipy_keywords: SciPy's keywords with no counterpart here (``method``, ``max_nfev``,
-        ``tr_solver``, ``tr_options``, ``diff_step``, ``jac_sparsity``...) raise a
+        ``tr_solver``, ``tr_options``, ``diff_step``...) raise a
         ``TypeError`` that names what to use instead (:mod:`jacopt._scipy_keywords`).
 
     Returns:
@@ -171,7 +182,18 @@ def least_squares(
         _scipy_keywords.refuse("least_squares", scipy_keywords)
     check_args(args)
     warn_float64_leaves(args, "args")
+    if jac_sparsity is not None and isinstance(solver, str) and solver.strip().lower() in (
+            "lm", "levenberg_marquardt"):
+        solver = "lm-sparse"
     solver = resolve_solver(solver, SOLVERS, LeastSquaresSolver)
+    sparse = isinstance(solver, SparseLevenbergMarquardt)
+    if jac_sparsity is not None and not sparse:
+        raise ValueError(f"jac_sparsity selects the sparse solver: use solver='lm' (the "
+                         f"default) or 'lm-sparse' with it, not {type(solver).__name__}, which "
+                         f"forms a dense Jacobian or none.")
+    if sparse and jac is not None:
+        raise ValueError("jac must be None with jac_sparsity (solver='lm-sparse'): the sparse "
+                         "Jacobian is computed from compressed JVPs of fun.")
     overrides = {k: static_number(v, k) for k, v in (("ftol", ftol), ("xtol", xtol),
                                                       ("gtol", gtol)) if v is not None}
     if overrides:
@@ -214,6 +236,9 @@ def least_squares(
     rows, args = row_sharding(args)  # data split by rows over devices (jacopt._sharding)
     try:
         (fun, jac), args = hoist_closure((fun, jac), x0, args)
+        if sparse:  # the pattern and its colouring, on the host (jacopt.solvers.sparse_lm)
+            solver = dataclasses.replace(solver, plan=plan_for(
+                fun, x0, args, "auto" if jac_sparsity is None else jac_sparsity, solver.mode))
         return _solve(
             x0, args, lower, upper, scale, f_scale,
             solver=solver, fun=fun, jac=jac, loss=loss, max_steps=int(max_steps),

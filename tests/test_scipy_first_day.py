@@ -149,7 +149,6 @@ def test_curve_fit_lets_the_models_own_errors_through():
     ("tr_solver", "lsmr", r"solver='lm-matrix-free' is SciPy's tr_solver='lsmr'"),
     ("tr_options", {}, r"solver=jacopt\.solvers\.LevenbergMarquardt"),
     ("diff_step", 1e-6, r"automatic differentiation"),
-    ("jac_sparsity", np.eye(2), r"sparse Jacobians are not supported yet"),
 ])
 def test_least_squares_names_what_to_use_for_scipy_keywords(key, value, instead):
     with pytest.raises(TypeError, match=rf"^least_squares\(\) got SciPy's keyword argument "
