@@ -22,6 +22,19 @@ the result), and where dense runs:
 ``missed_nonzeros`` (dense nonzeros outside the detected pattern: must be 0),
 ``max_abs_diff`` (sparse values against dense), ``time_ratio`` and ``memory_ratio`` (dense
 over sparse, temp + output bytes). The machine is shared: compare ratios, not absolute times.
+
+The fit family (:func:`sparse_fit_case`, ``--fit``; or :func:`run_fits`): Broyden tridiagonal
+(Moré, Garbow & Hillstrom problem 30, start ``-1``) at n = 10^4 and 10^5 unknowns, solved by
+``jacopt.least_squares(jac_sparsity=pattern)`` (the sparse Levenberg-Marquardt of
+:mod:`jacopt.solvers.sparse_lm`) and by SciPy's ``least_squares(method="trf",
+tr_solver="lsmr")`` with the exact sparse Jacobian (a CSR matrix from NumPy; at SciPy's default
+tolerances, and at ``ftol = xtol = gtol = 1e-15``, which reach jacopt's final cost) and with
+``jac="2-point", jac_sparsity=pattern`` (the cookbook's way). Per method: ``detect_s``
+(jacopt: pattern detection and colouring on the host, once per function and shapes),
+``first_s`` (jacopt: the first call, compile included; ``compile_s`` is it less
+``run_s``), ``run_s`` (jacopt: median of warm calls;
+SciPy: one call), ``final_loss`` (the cost ``0.5 ||r||^2``), ``nfev``, and ``speedup`` (SciPy's
+``run_s`` over jacopt's).
 """
 from __future__ import annotations
 
@@ -32,7 +45,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jacopt.benchmarks._records import compile_timed, limit_blas_threads, time_compiled, time_once
+from jacopt.benchmarks._records import (
+    compile_timed,
+    limit_blas_threads,
+    time_calls,
+    time_compiled,
+    time_once,
+)
 from jacopt.benchmarks._records import main as records_main
 from jacopt.problems.brusselator import brusselator_residual, brusselator_start
 from jacopt.sparse import sparse_jacobian
@@ -124,6 +143,91 @@ def _finish(records, dense):
     return records + [dense]
 
 
+def _broyden_numpy(x):
+    padded = np.pad(x, 1)
+    return (3.0 - 2.0 * x) * x - padded[:-2] - 2.0 * padded[2:] + 1.0
+
+
+def _broyden_numpy_jacobian(x):
+    import scipy.sparse as sps
+
+    n = x.size
+    return sps.diags([-np.ones(n - 1), 3.0 - 4.0 * x, -2.0 * np.ones(n - 1)], [-1, 0, 1],
+                     format="csr")
+
+
+def _broyden(x):
+    from jacopt.problems.brusselator import broyden_tridiagonal_residual
+
+    return broyden_tridiagonal_residual(x)
+
+
+def sparse_fit_case(n: int, progress: Callable | None = None) -> list[dict]:
+    """Broyden tridiagonal with ``n`` unknowns: jacopt's sparse LM (pattern detected from the
+    jaxpr) against SciPy trf + LSMR (exact sparse Jacobian; 2-point with ``jac_sparsity``)."""
+    import scipy.optimize as so
+
+    import jacopt
+    from jacopt.solvers.sparse_lm import plan_for
+
+    problem = f"broyden_tridiagonal n={n}"
+    x0 = -np.ones(n)
+    if progress:
+        progress(f"{problem} / jacopt lm-sparse")
+    plan, detect_s = time_once(plan_for, _broyden, jnp.asarray(x0), (), "auto")
+    pattern = plan.plan.pattern
+
+    def ours():
+        return jacopt.least_squares(_broyden, x0, jac_sparsity="auto")
+
+    res, first_s = time_once(ours)
+    res, run_s = time_calls(ours, repeats=3, warm_up=False)
+    records = [_record(problem, "jacopt least_squares(jac_sparsity='auto')", n=n,
+                       nnz=int(pattern.nnz), colors=plan.num_colors, detect_s=detect_s,
+                       first_s=first_s, compile_s=max(first_s - run_s, 0.0), run_s=run_s,
+                       final_loss=float(res.cost),
+                       nfev=int(res.nfev), status=res.status_name)]
+    tight = dict(ftol=1e-15, xtol=1e-15, gtol=1e-15)
+    for label, kw in (("exact sparse jac", dict(jac=_broyden_numpy_jacobian)),
+                      ("exact sparse jac, tolerances 1e-15",
+                       dict(jac=_broyden_numpy_jacobian, **tight)),
+                      ("2-point, jac_sparsity", dict(jac="2-point", jac_sparsity=pattern))):
+        if progress:
+            progress(f"{problem} / scipy trf lsmr, {label}")
+        out, seconds = time_once(lambda: so.least_squares(
+            _broyden_numpy, x0, method="trf", tr_solver="lsmr", **kw))
+        records.append(_record(problem, f"scipy trf+lsmr ({label})", n=n, compile_s=None,
+                               run_s=seconds,
+                               final_loss=float(out.cost), nfev=int(out.nfev),
+                               status=str(out.status), speedup=seconds / run_s))
+    return records
+
+
+def run_fits(sizes=(10_000, 100_000), progress: Callable | None = None) -> list[dict]:
+    """The fit family at each size in ``sizes``."""
+    limit_blas_threads(1)
+    jax.config.update("jax_enable_x64", True)
+    records = []
+    for n in sizes:
+        records += sparse_fit_case(n, progress=progress)
+    return records
+
+
+def format_fit_table(records: list[dict]) -> str:
+    """An aligned text table of :func:`run_fits`' records."""
+    columns = [("problem", "{}"), ("method", "{}"), ("colors", "{}"), ("detect_s", "{:.2f}"),
+               ("first_s", "{:.2f}"), ("run_s", "{:.3f}"), ("final_loss", "{:.2e}"),
+               ("nfev", "{}"), ("status", "{}"), ("speedup", "{:.1f}")]
+    body = [["-" if r.get(k) is None else f.format(r[k]) for k, f in columns] for r in records]
+    widths = [max(len(k), *(len(row[i]) for row in body)) for i, (k, _) in enumerate(columns)]
+    lines = ["  ".join(k.ljust(w) for (k, _), w in zip(columns, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in body]
+    lines.append("speedup: SciPy's run_s over jacopt's warm run_s (jacopt's detect_s and first_s "
+                 "are paid once per function and shapes)")
+    return "\n".join(lines)
+
+
 def run(quick: bool = False, progress: Callable[[str], None] | None = None) -> list[dict]:
     """Brusselator N = 32, 64 (quick) or 32, 64, 128, 256; one sparse and one dense record
     per N (no header)."""
@@ -174,6 +278,11 @@ def format_tables(records: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--fit" in argv:  # the sparse least-squares family only, printed as a table
+        sizes = (10_000,) if "--quick" in argv else (10_000, 100_000)
+        print(format_fit_table(run_fits(sizes, progress=lambda m: print(m, file=sys.stderr))))
+        return 0
     return records_main(SUITE, run, argv, format_tables=format_tables,
                         quick_help="N = 32, 64 only")
 
