@@ -26,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jacopt._validate import is_traced
+
 __all__ = ["RowSharding", "row_sharding", "rows_of", "shard_rows", "constrain_rows",
            "placed_like"]
 
@@ -65,7 +67,7 @@ def row_sharding(args):
     out = []
     for leaf in leaves:
         sharding = getattr(leaf, "sharding", None)
-        if (isinstance(leaf, jax.core.Tracer) or not isinstance(leaf, jax.Array)
+        if (is_traced(leaf) or not isinstance(leaf, jax.Array)
                 or not getattr(leaf, "committed", False)
                 or not isinstance(sharding, NamedSharding)):
             out.append(leaf)
@@ -85,7 +87,7 @@ def rows_of(a) -> Optional[RowSharding]:
     split over a single mesh axis of more than one device; ``None`` for a tracer, an array on
     one device, or one not split by rows."""
     sharding = getattr(a, "sharding", None)
-    if (isinstance(a, jax.core.Tracer) or not isinstance(a, jax.Array) or a.ndim < 1
+    if (is_traced(a) or not isinstance(a, jax.Array) or a.ndim < 1
             or not isinstance(sharding, NamedSharding)):
         return None
     axis = _first_axis(sharding.spec)
@@ -109,7 +111,7 @@ def placed_like(value, reference):
     as ``reference`` is when that is a committed array split over devices; else unchanged."""
     sharding = getattr(reference, "sharding", None)
     if (isinstance(value, np.ndarray) and isinstance(reference, jax.Array)
-            and not isinstance(reference, jax.core.Tracer)
+            and not is_traced(reference)
             and getattr(reference, "committed", False) and isinstance(sharding, NamedSharding)
             and value.shape == reference.shape and len(sharding.device_set) > 1):
         return jax.device_put(value, sharding)

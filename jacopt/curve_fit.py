@@ -82,6 +82,7 @@ from jacopt._validate import (
     all_finite,
     as_float32_if_needed,
     as_float_tree,
+    is_traced,
     numbers_as_array,
     outer_broadcast_error,
     tracing_error,
@@ -198,10 +199,6 @@ def _int_array(value: int):
     return jax.device_put(int(value))
 
 
-def _concrete(a) -> bool:
-    return not isinstance(a, jax.core.Tracer)
-
-
 @functools.lru_cache(maxsize=None)
 def _least_squares_keywords() -> frozenset:
     """The keyword arguments :func:`jacopt.least_squares` accepts."""
@@ -229,7 +226,7 @@ def _as_data(value, name: str, dtype):
     elif arr.dtype != dtype:
         raise TypeError(f"{name} has dtype {arr.dtype} but p0 has dtype {np.dtype(dtype)}; "
                         f"jacopt never casts silently: give p0 and the data the same dtype.")
-    if _concrete(arr) and not all_finite(arr):
+    if not is_traced(arr) and not all_finite(arr):
         raise ValueError(f"{name} contains non-finite values (NaN or inf); remove or mask those "
                          f"points first.")
     return arr
@@ -241,7 +238,7 @@ def _check_xdata(xdata, length: int):
             if isinstance(leaf, np.ndarray):
                 leaf = as_float32_if_needed(leaf, "xdata")
             arr = leaf if isinstance(leaf, (jax.Array, np.ndarray)) else jnp.asarray(leaf)
-            if (_concrete(arr) and jnp.issubdtype(arr.dtype, jnp.inexact)
+            if (not is_traced(arr) and jnp.issubdtype(arr.dtype, jnp.inexact)
                     and not all_finite(arr)):
                 raise ValueError("xdata contains non-finite values (NaN or inf).")
             return arr
@@ -267,12 +264,12 @@ def _check_sigma(sigma, ydata, dtype):
     if sigma.ndim == 0:  # one standard deviation for every point (as SciPy accepts)
         sigma = (jnp if isinstance(sigma, jax.Array) else np).broadcast_to(sigma, ydata.shape)
     if sigma.shape == ydata.shape or (sigma.ndim == 1 and sigma.shape[0] == m):
-        if _concrete(sigma) and not np.all(np.asarray(sigma) > 0):  # NumPy: see all_finite
+        if not is_traced(sigma) and not np.all(np.asarray(sigma) > 0):  # NumPy: see all_finite
             raise ValueError("sigma must be positive: the standard deviation of each ydata point.")
         return "std", (1.0 / sigma).reshape(ydata.shape)
     if sigma.shape == (m, m):
         chol = jnp.linalg.cholesky(sigma)
-        if _concrete(chol) and not all_finite(chol):
+        if not is_traced(chol) and not all_finite(chol):
             raise ValueError("sigma (2-D, the covariance of ydata) is not positive definite.")
         return "cov", chol
     raise ValueError(
@@ -297,7 +294,7 @@ def _check_mask(mask, ydata, dtype):
     per_row = ydata.size // mask.size
     xp = np if isinstance(mask, np.ndarray) else jnp
     kept = xp.sum(mask != 0) * per_row
-    if _concrete(mask):
+    if not is_traced(mask):
         if not bool(xp.all((mask == 0) | (mask == 1))):
             raise ValueError("mask must hold 0s and 1s: 1 for the data to fit, 0 for padding.")
         kept = int(kept)
@@ -344,7 +341,7 @@ def _model_output(model, xdata, p0):
     its trace cached, cost more than a small fit's whole solve (the compiled solve is cached on
     the same things)."""
     leaves = jax.tree_util.tree_leaves((xdata, p0))
-    if not all(isinstance(leaf, (np.ndarray, jax.Array)) and _concrete(leaf) for leaf in leaves):
+    if is_traced(leaves) or not all(isinstance(leaf, (np.ndarray, jax.Array)) for leaf in leaves):
         return jax.eval_shape(model, xdata, p0)
     treedef = jax.tree_util.tree_structure((xdata, p0))
     avals = tuple((tuple(leaf.shape), np.dtype(leaf.dtype),
@@ -582,6 +579,6 @@ def curve_fit(model: Callable, xdata, ydata, p0=None, *, sigma=None, absolute_si
         params=result.params, covariance=pcov, stderr=stderr,
         identifiable=identifiable, rank=rank, covariance_valid=valid,
         residual_variance=residual_variance, dof=dof, result=result)
-    if _concrete(valid) and jnp.ndim(valid) == 0:
+    if not is_traced(valid) and jnp.ndim(valid) == 0:
         _warn(fit, p0, m_data, n, bool(absolute_sigma))
     return fit

@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 from jax.experimental import sparse as jsparse
 
+from jacopt._validate import is_traced
 from jacopt.coloring import as_pattern, choose_mode, lower_bound, star_coloring
 from jacopt.sparsity import _argnums_tuple, jacobian_sparsity
 
@@ -181,10 +182,6 @@ def _check(g, flat, plan: SparsePlan, concrete: bool, probes: int = 3):
         f"sparsity='auto'")
 
 
-def _is_concrete(tree) -> bool:
-    return all(not isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
-
-
 def sparse_jacobian(f: Callable, argnums=0, *, sparsity="auto", mode: str = "auto",
                     check: bool = False, color_effort: int = 0) -> Callable:
     """A function computing the Jacobian of ``f`` as a sparse ``(m, n)`` BCOO.
@@ -231,7 +228,7 @@ def _sparse_derivative(f, g_source, argnums, build, check):
             plans[key] = build(args, nums)
             if check:
                 g, flat = _flat_fn(g_source, args, nums)
-                _check(g, flat, plans[key], _is_concrete(args))
+                _check(g, flat, plans[key], not is_traced(args))
         return plans[key]
 
     def derivative(*args):
