@@ -14,8 +14,8 @@ _LEAST_SQUARES = {
     "tr_options": "pass a solver instance with its settings, e.g. "
                   "solver=jacopt.solvers.LevenbergMarquardt(...)",
     "diff_step": "derivatives come from automatic differentiation (exact), or from jac=",
-    "jac_sparsity": "sparse Jacobians are not supported yet: J is dense (or never formed with "
-                    "solver='lm-matrix-free'); drop jac_sparsity",
+    "jac_sparsity": "curve_fit forms a dense J: for a sparse one call jacopt.least_squares("
+                    "residual, p0, jac_sparsity='auto') with the residual (model - ydata) / sigma",
     "kwargs": "pass fun's extra arguments through args=(...)",
     "callback": "history=True records every iteration (value, gradient norm, step) inside "
                 "the compiled loop",

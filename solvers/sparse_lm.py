@@ -35,12 +35,12 @@ import jax
 import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
-import scipy.sparse as sp
 
-from jacopt.coloring import as_pattern
+from jacopt._validate import is_traced
 from jacopt.solvers.matrix_free import Linearisation, MatrixFreeLevenbergMarquardt, linearise
-from jacopt.sparse import SparsePlan, _check, _compressed, _jacobian_plan
-from jacopt.sparsity import jacobian_sparsity
+
+# jacopt.sparse, jacopt.sparsity and jacopt.coloring import scipy.sparse, which
+# ``import jacopt`` does not load: they are imported where a sparse problem is planned.
 
 __all__ = ["SparseLevenbergMarquardt", "SparseJacobianPlan", "plan_for"]
 
@@ -51,7 +51,9 @@ class SparseJacobianPlan:
     part of the static solver); :func:`plan_for` caches one per function, pattern and
     shapes."""
 
-    def __init__(self, plan: SparsePlan):
+    def __init__(self, plan):
+        import scipy.sparse as sp
+
         coo = sp.coo_array(plan.pattern)
         self.plan = plan
         self.shape = tuple(plan.pattern.shape)
@@ -106,6 +108,8 @@ def jacobian_values(problem, plan: SparseJacobianPlan, x):
         return problem.residual(v, problem.args)
 
     r = g(x)
+    from jacopt.sparse import _compressed
+
     compressed = _compressed(g, x, plan.plan, plan.shape[0])
     return r, compressed.reshape(-1)[jnp.asarray(plan.plan.gather, jnp.int32)]
 
@@ -226,6 +230,10 @@ def plan_for(fun, x0, args, jac_sparsity, mode: str = "auto") -> SparseJacobianP
     user pattern is checked once against JVPs at ``x0`` (at a random point when ``x0`` is
     traced): one that misses a nonzero raises a ValueError. Cached per ``fun``, pattern object
     and shapes, so repeated calls reuse the compiled solve."""
+    from jacopt.coloring import as_pattern
+    from jacopt.sparse import _check, _jacobian_plan
+    from jacopt.sparsity import jacobian_sparsity
+
     key_pattern = jac_sparsity if isinstance(jac_sparsity, str) else id(jac_sparsity)
     key = (fun, key_pattern, mode, jax.tree_util.tree_structure((x0, args)),
            tuple((a.shape, str(a.dtype)) for a in jax.tree_util.tree_leaves(_avals((x0, args)))))
@@ -248,9 +256,7 @@ def plan_for(fun, x0, args, jac_sparsity, mode: str = "auto") -> SparseJacobianP
                              f"jac_sparsity is not a usable pattern: {exc}") from None
     plan = SparseJacobianPlan(_jacobian_plan(pattern, mode))
     if not isinstance(jac_sparsity, str):
-        concrete = not any(isinstance(leaf, jax.core.Tracer)
-                           for leaf in jax.tree_util.tree_leaves((x0, args)))
-        if concrete:
+        if not is_traced((x0, args)):
             def h(v):
                 return g(v, args)
             try:
