@@ -65,6 +65,11 @@ the prefetch thread), ``store_s``."""
 
 _programs: dict = {}  # key -> compiled executable, for this process
 _MAX_PROGRAMS = 128
+
+
+def clear_memory() -> None:
+    """Forget the compiled programs held in memory (the disk entries stay)."""
+    _programs.clear()
 _refused: set = set()  # directories already warned about
 
 

@@ -50,6 +50,18 @@ RETRACE_LIMIT = 5
 """Function objects with the same code traced before :class:`RecompileWarning` is raised."""
 
 _MAX_EXECUTABLES = 128  # per entry point, as a bound on memory
+_ALL_EXECUTABLES: list = []  # every entry point's executables, for clear_compiled
+
+
+def clear_compiled() -> None:
+    """Drop the compiled solves this process keeps in memory (every entry point's and
+    :mod:`jacopt._cache`'s), with JAX's own caches (``jax.clear_caches``): each compiled program
+    holds mapped code pages, and a process that compiles thousands of programs (a long test
+    session) would otherwise run into the kernel's limit on memory maps."""
+    for executables in _ALL_EXECUTABLES:
+        executables.clear()
+    _cache.clear_memory()
+    jax.clear_caches()
 
 
 class RecompileWarning(UserWarning):
@@ -67,6 +79,7 @@ def cpu_fast_jit(fn: Callable, static_argnames: Sequence[str]) -> Callable:
     fast = jax.jit(fn, static_argnames=static, compiler_options=CPU_COMPILER_OPTIONS)
     fast_ok = [True]
     executables: dict = {}
+    _ALL_EXECUTABLES.append(executables)
     entry = fn.__module__.rsplit(".", 1)[-1]
     params = list(inspect.signature(fn).parameters)
     # a static argument given by position goes to the plain jit (executables take keywords)

@@ -445,3 +445,22 @@ def test_a_primitive_defined_outside_jax_is_keyed_by_its_lowering(cache_dir, mon
         monkeypatch.setattr(_cache, "_programs", {})
         res = jacopt.least_squares(lambda p: prim.bind(p) - 3.0, jnp.zeros(2))
         np.testing.assert_allclose(res.params, [3.0 - amount] * 2, rtol=1e-12)
+
+
+def test_clear_compiled_drops_the_programs_held_in_memory(monkeypatch):
+    # with the disk cache off, a call after clear_compiled compiles again, and agrees
+    monkeypatch.setenv("JACOPT_CACHE", "0")
+    from jacopt._compile import clear_compiled
+
+    def residual(b, t):
+        return b[0] * jnp.exp(-b[1] * t) - jnp.exp(-t)
+
+    t = jnp.linspace(0.0, 3.0, 9)
+    first = jacopt.least_squares(residual, jnp.array([2.0, 0.5]), args=(t,))
+    before = _cache.stats["compiles"]
+    jacopt.least_squares(residual, jnp.array([2.0, 0.5]), args=(t,))
+    assert _cache.stats["compiles"] == before  # held in memory
+    clear_compiled()
+    again = jacopt.least_squares(residual, jnp.array([2.0, 0.5]), args=(t,))
+    assert _cache.stats["compiles"] == before + 1
+    np.testing.assert_array_equal(first.params, again.params)
