@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -88,17 +87,6 @@ def batch_stage(num_fits: int, scipy_fits: int) -> dict:
     return out
 
 
-def _median_warm(call, repeats: int = 3) -> float:
-    import jax
-
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        jax.block_until_ready(call())
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def sharded_stage(m: int) -> dict:
     """A ``curve_fit`` of ``m`` points split over every local device against one device."""
     import jax
@@ -107,6 +95,7 @@ def sharded_stage(m: int) -> dict:
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
     import jacopt
+    from jacopt.benchmarks._records import time_calls
 
     started = time.perf_counter()
     count = jax.device_count()
@@ -127,8 +116,8 @@ def sharded_stage(m: int) -> dict:
     got = jacopt.curve_fit(model, ts, ys, p0)
     a, b = np.asarray(got.params), np.asarray(ref.params)
     out = {"m": m, "devices": count,
-           "single_s": _median_warm(lambda: jacopt.curve_fit(model, t1, y1, p0).params),
-           "sharded_s": _median_warm(lambda: jacopt.curve_fit(model, ts, ys, p0).params),
+           "single_s": time_calls(lambda: jacopt.curve_fit(model, t1, y1, p0).params)[1],
+           "sharded_s": time_calls(lambda: jacopt.curve_fit(model, ts, ys, p0).params)[1],
            "max_rel_param_diff": float(np.max(np.abs(a - b) / np.abs(b))),
            "status": str(got.result.status_name), "ref_status": str(ref.result.status_name)}
     out["ratio"] = out["sharded_s"] / out["single_s"]
