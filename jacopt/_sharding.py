@@ -75,9 +75,7 @@ def row_sharding(args):
         mesh = _auto(sharding.mesh)
         if mesh is not sharding.mesh:
             leaf = jax.device_put(leaf, NamedSharding(mesh, sharding.spec))
-        axis = _first_axis(sharding.spec) if leaf.ndim >= 1 else None
-        if rows is None and axis is not None and mesh.shape[axis] > 1:
-            rows = RowSharding(mesh, axis)
+        rows = rows or rows_of(leaf)
         out.append(leaf)
     return rows, jax.tree_util.tree_unflatten(treedef, out)
 

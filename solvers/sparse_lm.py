@@ -214,11 +214,6 @@ def _flat(fun, x0, args):
     return g, x_flat
 
 
-def _avals(tree):
-    return jax.tree_util.tree_map(
-        lambda leaf: jax.ShapeDtypeStruct(jnp.shape(leaf), jnp.result_type(leaf)), tree)
-
-
 _PLANS: dict = {}
 
 
@@ -231,7 +226,7 @@ def plan_for(fun, x0, args, jac_sparsity, mode: str = "auto") -> SparseJacobianP
     traced): one that misses a nonzero raises a ValueError. Cached per ``fun``, pattern object
     and shapes, so repeated calls reuse the compiled solve."""
     from jacopt.coloring import as_pattern
-    from jacopt.sparse import _check, _jacobian_plan
+    from jacopt.sparse import _avals, _check, _jacobian_plan
     from jacopt.sparsity import jacobian_sparsity
 
     key_pattern = jac_sparsity if isinstance(jac_sparsity, str) else id(jac_sparsity)
