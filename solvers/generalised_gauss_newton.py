@@ -62,8 +62,9 @@ from jax import lax
 
 from jacopt.results import History
 from jacopt.solvers.damping import NU_RESET, nielsen_update
-from jacopt.solvers.least_squares_problem import check_options, nonfinite_since_accept
+from jacopt.solvers.least_squares_problem import check_options
 from jacopt.solvers.minimize_problem import Minimizer
+from jacopt.solvers.stopping import nonfinite_since_accept
 from jacopt.solvers.trust_region import gain_ratio
 from jacopt.status import Status
 

@@ -20,7 +20,6 @@ from jacopt.jacobian import jacobian as _jacobian
 from jacopt.linalg import triangular_factor, tsqr_factor
 from jacopt.losses import Loss, get_loss
 from jacopt.results import History
-from jacopt.solvers.stopping import nonfinite_since_accept  # noqa: F401 (its old home)
 from jacopt.status import Status
 
 
