@@ -15,19 +15,12 @@ from jacopt import linalg
 from jacopt._cache import CacheWarning
 from jacopt._compile import RecompileWarning
 from jacopt._validate import PrecisionWarning
+from jacopt.batched import batch_jacobian, elementwise_grad
 from jacopt.curve_fit import CovarianceWarning, CurveFitResult, curve_fit
-from jacopt.jacobian import (
-    HessianOperator,
-    JacobianOperator,
-    batch_jacobian,
-    elementwise_grad,
-    hessian,
-    hessian_operator,
-    jacobian,
-    jacobian_operator,
-)
+from jacopt.jacobian import hessian, jacobian
 from jacopt.least_squares import least_squares
 from jacopt.minimize import minimize
+from jacopt.operators import HessianOperator, JacobianOperator, hessian_operator, jacobian_operator
 from jacopt.results import History, LeastSquaresResult, MinimizeResult
 from jacopt.status import Status
 from jacopt.tree_index import TreeIndex

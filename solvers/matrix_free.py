@@ -99,8 +99,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jacopt.jacobian import jacobian_operator
 from jacopt.linalg import cg, lsqr
+from jacopt.operators import jacobian_operator
 from jacopt.solvers import trust_region as tr
 from jacopt.solvers.least_squares_problem import (
     TOLERANCES,

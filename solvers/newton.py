@@ -47,8 +47,9 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jacopt.jacobian import hessian, hessian_operator
+from jacopt.jacobian import hessian
 from jacopt.linalg import boundary_root, steihaug_cg
+from jacopt.operators import hessian_operator
 from jacopt.solvers.minimize_problem import Minimizer, check_tolerances, matvec, vdot
 from jacopt.solvers.trust_region import CLASSICAL, RadiusUpdate, gain_ratio, update_radius
 from jacopt.status import Status

@@ -93,6 +93,18 @@ def test_auto_uses_forward_mode_on_tall_functions(monkeypatch):
     assert tried == ["fwd", "rev"]
 
 
+def test_auto_mode_falls_back_to_reverse_for_custom_vjp():
+    @jax.custom_vjp
+    def f(x):
+        return jnp.sin(x)
+
+    f.defvjp(lambda x: (jnp.sin(x), x), lambda x, g: (jnp.cos(x) * g,))
+    x = jnp.array([0.1, 0.7, -2.0])  # n = m: auto would pick forward mode
+    np.testing.assert_allclose(jacopt.jacobian(f)(x), jnp.diag(jnp.cos(x)))
+    with pytest.raises(TypeError, match="custom_vjp"):  # an explicit choice is respected
+        jacopt.jacobian(f, mode="fwd")(x)
+
+
 # --- analytic: tanh MLP -----------------------------------------------------------------------
 @pytest.mark.parametrize("mode", MODES)
 def test_tanh_mlp_input_jacobian_matches_hand_derivation(mode):

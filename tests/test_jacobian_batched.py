@@ -209,15 +209,3 @@ def test_keyword_arguments_reach_f_undifferentiated_as_in_jax():
     np.testing.assert_allclose(
         jacopt.batch_jacobian(lambda X, s=1.0: s * jnp.sin(X))(x[:, None], s=2.0)[:, 0, 0],
         2.0 * jnp.cos(x))
-
-
-def test_auto_mode_falls_back_to_reverse_for_custom_vjp():
-    @jax.custom_vjp
-    def f(x):
-        return jnp.sin(x)
-
-    f.defvjp(lambda x: (jnp.sin(x), x), lambda x, g: (jnp.cos(x) * g,))
-    x = jnp.array([0.1, 0.7, -2.0])  # n = m: auto would pick forward mode
-    np.testing.assert_allclose(jacopt.jacobian(f)(x), jnp.diag(jnp.cos(x)))
-    with pytest.raises(TypeError, match="custom_vjp"):  # an explicit choice is respected
-        jacopt.jacobian(f, mode="fwd")(x)

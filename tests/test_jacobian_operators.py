@@ -8,7 +8,7 @@ from jax.scipy.sparse.linalg import cg
 
 import jacopt
 from jacopt._finite_differences import central_difference_jacobian
-from jacopt.jacobian import JacobianOperator
+from jacopt.operators import JacobianOperator
 
 
 def residuals(params, t, y):
