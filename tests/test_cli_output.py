@@ -122,9 +122,15 @@ def test_table_prints_every_time_with_its_unit():
 # Why a peer was skipped
 # ------------------------------------------------------------------------------------------
 
+FAKE_SUITE = "fake-peers"
+FAKE_MODULE = "_jacopt_tests_fake_peer_suite"
+"""A fake suite's name and module: outside ``jacopt.benchmarks``, so no real suite or module
+(such as ``jacopt.benchmarks.peers``) is shadowed while the test runs."""
+
+
 def _peer_suite():
     def run(quick=False, progress=None):
-        base = dict(suite="peers", problem="toy", order="second", target_loss=1e-6)
+        base = dict(suite=FAKE_SUITE, problem="toy", order="second", target_loss=1e-6)
         return [
             _records.make_record(method="jacopt-lm", losses=[1.0, 1e-8], run_s=1e-3,
                                  compile_s=0.1, **base),
@@ -146,16 +152,16 @@ def test_bench_says_on_screen_why_a_peer_was_skipped(monkeypatch, tmp_path, caps
         return real_version(name)
 
     monkeypatch.setattr(importlib.metadata, "version", version)
-    monkeypatch.setitem(sys.modules, "jacopt.benchmarks.peers", _peer_suite())
-    monkeypatch.setitem(runner.SUITES, "peers", runner.Suite("skips"))
-    assert cli.main(["bench", "peers", "--out", str(tmp_path), "--no-plots"]) == 0
+    monkeypatch.setitem(sys.modules, FAKE_MODULE, _peer_suite())
+    monkeypatch.setitem(runner.SUITES, FAKE_SUITE, runner.Suite("skips", module=FAKE_MODULE))
+    assert cli.main(["bench", FAKE_SUITE, "--out", str(tmp_path), "--no-plots"]) == 0
     out = capsys.readouterr()
     hint = "pip install -e '.[bench]'"
     assert f"optimistix not installed: its runs are skipped; {hint}" in out.err
-    assert (f"peers/optimistix-lm (1 of 1 runs): optimistix not installed: skipped; {hint}"
+    assert (f"{FAKE_SUITE}/optimistix-lm (1 of 1 runs): optimistix not installed: skipped; {hint}"
             in out.out)
-    assert "peers/newpeer-bfgs (1 of 1 runs): skipped: skipped: NotImplementedError: no bounds" \
-        in out.out
+    assert (f"{FAKE_SUITE}/newpeer-bfgs (1 of 1 runs): skipped: skipped: NotImplementedError: "
+            "no bounds" in out.out)
     assert "jacopt-lm (" not in out.out  # a measured run is not listed as skipped
 
 
