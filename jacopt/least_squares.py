@@ -62,6 +62,7 @@ from jacopt.solvers.gauss_newton import GaussNewton
 from jacopt.solvers.least_squares_problem import LeastSquaresProblem, LeastSquaresSolver
 from jacopt.solvers.levenberg_marquardt import LevenbergMarquardt
 from jacopt.solvers.matrix_free import MatrixFreeLevenbergMarquardt
+from jacopt.solvers.schur_lm import SchurLevenbergMarquardt
 from jacopt.solvers.sparse_lm import SparseLevenbergMarquardt, plan_for
 from jacopt.status import is_success
 
@@ -73,6 +74,7 @@ SOLVERS = {
     "dogleg": Dogleg,
     "lm-matrix-free": MatrixFreeLevenbergMarquardt,
     "lm-sparse": SparseLevenbergMarquardt,
+    "lm-schur": SchurLevenbergMarquardt,
 }
 """Names accepted by ``solver=`` (case-insensitive)."""
 
@@ -116,7 +118,10 @@ def least_squares(
       solver: ``"lm"`` (Levenberg-Marquardt, default), ``"gn"`` (Gauss-Newton with a line
         search), ``"dogleg"`` (Powell's dogleg), ``"lm-matrix-free"`` (inexact
         Levenberg-Marquardt that never forms J: LSQR or CG on Jacobian-vector products, for
-        problems too large for an ``(m, n)`` matrix; ``jac`` must be ``None``), or a solver
+        problems too large for an ``(m, n)`` matrix; ``jac`` must be ``None``), ``"lm-schur"``
+        (Levenberg-Marquardt on a sparse ``J`` whose steps eliminate a block-diagonal group of
+        unknowns by the Schur complement, e.g. bundle adjustment's points:
+        :mod:`jacopt.solvers.schur_lm`; takes ``jac_sparsity``), or a solver
         instance from :mod:`jacopt.solvers` (e.g. ``LevenbergMarquardt(geodesic=True)``).
       jac: ``None`` (automatic differentiation: one linearisation of ``fun`` plus ``min(m, n)``
         JVPs or VJPs per evaluation, :func:`jacopt.jacobian`) or ``jac(params, *args)`` returning
