@@ -35,6 +35,10 @@ tolerances, and at ``ftol = xtol = gtol = 1e-15``, which reach jacopt's final co
 ``run_s``), ``run_s`` (jacopt: median of warm calls;
 SciPy: one call), ``final_loss`` (the cost ``0.5 ||r||^2``), ``nfev``, and ``speedup`` (SciPy's
 ``run_s`` over jacopt's).
+
+Bundle adjustment (``--ba``; :mod:`jacopt.benchmarks.bundle_adjustment`): a scene at the size
+of BAL's 49-camera problem solved by ``solver="lm-schur"``, SciPy's cookbook method and Ceres
+through pycolmap (when installed), with final costs, times and steps.
 """
 from __future__ import annotations
 
@@ -279,6 +283,10 @@ def format_tables(records: list[dict]) -> str:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--ba" in argv:  # bundle adjustment (jacopt.benchmarks.bundle_adjustment)
+        from jacopt.benchmarks import bundle_adjustment
+
+        return bundle_adjustment.main([a for a in argv if a != "--ba"])
     if "--fit" in argv:  # the sparse least-squares family only, printed as a table
         sizes = (10_000,) if "--quick" in argv else (10_000, 100_000)
         print(format_fit_table(run_fits(sizes, progress=lambda m: print(m, file=sys.stderr))))
