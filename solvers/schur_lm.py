@@ -60,6 +60,9 @@ MAX_REDUCED = 6000
 """The largest reduced system ``S`` (``|C| x |C|``) factorised densely."""
 MAX_GROUP_ROWS = 8
 """Row groups of identical rows are cut into pieces of at most this many rows."""
+MAX_UNROLLED_PAIRS = 36
+"""Up to this many term pairs per point (8 terms) the pair products are unrolled, one batched
+product and block scatter-add per pair; beyond, one vectorised product over all pairs."""
 
 
 def _supervariables(P, columns):
@@ -370,12 +373,23 @@ def schur_step(st: SchurStructure, values, grad, scale, lam):
     Gs = jnp.concatenate([G, zero_term])[st.seg_terms]  # (segments, T, bs, cbs)
     Hs = jnp.concatenate([H, zero_term])[st.seg_terms]
     Fs = jnp.concatenate([F, jnp.zeros((1,) + F.shape[1:], dtype)])[st.seg_terms]
-    a, b = st.pair_a, st.pair_b
-    same = jnp.asarray(st.pair_same, dtype)[:, :, None, None]
-    blocks = (same * jnp.sum(Fs[:, a, :, :, None] * Fs[:, b, :, None, :], axis=2)
-              - jnp.sum(Gs[:, a, :, :, None] * Hs[:, b, :, None, :], axis=2))
-    both = jax.ops.segment_sum(blocks.reshape(-1, cbs, cbs), st.pair_target.reshape(-1),
-                               2 * kcb * kcb + 1)[:-1].reshape(2, kcb, kcb, cbs, cbs)
+    num = 2 * kcb * kcb + 1
+    if st.pair_a.size <= MAX_UNROLLED_PAIRS:  # one small batched product and scatter a pair
+        both = jnp.zeros((num, cbs, cbs), dtype)
+        for i, (a, b) in enumerate(zip(st.pair_a.tolist(), st.pair_b.tolist())):
+            block = -jnp.einsum("sqi,sqj->sij", Gs[:, a], Hs[:, b])
+            if st.pair_same[:, i].any():
+                block = block + (jnp.asarray(st.pair_same[:, i], dtype)[:, None, None]
+                                 * jnp.einsum("sri,srj->sij", Fs[:, a], Fs[:, b]))
+            both = both.at[st.pair_target[:, i]].add(block)
+    else:
+        a, b = st.pair_a, st.pair_b
+        same = jnp.asarray(st.pair_same, dtype)[:, :, None, None]
+        blocks = (same * jnp.sum(Fs[:, a, :, :, None] * Fs[:, b, :, None, :], axis=2)
+                  - jnp.sum(Gs[:, a, :, :, None] * Hs[:, b, :, None, :], axis=2))
+        both = jax.ops.segment_sum(blocks.reshape(-1, cbs, cbs), st.pair_target.reshape(-1),
+                                   num)
+    both = both[:-1].reshape(2, kcb, kcb, cbs, cbs)
     on, off = both[0], both[1]
     Sb = on + off + jnp.transpose(off, (1, 0, 3, 2))
     S = jnp.concatenate([Sb.reshape(-1), jnp.zeros((1,), dtype)])[st.dense]
