@@ -133,3 +133,19 @@ def test_a_pattern_without_a_block_diagonal_group_is_refused():
     # one block of 20 columns (every row touches them all): too large to eliminate
     with pytest.raises(ValueError, match="no block-diagonal group"):
         jacopt.least_squares(dense, jnp.ones(20), solver="lm-schur")
+
+
+def test_vmap_over_starts_matches_single_solves(tiny):
+    pattern = tiny.jac_sparsity()
+
+    def solve(x0):
+        res = jacopt.least_squares(residual, x0, args=tiny.args, solver="lm-schur",
+                                   jac_sparsity=pattern)
+        return res.cost, res.status
+
+    far = jax.tree.map(lambda a: a * 1.001, tiny.x0)
+    costs, statuses = jax.vmap(solve)(jax.tree.map(lambda a, b: jnp.stack([a, b]), tiny.x0, far))
+    for i, x0 in enumerate((tiny.x0, far)):
+        cost, status = solve(x0)
+        np.testing.assert_allclose(float(costs[i]), float(cost), rtol=1e-10)
+        assert int(statuses[i]) == int(status)
