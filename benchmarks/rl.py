@@ -4,7 +4,9 @@ environments, in environment steps and wall time to a target return.
 Problems (:data:`ENVS`): ``CartPole-v1`` (target average return 475, the maximum is 500) and,
 in the full run, ``Acrobot-v1`` (target -100). The policy is an MLP (64, 64, tanh) softmax
 policy and the critic an MLP of the same size, from :mod:`jacopt.problems.rl`; every method
-sees ``num_envs x num_steps`` environment steps per update and the same GAE advantages.
+sees ``num_envs x num_steps`` environment steps per update (4 x 512 = 2,048: an episode of up
+to 500 steps finishes within about one rollout, so the average return lags the policy by about
+one update, not four) and the same GAE advantages.
 
 Methods, one record each (``order``: ``first`` for ``reinforce`` and ``ppo`` (Adam),
 ``second`` for ``npg`` and ``trpo`` (conjugate gradients on Fisher-vector products)). Each runs
@@ -72,13 +74,14 @@ class Config:
     fvp_cost: bool = True
 
 
-QUICK = Config(envs={"CartPole-v1": 40}, seeds=2,
-               grids={"reinforce": (1e-2,), "ppo": (1e-3,), "npg": (1e-2,), "trpo": (1e-2,)},
-               train=rl.Config(num_envs=16, num_steps=128))
-FULL = Config(envs={"CartPole-v1": 80, "Acrobot-v1": 60}, seeds=5,
-              grids={"reinforce": (1e-3, 3e-3, 1e-2, 3e-2), "ppo": (3e-4, 1e-3, 3e-3),
-                     "npg": (5e-3, 1e-2, 2e-2), "trpo": (5e-3, 1e-2, 2e-2)},
-              train=rl.Config(num_envs=16, num_steps=128))
+QUICK = Config(envs={"CartPole-v1": 30}, seeds=2,
+               grids={"reinforce": (1e-2,), "ppo": (3e-3,), "npg": (0.1,), "trpo": (0.1,)},
+               train=rl.Config(num_envs=4, num_steps=512))
+FULL = Config(envs={"CartPole-v1": 40, "Acrobot-v1": 60}, seeds=5,
+              grids={"reinforce": (3e-3, 5e-3, 1e-2, 2e-2, 3e-2, 5e-2),
+                     "ppo": (3e-4, 1e-3, 3e-3, 1e-2),
+                     "npg": (0.02, 0.05, 0.1, 0.2), "trpo": (0.02, 0.05, 0.1, 0.2)},
+              train=rl.Config(num_envs=4, num_steps=512))
 
 
 def steps_to_target(mean_return, env_steps, target) -> Optional[int]:

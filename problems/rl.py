@@ -299,7 +299,8 @@ class Config:
     """One experiment's sizes and fixed hyperparameters (the step size is passed to
     :func:`train` apart, so that a grid of them compiles once).
 
-    - ``num_envs`` x ``num_steps``: environment steps per update, the same for every method.
+    - ``num_envs`` x ``num_steps``: environment steps per update, the same for every method
+      (long rollouts from few environments: an episode of 500 steps ends within about one).
     - ``gamma``, ``gae_lambda``: discount and GAE parameter.
     - ``critic_hidden``, ``critic_lr``, ``critic_steps``: the value network, fitted by
       ``critic_steps`` full-batch Adam steps per update to the GAE value targets.
@@ -309,14 +310,14 @@ class Config:
     - ``backtracks``, ``backtrack_ratio``: TRPO's line search.
     """
 
-    num_envs: int = 16
-    num_steps: int = 128
+    num_envs: int = 4
+    num_steps: int = 512
     num_updates: int = 100
     gamma: float = 0.99
     gae_lambda: float = 0.95
     critic_hidden: tuple = (64, 64)
-    critic_lr: float = 3e-3
-    critic_steps: int = 20
+    critic_lr: float = 1e-2
+    critic_steps: int = 100
     ppo_epochs: int = 10
     ppo_minibatches: int = 4
     ppo_clip: float = 0.2
