@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 __all__ = ["as_pattern", "color_columns", "color_rows", "choose_mode", "star_coloring",
-           "lower_bound", "is_valid_column_coloring", "is_valid_row_coloring",
+           "lower_bound", "graph_size", "is_valid_column_coloring", "is_valid_row_coloring",
            "is_valid_star_coloring", "Coloring"]
 
 
@@ -253,22 +253,60 @@ def lower_bound(pattern, mode: str = "fwd") -> int:
     return int(np.diff(P.indptr).max(initial=0))
 
 
+GRAPH_RATIO = 16
+"""In ``choose_mode(mode="auto")`` an intersection graph is not built when its size bound
+(:func:`graph_size`) exceeds both this many times the other mode's and :data:`GRAPH_FLOOR`."""
+GRAPH_FLOOR = 1 << 22
+
+
+def graph_size(pattern, mode: str = "fwd") -> int:
+    """An upper bound on the entries of the intersection graph a colouring in ``mode`` builds,
+    from the pattern alone: the sum over rows (``"fwd"``: the column graph ``A^T A``) or over
+    columns (``"rev"``: the row graph ``A A^T``) of their squared nonzero counts."""
+    P = as_pattern(pattern)
+    counts = (np.diff(P.indptr) if mode == "fwd"
+              else np.bincount(P.indices, minlength=P.shape[1])).astype(np.int64)
+    return int(np.sum(counts * counts))
+
+
 def choose_mode(pattern, mode: str = "auto", order: str = "best", effort: int = 0) -> Coloring:
-    """Colour columns (``"fwd"``), rows (``"rev"``) or both, keeping the mode with fewer
-    colours (``"auto"``; ties go to forward mode); ``effort`` as for :func:`color_columns`."""
+    """Colour columns (``"fwd"``), rows (``"rev"``) or, for ``"auto"``, the mode with fewer
+    colours (ties go to forward mode); ``effort`` as for :func:`color_columns`.
+
+    ``"auto"`` colours first the mode whose intersection graph is smaller (:func:`graph_size`;
+    forward on a tie) and colours the other only if it could win: not when its
+    :func:`lower_bound` already reaches the colours found (exceeds them, when the other is
+    forward, which wins ties). So the result equals colouring both. One exception keeps the
+    host cost bounded: the other mode is not coloured when its graph would exceed both
+    :data:`GRAPH_RATIO` times the first's and :data:`GRAPH_FLOOR` entries (a few columns in
+    very many rows, as the cameras of bundle adjustment, make a row graph of cliques)."""
     if mode not in ("auto", "fwd", "rev"):
         raise ValueError(f"mode must be 'auto', 'fwd' or 'rev'; got {mode!r}")
     P = as_pattern(pattern)
-    modes = ("fwd", "rev") if mode == "auto" else (mode,)
-    if mode == "auto" and P.shape[0] == P.shape[1] and (P != P.T).nnz == 0:
-        modes = ("fwd",)  # a symmetric pattern: rows colour exactly like columns
-    results = []
-    for m in modes:
+
+    def colour(m):
         colors = (color_columns(P, order, effort=effort) if m == "fwd"
                   else color_rows(P, order, effort=effort))
-        results.append(Coloring(m, colors, int(colors.max(initial=-1)) + 1,
-                                lower_bound(P, m)))
-    return min(results, key=lambda c: c.num_colors)
+        return Coloring(m, colors, int(colors.max(initial=-1)) + 1, lower_bound(P, m))
+
+    if mode != "auto":
+        return colour(mode)
+    if P.shape[0] == P.shape[1] and (P != P.T).nnz == 0:
+        return colour("fwd")  # a symmetric pattern: rows colour exactly like columns
+    size = {m: graph_size(P, m) for m in ("fwd", "rev")}
+    first = "fwd" if size["fwd"] <= size["rev"] else "rev"
+    other = "rev" if first == "fwd" else "fwd"
+    found = colour(first)
+    bound = lower_bound(P, other)
+    if bound > found.num_colors or (bound == found.num_colors and other == "rev"):
+        return found
+    if size[other] > max(GRAPH_RATIO * size[first], GRAPH_FLOOR):
+        return found
+    second = colour(other)
+    if second.num_colors < found.num_colors or (
+            second.num_colors == found.num_colors and other == "fwd"):
+        return second
+    return found
 
 
 def star_coloring(pattern, order: str = "best") -> np.ndarray:

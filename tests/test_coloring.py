@@ -108,6 +108,79 @@ def test_choose_mode_picks_reverse_for_a_dense_row():
     assert choose_mode(dense, "fwd").num_colors == 40
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_auto_mode_equals_colouring_both_modes(seed):
+    # choose_mode colours one mode first and may skip the other by its lower bound: the
+    # result must be what colouring both and keeping the fewer colours (ties: fwd) gives.
+    rng = np.random.default_rng(seed)
+    m, n = [(30, 20), (20, 30), (50, 12), (12, 50), (40, 40), (25, 25)][seed]
+    dense = rng.random((m, n)) < 0.15
+    dense[0, : n // 2] = seed % 2 == 0  # a dense-ish row on some seeds
+    fwd, rev = color_columns(dense), color_rows(dense)
+    want_mode = "fwd" if fwd.max() <= rev.max() else "rev"
+    coloring = choose_mode(dense)
+    assert coloring.mode == want_mode
+    np.testing.assert_array_equal(coloring.colors, fwd if want_mode == "fwd" else rev)
+
+
+def _camera_point_pattern(num_cameras=4, camera_size=6, num_points=1500, track=2):
+    """Bundle-adjustment-like rows: two per observation, each touching one camera block and
+    one 3-column point block; every camera is seen in thousands of rows."""
+    rng = np.random.default_rng(0)
+    rows, cols = [], []
+    r = 0
+    for p in range(num_points):
+        for c in rng.choice(num_cameras, track, replace=False):
+            for _ in range(2):
+                rows += [r] * (camera_size + 3)
+                cols += list(range(c * camera_size, (c + 1) * camera_size))
+                cols += list(num_cameras * camera_size + 3 * p + np.arange(3))
+                r += 1
+    shape = (r, num_cameras * camera_size + 3 * num_points)
+    return sp.csr_array((np.ones(len(rows), bool), (rows, cols)), shape=shape)
+
+
+def test_auto_mode_never_builds_a_huge_row_graph(monkeypatch):
+    import jacopt.coloring as coloring_module
+
+    pattern = _camera_point_pattern()
+    # the row graph (cliques of ~3,000 rows per camera column) is far larger than the
+    # column graph: auto must colour columns only
+    assert coloring_module.graph_size(pattern, "rev") > 16 * coloring_module.graph_size(
+        pattern, "fwd")
+    assert coloring_module.graph_size(pattern, "fwd") == 9 * 9 * pattern.shape[0]
+    calls = []
+    real = coloring_module.color_columns
+    monkeypatch.setattr(coloring_module, "color_columns",
+                        lambda P, *a, **k: calls.append(P.shape) or real(P, *a, **k))
+    coloring = choose_mode(pattern)
+    assert coloring.mode == "fwd" and calls == [pattern.shape]  # rows (P.T) never coloured
+    assert is_valid_column_coloring(pattern, coloring.colors)
+    assert coloring.num_colors >= lower_bound(pattern) == 9
+
+
+def test_auto_mode_skips_a_graph_far_larger_than_the_other(monkeypatch):
+    # A full row (400 colours by columns) over 48,000 rows of one nonzero each: rows would
+    # need fewer colours (their lower bound is 121), but the row graph's size bound is over
+    # 16 times the column graph's and over GRAPH_FLOOR, so it is not built.
+    import jacopt.coloring as coloring_module
+
+    n, m = 400, 48_001
+    rows = np.concatenate([np.zeros(n, int), np.arange(1, m)])
+    cols = np.concatenate([np.arange(n), np.arange(1, m) % n])
+    pattern = sp.csr_array((np.ones(rows.size, bool), (rows, cols)), shape=(m, n))
+    fwd_size, rev_size = (coloring_module.graph_size(pattern, k) for k in ("fwd", "rev"))
+    assert fwd_size == n * n + (m - 1) and rev_size == n * (1 + (m - 1) // n) ** 2
+    assert rev_size > max(coloring_module.GRAPH_RATIO * fwd_size, coloring_module.GRAPH_FLOOR)
+    assert lower_bound(pattern, "rev") == 121 < n == lower_bound(pattern, "fwd")
+    calls = []
+    real = coloring_module.color_columns
+    monkeypatch.setattr(coloring_module, "color_columns",
+                        lambda P, *a, **k: calls.append(P.shape) or real(P, *a, **k))
+    coloring = choose_mode(pattern)
+    assert coloring.mode == "fwd" and coloring.num_colors == n and calls == [(m, n)]
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_star_coloring_is_valid_and_no_worse_than_distance2(seed):
     rng = np.random.default_rng(seed)
