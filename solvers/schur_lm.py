@@ -211,41 +211,37 @@ class SchurStructure:
         groups = _chunks(_grouped(rlabels), MAX_GROUP_ROWS)
         R = max((len(g) for g in groups), default=1)
         bs = max(block_size, 1)
-        key = rows * n + cols  # sorted: CSR order
-
-        def position(r, c):
-            return np.searchsorted(key, r * n + c)
-
         k = num_blocks
-        group_rows, group_block, group_e = [], [], []
-        term_group, term_cb, term_f = [], [], []
-        for gi, g in enumerate(groups):
-            first = g[0]
-            gcols = P.indices[P.indptr[first]:P.indptr[first + 1]]
-            eblk = block_of[gcols]
-            b = int(eblk[eblk >= 0][0]) if np.any(eblk >= 0) else k
-            e_idx = np.full((R, bs), nnz, np.int64)
-            if b < k:
-                ecols = gcols[eblk >= 0]
-                for ri, r in enumerate(g):
-                    e_idx[ri, slot_of[ecols]] = position(r, ecols)
-            group_rows.append(np.concatenate([g, np.full(R - len(g), m)]))
-            group_block.append(b)
-            group_e.append(e_idx)
-            ccols = gcols[eblk < 0]
-            for cb in np.unique(cblock_of[ccols]):
-                if cb < 0:
-                    continue
-                these = ccols[cblock_of[ccols] == cb]
-                f_idx = np.full((R, cbs), nnz, np.int64)
-                for ri, r in enumerate(g):
-                    f_idx[ri, cslot_of[these]] = position(r, these)
-                term_group.append(gi)
-                term_cb.append(int(cb))
-                term_f.append(f_idx)
+        num_groups = len(groups)
+        group_of = -np.ones(m, np.int64)  # each row's group and its rank there
+        rank_of = -np.ones(m, np.int64)
+        members = np.zeros(0, np.int64)
+        if num_groups:
+            members = np.concatenate(groups)
+            sizes = np.asarray([len(g) for g in groups])
+            group_of[members] = np.repeat(np.arange(num_groups), sizes)
+            rank_of[members] = np.arange(members.size) - np.repeat(np.cumsum(sizes) - sizes,
+                                                                   sizes)
+        group_rows = np.full((num_groups, R), m, np.int64)
+        group_rows[group_of[members], rank_of[members]] = members
+        position = np.arange(nnz)  # the nonzeros, CSR order
+        gi, ri = group_of[rows], rank_of[rows]
+        on_e = (gi >= 0) & (block_of[cols] >= 0)
+        group_block = np.full(num_groups, k, np.int64)
+        group_block[gi[on_e]] = block_of[cols[on_e]]
+        group_e = np.full((num_groups, R, bs), nnz, np.int64)
+        group_e[gi[on_e], ri[on_e], slot_of[cols[on_e]]] = position[on_e]
+        # terms: the (row group, camera block) pairs, by group then camera block
+        on_c = (gi >= 0) & (cblock_of[cols] >= 0)
+        pair = gi[on_c] * kcb + cblock_of[cols[on_c]]
+        pairs, term_of = np.unique(pair, return_inverse=True)
+        term_group = list(pairs // kcb)
+        term_cb = list(pairs % kcb)
+        term_f = np.full((pairs.size, R, cbs), nnz, np.int64)
+        term_f[term_of.reshape(-1), ri[on_c], cslot_of[cols[on_c]]] = position[on_c]
         if not term_group:  # nothing couples C and the rows: one empty term keeps shapes
             term_group, term_cb = [0], [0]
-            term_f = [np.full((R, cbs), nnz, np.int64)]
+            term_f = np.full((1, R, cbs), nnz, np.int64)
         term_group = np.asarray(term_group, np.int64)
         term_cb = np.asarray(term_cb, np.int64)
         term_block = np.asarray(group_block, np.int64)[term_group]
