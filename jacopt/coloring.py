@@ -124,7 +124,10 @@ def _smallest_last(G: sp.csr_array) -> np.ndarray:
     return np.asarray(order[::-1], np.int64)
 
 
-def _color_graph(G: sp.csr_array, order: str, passes: int = 0) -> np.ndarray:
+def _color_graph(G: sp.csr_array, order: str, passes: int = 0, lower: int = 0) -> np.ndarray:
+    """The fewest-colour greedy colouring over the orders ``order`` names, then ``passes``
+    iterated-greedy passes; stops once a colouring reaches ``lower`` colours (a lower bound:
+    nothing later could be kept, as only strictly fewer colours replace the best)."""
     n = G.shape[0]
     degree = np.diff(G.indptr)
     orders = {
@@ -140,6 +143,8 @@ def _color_graph(G: sp.csr_array, order: str, passes: int = 0) -> np.ndarray:
         colors = _greedy(G, orders[name]())
         if best is None or colors.max(initial=-1) < best.max(initial=-1):
             best = colors
+        if best.max(initial=-1) + 1 <= lower:
+            return best
     return _iterated_greedy(G, best, passes) if passes else best
 
 
@@ -179,9 +184,10 @@ def color_columns(pattern, order: str = "best", passes: int | None = None,
     G = _intersection_graph(P)
     if passes is None:
         passes = int(min(20, max(2, 4_000_000 // max(G.nnz, 1))))
-    colors = _color_graph(G, order, passes)
+    lower = lower_bound(P)
+    colors = _color_graph(G, order, passes, lower)
     if effort > 0:
-        colors = _tabu_reduce(G, colors, lower_bound(P), effort)
+        colors = _tabu_reduce(G, colors, lower, effort)
     return colors
 
 
