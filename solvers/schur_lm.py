@@ -317,6 +317,22 @@ class SchurStructure:
                 f"{self.camera_block_size}, {self.num_terms} terms, {self.num_pairs} pairs)")
 
 
+def _bdot(A, B):
+    """``A^T B`` for batches of small matrices ``(..., q, i)`` and ``(..., q, j)``: a sum of
+    ``q`` outer products, unrolled (``q`` is a block size), which XLA fuses into one loop;
+    on CPU a batch of tiny matrix products or a reduction over ``q`` is several times
+    slower."""
+    out = A[..., 0, :, None] * B[..., 0, None, :]
+    for q in range(1, A.shape[-2]):
+        out = out + A[..., q, :, None] * B[..., q, None, :]
+    return out
+
+
+def _bmv(A, x):
+    """``A x`` for a batch of small matrices ``(..., i, j)`` and vectors ``(..., j)``."""
+    return _bdot(jnp.swapaxes(A, -1, -2), x[..., :, None])[..., 0]
+
+
 def _inverse_spd(V):
     """Inverses of a batch of small symmetric positive definite matrices ``(k, b, b)`` by an
     unrolled Cholesky factorisation (elementwise over the batch)."""
@@ -336,7 +352,7 @@ def _inverse_spd(V):
     zero = jnp.zeros_like(V[:, 0, 0])
     Mt = jnp.stack([jnp.stack([M[i][j] if j <= i else zero for j in range(b)], -1)
                     for i in range(b)], -2)
-    return jnp.einsum("kqi,kqj->kij", Mt, Mt)
+    return _bdot(Mt, Mt)
 
 
 def schur_step(st: SchurStructure, values, grad, scale, lam):
@@ -353,7 +369,7 @@ def schur_step(st: SchurStructure, values, grad, scale, lam):
 
     E = vals[st.group_e]  # (groups, R, bs)
     F = vals[st.term_f]  # (terms, R, cbs)
-    EtE = jnp.sum(E[:, :, :, None] * E[:, :, None, :], axis=1)
+    EtE = _bdot(E, E)
     V = jax.ops.segment_sum(EtE, st.group_block, k + 1)
     eye = jnp.eye(bs, dtype=dtype)
     damp = jnp.where(st.e_pad, 1.0, lam * d2[st.e_cols])  # padding: identity
@@ -361,28 +377,29 @@ def schur_step(st: SchurStructure, values, grad, scale, lam):
     Vinv = _inverse_spd(V)
 
     Et = E[st.term_group]  # (terms, R, bs)
-    G = jnp.sum(Et[:, :, :, None] * F[:, :, None, :], axis=1)  # E_t^T F_t (terms, bs, cbs)
-    H = jnp.einsum("tij,tjc->tic", Vinv[st.term_block], G)
+    G = _bdot(Et, F)  # E_t^T F_t (terms, bs, cbs)
+    H = _bdot(jnp.swapaxes(Vinv[st.term_block], 1, 2), G)  # V^{-1} G
     # per segment (a point) its terms, and every pair a <= b of them: [same group] F_a^T F_b
     # - G_a^T H_b, summed into the camera blocks; a < b also stands for (b, a) (transposed)
     zero_term = jnp.zeros((1,) + G.shape[1:], dtype)
     Gs = jnp.concatenate([G, zero_term])[st.seg_terms]  # (segments, T, bs, cbs)
     Hs = jnp.concatenate([H, zero_term])[st.seg_terms]
     Fs = jnp.concatenate([F, jnp.zeros((1,) + F.shape[1:], dtype)])[st.seg_terms]
+    # materialised once: fused into each pair's product they would be recomputed per pair
+    Gs, Hs, Fs = jax.lax.optimization_barrier((Gs, Hs, Fs))
     num = 2 * kcb * kcb + 1
     if st.pair_a.size <= MAX_UNROLLED_PAIRS:  # one small batched product and scatter a pair
         both = jnp.zeros((num, cbs, cbs), dtype)
         for i, (a, b) in enumerate(zip(st.pair_a.tolist(), st.pair_b.tolist())):
-            block = -jnp.einsum("sqi,sqj->sij", Gs[:, a], Hs[:, b])
+            block = -_bdot(Gs[:, a], Hs[:, b])
             if st.pair_same[:, i].any():
                 block = block + (jnp.asarray(st.pair_same[:, i], dtype)[:, None, None]
-                                 * jnp.einsum("sri,srj->sij", Fs[:, a], Fs[:, b]))
+                                 * _bdot(Fs[:, a], Fs[:, b]))
             both = both.at[st.pair_target[:, i]].add(block)
     else:
         a, b = st.pair_a, st.pair_b
         same = jnp.asarray(st.pair_same, dtype)[:, :, None, None]
-        blocks = (same * jnp.sum(Fs[:, a, :, :, None] * Fs[:, b, :, None, :], axis=2)
-                  - jnp.sum(Gs[:, a, :, :, None] * Hs[:, b, :, None, :], axis=2))
+        blocks = same * _bdot(Fs[:, a], Fs[:, b]) - _bdot(Gs[:, a], Hs[:, b])
         both = jax.ops.segment_sum(blocks.reshape(-1, cbs, cbs), st.pair_target.reshape(-1),
                                    num)
     both = both[:-1].reshape(2, kcb, kcb, cbs, cbs)
@@ -392,8 +409,8 @@ def schur_step(st: SchurStructure, values, grad, scale, lam):
     S = S + jnp.diag(lam * d2[st.c_cols])
 
     ge = g[st.e_cols]  # (k + 1, bs)
-    y = jnp.einsum("kij,kj->ki", Vinv, ge)
-    wy = jnp.einsum("tbc,tb->tc", G, y[st.term_block])
+    y = _bmv(Vinv, ge)
+    wy = _bmv(jnp.swapaxes(G, 1, 2), y[st.term_block])  # G^T y
     wy = jax.ops.segment_sum(wy, st.term_cb, kcb).reshape(-1)
     wy = jnp.concatenate([wy, jnp.zeros((1,), dtype)])[st.flat_c]
     rhs = -g[st.c_cols] + wy
@@ -401,9 +418,9 @@ def schur_step(st: SchurStructure, values, grad, scale, lam):
     pc = jax.scipy.linalg.cho_solve((L, True), rhs)
 
     pcb = jnp.concatenate([pc, jnp.zeros((1,), dtype)])[st.cblock_cols]  # (kcb, cbs)
-    wtp = jnp.einsum("tbc,tc->tb", G, pcb[st.term_cb])
+    wtp = _bmv(G, pcb[st.term_cb])
     wtp = jax.ops.segment_sum(wtp, st.term_block, k + 1)
-    pe = jnp.einsum("kij,kj->ki", Vinv, -ge - wtp)
+    pe = _bmv(Vinv, -ge - wtp)
     return jnp.concatenate([pc, pe.reshape(-1)])[st.unpermute][:n]
 
 
