@@ -97,16 +97,19 @@ def rotation_matrix(w):
 def project(cameras, points, principal_points, camera_index, point_index):
     """SIMPLE_RADIAL pixels of the observations ``(camera_index[i], point_index[i])`` of
     ``points`` (num_points, 3) through ``cameras`` (num_cameras, 8) with principal points
-    (num_cameras, 2). The rotation matrices are formed once per camera, then gathered."""
-    table = jnp.concatenate([rotation_matrix(cameras[:, :3]).reshape(-1, 9), cameras[:, 3:],
-                             principal_points], axis=1)[camera_index]  # one row per camera
+    (num_cameras, 2). The rotation matrices are formed once per camera; the rotations, the
+    camera parameters and the principal points are then gathered per observation as three
+    separate arrays (no concatenated table: XLA fuses a concatenation into its gather)."""
+    R = rotation_matrix(cameras[:, :3]).reshape(-1, 9)[camera_index]
+    cam = cameras[camera_index]
+    pp = principal_points[camera_index]
     X = points[point_index]
-    Xc = [table[:, 3 * i] * X[:, 0] + table[:, 3 * i + 1] * X[:, 1]
-          + table[:, 3 * i + 2] * X[:, 2] + table[:, 9 + i] for i in range(3)]
+    Xc = [R[:, 3 * i] * X[:, 0] + R[:, 3 * i + 1] * X[:, 1] + R[:, 3 * i + 2] * X[:, 2]
+          + cam[:, 3 + i] for i in range(3)]
     u, v = Xc[0] / Xc[2], Xc[1] / Xc[2]
-    f, k = table[:, 12], table[:, 13]
+    f, k = cam[:, 6], cam[:, 7]
     radial = f * (1.0 + k * (u * u + v * v))
-    return jnp.stack([radial * u + table[:, 14], radial * v + table[:, 15]], axis=1)
+    return jnp.stack([radial * u + pp[:, 0], radial * v + pp[:, 1]], axis=1)
 
 
 def residual(params, camera_index, point_index, observations, principal_points, fixed_poses):

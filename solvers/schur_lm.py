@@ -319,9 +319,8 @@ class SchurStructure:
 
 def _bdot(A, B):
     """``A^T B`` for batches of small matrices ``(..., q, i)`` and ``(..., q, j)``: a sum of
-    ``q`` outer products, unrolled (``q`` is a block size), which XLA fuses into one loop;
-    on CPU a batch of tiny matrix products or a reduction over ``q`` is several times
-    slower."""
+    ``q`` outer products, unrolled (``q`` is a block size), which XLA fuses into one
+    elementwise loop."""
     out = A[..., 0, :, None] * B[..., 0, None, :]
     for q in range(1, A.shape[-2]):
         out = out + A[..., q, :, None] * B[..., q, None, :]
