@@ -484,8 +484,8 @@ class SchurLevenbergMarquardt(SparseLevenbergMarquardt):
     use here), and ``eliminate``: ``"auto"`` (found from the pattern) or what
     :meth:`eliminating` sets from a leaf of ``x0``. ``mode`` defaults to ``"fwd"``: the
     columns of such problems need few colours (every camera block can share colours with
-    the others), while colouring their rows (for ``"auto"``'s comparison) costs minutes on
-    the host at bundle-adjustment sizes. The result's ``jac`` is ``None``.
+    the others; ``"auto"`` picks the same after colouring the columns, as the rows' lower
+    bound is a camera's number of observations). The result's ``jac`` is ``None``.
     """
 
     mode: str = "fwd"
