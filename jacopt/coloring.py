@@ -403,6 +403,8 @@ def is_valid_star_coloring(pattern, colors) -> bool:
     rows, cols = G.row[off], G.col[off]
     if (colors[rows] == colors[cols]).any():
         return False
+    if rows.size == 0:  # no edges (a diagonal pattern): every proper colouring is a star one
+        return True
     num = int(colors.max(initial=0)) + 1
     counts = sp.csr_array((np.ones(rows.size, np.int64), (rows, colors[cols])), shape=(n, num))
     counts.sum_duplicates()

@@ -117,6 +117,18 @@ def test_check_catches_a_pattern_missing_a_nonzero():
     assert not np.allclose(J.todense(), _jacfwd(broyden_tridiagonal_residual)(x))
 
 
+
+def test_hessian_check_catches_a_pattern_missing_a_nonzero():
+    def f(x):  # tridiagonal Hessian
+        return jnp.sum(x[:-1] * x[1:] ** 2) + jnp.sum(x ** 4)
+
+    x = _point(12)
+    with pytest.raises(ValueError, match=r"misses nonzeros.*\(0, 1\)"):
+        sparse_hessian(f, sparsity=np.eye(12, dtype=bool), check=True)(x)
+    tridiagonal = np.abs(np.subtract.outer(np.arange(12), np.arange(12))) <= 1
+    H = sparse_hessian(f, sparsity=tridiagonal, check=True)(x)
+    np.testing.assert_allclose(H.todense(), jax.hessian(f)(x), rtol=1e-12, atol=1e-12)
+
 def _chain(x):
     return jnp.sum((x[1:] - x[:-1] ** 2) ** 2) + jnp.sum(jnp.cos(x) * x[::-1])
 
