@@ -2,7 +2,9 @@
 31,104 observations; :func:`jacopt.problems.bundle_adjustment.bal_scene`), one problem and
 one start for every method, float64, one thread each where it can be set.
 
-Run: ``python -m jacopt.benchmarks.sparse --ba [--quick]`` (quick: 12 cameras, 1,000 points).
+Run: ``python -m jacopt.benchmarks.sparse --ba [--quick]`` (quick: 12 cameras, 1,000 points);
+``--ba --sizes``: jacopt alone on scenes of 8, 20 and 49 cameras, for the growth of its compile
+time with the problem's size.
 
 Methods:
 
@@ -291,8 +293,42 @@ def format_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+FAMILY = ((8, 200), (20, 2000), (49, 7776))
+"""(cameras, points) of the scenes ``--sizes`` compiles (track length 4)."""
+
+
+def run_sizes(seed: int = 0, progress: Callable | None = None) -> list[dict]:
+    """jacopt lm-schur's records on the scenes of :data:`FAMILY`: how its compile time
+    (``compile_s``: first call less the warm call) grows with the problem's size."""
+    from jacopt.problems.bundle_adjustment import make_scene
+
+    limit_blas_threads(1)
+    jax.config.update("jax_enable_x64", True)
+    records = []
+    for cameras, points in FAMILY:
+        scene = make_scene(cameras, points, 4, seed=seed)
+        records += jacopt_records(scene, f"{cameras} cameras / {points} points", progress)
+    return records
+
+
+def format_sizes(records: list[dict]) -> str:
+    """One line per (scene, method) of :func:`run_sizes`, then each method's largest
+    ``compile_s`` over its smallest."""
+    lines = []
+    for rec in records:
+        lines.append(f"{rec['problem']:<26} {rec['method']:<32} compile_s {rec['compile_s']:.2f}"
+                     f"  run_s {rec['run_s']:.3f}  steps {rec['steps']}")
+    for method in dict.fromkeys(r["method"] for r in records):
+        times = [r["compile_s"] for r in records if r["method"] == method]
+        lines.append(f"{method}: compile grows {max(times) / min(times):.2f}x over the family")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--sizes" in argv:
+        print(format_sizes(run_sizes(progress=lambda m: print(m, file=sys.stderr))))
+        return 0
     records = run_bundle_adjustment(quick="--quick" in argv, scipy="--no-scipy" not in argv,
                                     progress=lambda m: print(m, file=sys.stderr))
     print(format_table(records))
