@@ -166,14 +166,17 @@ def _check(g, flat, plan: SparsePlan, concrete: bool, probes: int = 3):
         point = flat if concrete else jnp.asarray(rng.standard_normal(flat.shape), dtype)
         vs = rng.standard_normal((probes,) + tuple(flat.shape)).astype(dtype)
         compressed, dense = (np.asarray(a) for a in probe(point, jnp.asarray(vs)))
+        # in 64 bits on the host (SciPy has no 16-bit floats); the tolerance is the input's
+        wide = np.complex128 if np.iscomplexobj(compressed) else np.float64
         coo = sp.coo_array(plan.pattern)
-        values = compressed.reshape(-1)[plan.gather]
+        values = compressed.reshape(-1)[plan.gather].astype(wide)
         jac = sp.csr_array((values, (coo.row, coo.col)), shape=plan.pattern.shape)
         abs_jac = sp.csr_array((np.abs(values), (coo.row, coo.col)), shape=plan.pattern.shape)
-        ours = (jac @ vs.T).T
-        scale = (abs_jac @ np.abs(vs).T).T + np.abs(dense)
-        eps = float(np.finfo(dtype).eps)
-        bad = (np.abs(ours - dense) > 1e3 * eps * (scale + 1e-30)).any(axis=0)
+        wide_vs, wide_dense = vs.astype(wide), dense.astype(wide)
+        ours = (jac @ wide_vs.T).T
+        scale = (abs_jac @ np.abs(wide_vs).T).T + np.abs(wide_dense)
+        eps = float(jnp.finfo(dtype).eps)
+        bad = (np.abs(ours - wide_dense) > 1e3 * eps * (scale + 1e-30)).any(axis=0)
         if not bad.any():
             return
         rows = np.flatnonzero(bad)[:5].tolist()

@@ -118,6 +118,18 @@ def test_check_catches_a_pattern_missing_a_nonzero():
 
 
 
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_check_accepts_half_precision_inputs(dtype):
+    # SciPy's sparse matrices have no 16-bit floats: the check's host products must not
+    # be formed in the input's dtype.
+    x = _point(30).astype(dtype)
+    tridiagonal = np.abs(np.subtract.outer(np.arange(30), np.arange(30))) <= 1
+    J = sparse_jacobian(broyden_tridiagonal_residual, sparsity=tridiagonal, check=True)(x)
+    assert J.data.dtype == dtype
+    np.testing.assert_allclose(np.asarray(J.todense(), np.float64),
+                               np.asarray(_jacfwd(broyden_tridiagonal_residual)(x), np.float64))
+
+
 def test_hessian_check_catches_a_pattern_missing_a_nonzero():
     def f(x):  # tridiagonal Hessian
         return jnp.sum(x[:-1] * x[1:] ** 2) + jnp.sum(x ** 4)
