@@ -470,7 +470,7 @@ def _leaf_columns(x0, leaf):
             block = int(shape[-1]) if len(shape) >= 2 else 1
             return (leaf, start, size // block if block else 0, block)
         start += size
-    raise ValueError(f"eliminate: x0 has no leaf named {leaf!r}; its leaves are {names}.")
+    raise ValueError(f"leaf: x0 has no leaf named {leaf!r}; its leaves are {names}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -494,8 +494,9 @@ class SchurLevenbergMarquardt(SparseLevenbergMarquardt):
     def __post_init__(self):
         super().__post_init__()
         e = self.eliminate
-        if not (e == "auto" or (isinstance(e, tuple) and len(e) == 4 and all(
-                isinstance(v, (int, np.integer)) and v >= 0 for v in e[1:]))):
+        named = isinstance(e, tuple) and len(e) == 4 and all(
+            isinstance(v, (int, np.integer)) and v >= 0 for v in e[1:])
+        if not (named or (isinstance(e, str) and e == "auto")):
             raise ValueError(f"eliminate must be 'auto' or set by SchurLevenbergMarquardt."
                              f"eliminating(x0, leaf); got {e!r}.")
         if self.plan is not None:  # the structure, and its errors, before any tracing

@@ -120,10 +120,11 @@ def test_a_group_that_is_not_block_diagonal_is_refused():
                                          r"residual row 0 depends on its blocks 0 and 1"):
         jacopt.least_squares(_chain, x0, args=(jnp.ones(5),), solver=solver,
                              jac_sparsity="auto")
-    with pytest.raises(ValueError, match=r"x0 has no leaf named 'points'"):
+    with pytest.raises(ValueError, match=r"^leaf: x0 has no leaf named 'points'"):
         SchurLevenbergMarquardt.eliminating(x0, "points")
-    with pytest.raises(ValueError, match="eliminate must be 'auto'"):
-        SchurLevenbergMarquardt(eliminate="points")
+    for wrong in ("points", np.array([1, 2]), ("a", 0, 5)):
+        with pytest.raises(ValueError, match="eliminate must be 'auto'"):
+            SchurLevenbergMarquardt(eliminate=wrong)
 
 
 def test_a_pattern_without_a_block_diagonal_group_is_refused():
