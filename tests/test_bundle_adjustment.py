@@ -150,3 +150,20 @@ def test_vmap_over_starts_matches_single_solves(tiny):
         cost, status = solve(x0)
         np.testing.assert_allclose(float(costs[i]), float(cost), rtol=1e-10)
         assert int(statuses[i]) == int(status)
+
+
+def test_bounds_hold_points_like_dense_lm(tiny):
+    # boxes of +-0.01 around the start's points: some are active at the end, so the Schur
+    # step runs with masked (fixed) columns in the eliminated group
+    points = tiny.x0["points"]
+    free = jnp.full_like(tiny.x0["cameras"], jnp.inf)
+    bounds = ({"cameras": -free, "points": points - 0.01},
+              {"cameras": free, "points": points + 0.01})
+    schur = jacopt.least_squares(residual, tiny.x0, args=tiny.args, solver="lm-schur",
+                                 jac_sparsity=tiny.jac_sparsity(), bounds=bounds)
+    dense = jacopt.least_squares(residual, tiny.x0, args=tiny.args, solver="lm",
+                                 bounds=bounds)
+    assert schur.success and dense.success
+    at_bound = np.isclose(np.abs(np.asarray(schur.params["points"] - points)), 0.01)
+    assert at_bound.any()
+    np.testing.assert_allclose(float(schur.cost), float(dense.cost), rtol=1e-9)
