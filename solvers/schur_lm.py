@@ -240,6 +240,10 @@ class SchurStructure:
         term_f = np.full((pairs.size, R, cbs), nnz, np.int64)
         term_f[term_of.reshape(-1), ri[on_c], cslot_of[cols[on_c]]] = position[on_c]
         if not term_group:  # nothing couples C and the rows: one empty term keeps shapes
+            if num_groups == 0:  # no row has a nonzero: one empty row group too
+                group_rows = np.full((1, R), m, np.int64)
+                group_block = np.full(1, k, np.int64)
+                group_e = np.full((1, R, bs), nnz, np.int64)
             term_group, term_cb = [0], [0]
             term_f = np.full((1, R, cbs), nnz, np.int64)
         term_group = np.asarray(term_group, np.int64)

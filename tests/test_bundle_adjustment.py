@@ -167,3 +167,19 @@ def test_bounds_hold_points_like_dense_lm(tiny):
     at_bound = np.isclose(np.abs(np.asarray(schur.params["points"] - points)), 0.01)
     assert at_bound.any()
     np.testing.assert_allclose(float(schur.cost), float(dense.cost), rtol=1e-9)
+
+
+def test_a_named_group_on_an_empty_pattern_solves_like_lm_sparse():
+    # no row depends on x: nothing couples the groups, and the step is the damped gradient's
+    x0 = {"a": jnp.ones((3, 2)), "b": jnp.ones(2)}
+
+    def fun(x):
+        return jnp.ones(4) + 0.0 * x["b"][0]
+
+    empty = np.zeros((4, 8), bool)
+    solver = SchurLevenbergMarquardt.eliminating(x0, "a")
+    schur = jacopt.least_squares(fun, x0, solver=solver, jac_sparsity=empty)
+    sparse = jacopt.least_squares(fun, x0, solver="lm-sparse", jac_sparsity=empty)
+    assert int(schur.status) == int(sparse.status)
+    np.testing.assert_allclose(float(schur.cost), float(sparse.cost), rtol=1e-12)
+    np.testing.assert_allclose(ravel_pytree(schur.params)[0], ravel_pytree(x0)[0])
