@@ -28,8 +28,8 @@ Methods:
   note when ``pycolmap`` cannot be imported (``pip install jacopt[bench]``).
 
 ``final_loss`` is ``0.5 ||r||^2`` (Ceres' and SciPy's cost); ``rel_to_ceres`` its relative
-difference from Ceres' tight run; ``ceres_over``/``scipy_over``: the other's time over
-jacopt's warm ``run_s``. The machine is shared: compare ratios measured in one run.
+difference from Ceres' tight run; ``over_jacopt``: a method's ``run_s`` over jacopt
+lm-schur's at default tolerances. The machine is shared: compare ratios measured in one run.
 """
 from __future__ import annotations
 

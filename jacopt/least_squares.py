@@ -228,10 +228,10 @@ def least_squares(
     lower = upper = None
     if bounds is not None:
         if not isinstance(solver, _BOUNDED_SOLVERS):
-            raise ValueError(
-                f"bounds are supported by solver='lm', 'gn', 'dogleg' and 'lm-matrix-free', not "
-                f"{type(solver).__name__}."
-            )
+            names = ", ".join(repr(k) for k, c in SOLVERS.items()
+                              if issubclass(c, _BOUNDED_SOLVERS))
+            raise ValueError(f"bounds are supported by solver={names}, not "
+                             f"{type(solver).__name__}.")
         lower, upper = least_squares_bounds(bounds, x0, treedef, shapes, dtype, x0_name)
     if x_scale is None:
         x_scale = solver.default_x_scale

@@ -99,7 +99,7 @@ def project(cameras, points, principal_points, camera_index, point_index):
     ``points`` (num_points, 3) through ``cameras`` (num_cameras, 8) with principal points
     (num_cameras, 2). The rotation matrices are formed once per camera; the rotations, the
     camera parameters and the principal points are then gathered per observation as three
-    separate arrays (no concatenated table: XLA fuses a concatenation into its gather)."""
+    separate arrays."""
     R = rotation_matrix(cameras[:, :3]).reshape(-1, 9)[camera_index]
     cam = cameras[camera_index]
     pp = principal_points[camera_index]

@@ -59,3 +59,20 @@ def test_integer_start_is_accepted_as_float():
     res = jacopt.least_squares(lambda b: b - 2.0, np.array([0, 0]))
     np.testing.assert_allclose(res.params, [2.0, 2.0])
     assert res.params.dtype == jnp.float64
+
+
+def test_bounds_with_a_solver_that_takes_none_name_every_solver_that_does():
+    import dataclasses
+
+    from jacopt.least_squares import SOLVERS
+    from jacopt.solvers.least_squares_problem import LeastSquaresSolver
+
+    @dataclasses.dataclass(frozen=True)
+    class Unbounded(LeastSquaresSolver):
+        pass
+
+    with pytest.raises(ValueError, match="bounds are supported by") as info:
+        jacopt.least_squares(lambda x: x - 1.0, jnp.zeros(2), bounds=(0.0, 2.0),
+                             solver=Unbounded())
+    for name in SOLVERS:
+        assert repr(name) in str(info.value)
