@@ -43,6 +43,7 @@ times the block sizes) plus O(|C|^3).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple, Union
 
 import jax
@@ -441,19 +442,11 @@ class SchurLinearisation(NamedTuple):
     row_weights: Any
 
 
-_STRUCTURES: dict = {}
-
-
+@functools.lru_cache(maxsize=32)
 def structure_for(plan: SparseJacobianPlan, eliminate) -> SchurStructure:
-    """The :class:`SchurStructure` of ``plan`` (cached per plan and ``eliminate``)."""
-    key = (id(plan), eliminate)
-    if key in _STRUCTURES and _STRUCTURES[key][0] is plan:
-        return _STRUCTURES[key][1]
-    st = SchurStructure(plan, eliminate)
-    if len(_STRUCTURES) > 32:
-        _STRUCTURES.clear()
-    _STRUCTURES[key] = (plan, st)
-    return st
+    """The :class:`SchurStructure` of ``plan`` (cached per plan, hashed by identity, and
+    ``eliminate``)."""
+    return SchurStructure(plan, eliminate)
 
 
 def _leaf_columns(x0, leaf):
