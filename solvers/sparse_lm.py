@@ -222,8 +222,9 @@ def plan_for(fun, x0, args, jac_sparsity, mode: str = "auto") -> SparseJacobianP
     before any solving: the pattern from ``jac_sparsity`` (``"auto"``: detected from the jaxpr
     by :func:`jacopt.sparsity.jacobian_sparsity`; or a boolean array, SciPy sparse matrix or
     BCOO of shape ``(m, n)``, else a ValueError naming ``jac_sparsity``) and its colouring. A
-    user pattern is checked once against JVPs at ``x0`` (at a random point when ``x0`` is
-    traced): one that misses a nonzero raises a ValueError. Cached per ``fun``, pattern object
+    user pattern is checked once against JVPs at ``x0`` (not when ``x0`` or ``args`` are
+    traced: the pattern is then taken as given): one that misses a nonzero raises a
+    ValueError. Cached per ``fun``, pattern object
     and shapes, so repeated calls reuse the compiled solve."""
     from jacopt.coloring import as_pattern
     from jacopt.sparse import _avals, _check, _jacobian_plan
