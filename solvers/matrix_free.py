@@ -364,12 +364,9 @@ class MatrixFreeLevenbergMarquardt(LeastSquaresSolver):
         point, curvature = describe(problem, x, r, grad, lin, scale)
         return point, scale, curvature, carry
 
-    def _inner_solve(self, lin: Linearisation, grad, scale, lam, forcing=None):
-        """The approximate damped step ``p`` (n,) and the inner iteration count."""
-        if forcing is None:
-            forcing = self.forcing
-        if forcing is None:
-            forcing = 100 * float(jnp.finfo(grad.dtype).eps)
+    def _inner_solve(self, lin: Linearisation, grad, scale, lam, forcing):
+        """The approximate damped step ``p`` (n,) and the inner iteration count, to the
+        relative tolerance ``forcing`` (:meth:`_forcing`)."""
         atol, forcing = forcing if isinstance(forcing, tuple) else (forcing, forcing)
         if self.linear_solver == "lsqr":
             out = lsqr(lin.mv, lin.rmv, -lin.rc, damp=jnp.sqrt(lam), diag=scale,

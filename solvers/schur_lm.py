@@ -515,8 +515,9 @@ class SchurLevenbergMarquardt(SparseLevenbergMarquardt):
         _, w_j = problem.loss.weights(r, problem.f_scale)
         return r, grad, SchurLinearisation(*lin, values=carry.values, row_weights=w_j), carry
 
-    def _inner_solve(self, lin, grad, scale, lam, forcing=None):
-        """The exact damped step by the Schur complement (no inner iterations)."""
+    def _inner_solve(self, lin, grad, scale, lam, forcing):
+        """The exact damped step by the Schur complement (no inner iterations; ``forcing``
+        is not used)."""
         st = self.structure()
         values = lin.values
         if lin.row_weights is not None:
