@@ -159,7 +159,8 @@ def least_squares(
         by flattened parameters), checked once against JVPs at ``x0``. Selects
         ``solver="lm-sparse"`` (:mod:`jacopt.solvers.sparse_lm`: LM whose steps come from
         LSQR on the sparse ``J``, computed from compressed JVPs, never an ``(m, n)`` matrix);
-        ``solver`` must then be ``"lm"`` (the default) or ``"lm-sparse"``, and ``jac`` None.
+        ``solver`` must then be ``"lm"`` (the default), ``"lm-sparse"`` or ``"lm-schur"``, and
+        ``jac`` None.
         ``solver="lm-sparse"`` without ``jac_sparsity`` detects the pattern.
       **scipy_keywords: SciPy's keywords with no counterpart here (``method``, ``max_nfev``,
         ``tr_solver``, ``tr_options``, ``diff_step``...) raise a
@@ -193,9 +194,11 @@ def least_squares(
     solver = resolve_solver(solver, SOLVERS, LeastSquaresSolver)
     sparse = isinstance(solver, SparseLevenbergMarquardt)
     if jac_sparsity is not None and not sparse:
-        raise ValueError(f"jac_sparsity selects the sparse solver: use solver='lm' (the "
-                         f"default) or 'lm-sparse' with it, not {type(solver).__name__}, which "
-                         f"forms a dense Jacobian or none.")
+        names = ", ".join(repr(k) for k, c in SOLVERS.items()
+                          if issubclass(c, SparseLevenbergMarquardt))
+        raise ValueError(f"jac_sparsity selects a sparse solver: use solver='lm' (the "
+                         f"default, which becomes 'lm-sparse') or {names} with it, not "
+                         f"{type(solver).__name__}, which forms a dense Jacobian or none.")
     if sparse and jac is not None:
         raise ValueError("jac must be None with jac_sparsity (solver='lm-sparse'): the sparse "
                          "Jacobian is computed from compressed JVPs of fun.")

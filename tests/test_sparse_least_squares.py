@@ -151,8 +151,9 @@ def test_bad_patterns():
 def test_dense_solver_with_pattern_is_an_error():
     x0 = broyden_tridiagonal_start(10)
     for solver in ("gn", "dogleg", "lm-matrix-free"):
-        with pytest.raises(ValueError, match="jac_sparsity"):
+        with pytest.raises(ValueError, match="jac_sparsity") as info:
             jacopt.least_squares(broyden, x0, solver=solver, jac_sparsity="auto")
+        assert "'lm-sparse'" in str(info.value) and "'lm-schur'" in str(info.value)
     with pytest.raises(ValueError, match="jac"):
         jacopt.least_squares(broyden, x0, jac_sparsity="auto",
                              jac=lambda x: jax.jacfwd(broyden)(x))
