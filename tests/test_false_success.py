@@ -86,7 +86,11 @@ def test_saturating_loss_does_not_stop_on_xtol_away_from_a_minimum(solver):
     x0 = jnp.asarray([-2.6935779100625257, -4.479786989355904, -0.9544816017847175])
     res = jacopt.least_squares(fun, x0, solver=solver, loss="cauchy", f_scale=0.01)
     assert_no_false_success(res, fun, loss="cauchy", f_scale=0.01)
-    assert res.status_name != "XTOL"
+    if res.status_name == "XTOL":  # only at a minimum at least as low as SciPy's trf finds
+        ref = scipy.optimize.least_squares(
+            lambda p: p[0] * np.exp(-p[1] * t) + p[2] - y, np.asarray(x0), loss="cauchy",
+            f_scale=0.01, ftol=1e-15, xtol=1e-15, gtol=1e-15, max_nfev=10_000)
+        assert float(res.cost) <= ref.cost * (1 + 1e-6), (float(res.cost), ref.cost)
 
 
 @pytest.mark.parametrize("solver", ["lm", "dogleg", "gn"])
