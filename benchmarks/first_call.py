@@ -12,7 +12,9 @@ Cases (float64):
 Every figure is the median over ``repeats`` fresh processes. The phases come from JAX's
 monitoring events (``jaxpr_trace_duration``, ``jaxpr_to_mlir_module_duration``,
 ``backend_compile_duration``) and, for jacopt's cache, from ``jacopt._cache.stats``
-(``key``: writing out and hashing the traced program; ``lapack``: making jaxlib's LAPACK
+(``shortcut``: keying the call by its configuration and the user's functions, whose trace
+counts under ``trace``, :mod:`jacopt._shortcut`; ``key``: writing out and hashing the traced
+program; ``lapack``: making jaxlib's LAPACK
 kernels ready; ``load``: reading and loading a compiled executable); ``other`` is the rest
 (Python, the solve itself). The jacopt "first" process starts from an empty cache directory;
 "second" runs the same script again on that directory.
@@ -114,6 +116,7 @@ warm = time.perf_counter() - started
 stats = _cache.stats if impl == "jacopt" and _cache else {}
 print(json.dumps({"total": total, "warm": warm, "x0": float(out.ravel()[0]),
                   **{k: stats.get(k + "_s", 0.0) for k in ("key", "lapack", "load")},
+                  "shortcut": stats.get("shortcut_s", 0.0) - stats.get("shortcut_trace_s", 0.0),
                   "trace": first.get("jaxpr_trace_duration", 0.0),
                   "lower": first.get("jaxpr_to_mlir_module_duration", 0.0),
                   "compile": first.get("backend_compile_duration", 0.0)}))
@@ -125,7 +128,7 @@ CASES = {
     "misra1a": ("least_squares LM, NIST Misra1a", ("scipy", "optimistix")),
     "rosenbrock": ("minimize BFGS, 50-D Rosenbrock", ("scipy", "optimistix")),
 }
-PHASES = ("trace", "key", "lapack", "lower", "compile", "load")
+PHASES = ("trace", "shortcut", "key", "lapack", "lower", "compile", "load")
 
 
 def fresh_process(script: str, *argv: str, env: dict | None = None) -> str:

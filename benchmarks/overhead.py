@@ -7,6 +7,8 @@ Misra1a's size (``b1 (1 - exp(-b2 x))`` on 14 points, 2 parameters) and on Rosen
 
 - ``jacopt.curve_fit`` called directly, and SciPy's ``curve_fit`` on the same data;
 - ``jacopt.least_squares`` called directly, and the same call inside one ``jax.jit``;
+- ``jacopt.least_squares`` on a closure defined anew at each call (the notebook pattern: the
+  closure is traced each time, the solve is not, :mod:`jacopt._shortcut`);
 - ``jacopt.minimize`` (BFGS) called directly, and inside one ``jax.jit``.
 
 Part 2, first calls, each in a fresh Python process (so nothing is cached):
@@ -67,6 +69,12 @@ def warm_calls(repeats: int = 300) -> list[tuple[str, float]]:
     rosen = test_functions.get("rosenbrock")
     r0 = jnp.asarray(rosen.x0)
     minimised = jax.jit(lambda r: jacopt.minimize(rosen.fun, r).params)
+
+    def anew():
+        def closure(p):  # a new function object at every call
+            return residual(p, xj, yj)
+        return jacopt.least_squares(closure, pj).params
+
     return [
         ("curve_fit, direct", _median_ms(lambda: jacopt.curve_fit(model, x, y, p0).params,
                                          repeats)),
@@ -75,6 +83,8 @@ def warm_calls(repeats: int = 300) -> list[tuple[str, float]]:
         ("least_squares, direct", _median_ms(
             lambda: jacopt.least_squares(residual, pj, args=(xj, yj)).params, repeats)),
         ("least_squares, inside jax.jit", _median_ms(lambda: fitted(pj, xj, yj), repeats)),
+        ("least_squares, a closure defined anew at each call",
+         _median_ms(anew, min(repeats, 50))),
         ("minimize BFGS on Rosenbrock, direct", _median_ms(
             lambda: jacopt.minimize(rosen.fun, r0).params, repeats)),
         ("minimize BFGS on Rosenbrock, inside jax.jit", _median_ms(lambda: minimised(r0),

@@ -204,6 +204,23 @@ def traced_key(traced, compiler_options: dict):
     return h.hexdigest(), writer.linalg
 
 
+def jaxpr_text(closed, derivatives: bool = False) -> bytes | None:
+    """A closed jaxpr written out in full as :func:`traced_key` writes a program (constants
+    by content), or ``None`` when it cannot be; with ``derivatives``, a custom derivative rule
+    (a function) makes it unkeyable too."""
+    try:
+        writer = _JaxprWriter(derivatives)
+        writer.closed(closed)
+    except _Unkeyable:
+        return None
+    except Exception:  # a JAX whose internals differ
+        return None
+    text = "\n".join(writer.out)
+    if " at 0x" in text:
+        return None
+    return text.encode() + b"\0" + writer.arrays.digest()
+
+
 # custom_jvp_call and custom_vjp_call lower their call_jaxpr only (derivative rules dropped)
 _LOWERED_PARAMS = {"custom_jvp_call": ("call_jaxpr",), "custom_vjp_call": ("call_jaxpr",)}
 _PLAIN = (bool, int, float, complex, str, bytes, type(None))
@@ -212,8 +229,10 @@ _PLAIN = (bool, int, float, complex, str, bytes, type(None))
 class _JaxprWriter:
     """Writes a jaxpr out in full (see :func:`traced_key`); array contents go to a hash."""
 
-    def __init__(self):
+    def __init__(self, derivatives: bool = False):
         from jax._src import core
+
+        self.derivatives = derivatives  # custom derivative rules (functions) are unkeyable
 
         self.core = core
         self.out: list = []
@@ -279,7 +298,7 @@ class _JaxprWriter:
                 raise _Unkeyable
             if prim in _linalg_primitives():
                 self.linalg = True
-            keep = _LOWERED_PARAMS.get(prim.name)
+            keep = None if self.derivatives else _LOWERED_PARAMS.get(prim.name)
             ins = " ".join(map(self.var, eqn.invars))
             out.append(f"{prim.name} {ins} ; {repr(eqn.effects)} ; {self.context(eqn.ctx)}")
             for k in sorted(eqn.params):
@@ -395,11 +414,13 @@ def compile_lowered(lowered, compiler_options: dict):
                    lowered.out_tree, lambda: lowered, False)
 
 
-def compile_traced(traced, compiler_options: dict, prefetch: "Prefetch | None" = None):
+def compile_traced(traced, compiler_options: dict, prefetch: "Prefetch | None" = None,
+                   report: list | None = None):
     """``traced.lower().compile()``, served as :func:`compile_lowered` serves it but keyed by
     the traced program (:func:`traced_key`), so that a hit skips lowering; a program that
     cannot be keyed so is lowered and keyed by its lowering. ``prefetch`` (from
-    :func:`prefetch`, started before tracing) is used when it loaded this very key."""
+    :func:`prefetch`, started before tracing) is used when it loaded this very key. A cached
+    program's ``(key, linalg)`` is appended to ``report`` (for :mod:`jacopt._shortcut`)."""
     started = time.perf_counter()
     key = traced_key(traced, compiler_options)
     stats["key_s"] += time.perf_counter() - started
@@ -411,6 +432,8 @@ def compile_traced(traced, compiler_options: dict, prefetch: "Prefetch | None" =
                        prefetch)
     if prefetch is not None and prefetch.key != key:
         prefetch.remember(key)
+    if report is not None and _programs.get(key, (None,))[0] is compiled:
+        report.append((key, linalg))
     return compiled
 
 
@@ -425,8 +448,27 @@ def _cached(key: str, in_tree, out_tree, lower, linalg: bool, prefetch=None):
     """The executable of the program ``key`` (with these argument and result trees): from this
     process's programs, else ``prefetch`` when it loaded ``key``, else the disk cache, else
     compiled from ``lower()`` and stored."""
+    compiled = find(key, in_tree, out_tree, linalg, prefetch)
+    if compiled is not None:
+        return compiled
+    lowered = lower()
+    if _uncacheable(lowered):  # only reached by keys of traced programs
+        stats["uncacheable"] += 1
+        return _compile(lowered)
+    compiled = _compile(lowered)
+    folder = directory()
+    if folder is not None:
+        _store(os.path.join(folder, key + _SUFFIX), compiled)
+    _keep(key, compiled, in_tree, out_tree)
+    return compiled
+
+
+def find(key: str, in_tree, out_tree, linalg: bool, prefetch=None, count: bool = True):
+    """The executable of the program ``key`` from this process's programs, else ``prefetch``
+    when it loaded ``key``, else the disk cache; ``None`` when none has it (a bad entry is
+    counted in ``stats`` when ``count``)."""
     entry = _programs.get(key)
-    if entry is not None and entry[1:] == (in_tree, out_tree):
+    if entry is not None and _same_trees(entry[1:], (in_tree, out_tree)):
         stats["memory_hits"] += 1
         return entry[0]
     if linalg:
@@ -434,24 +476,26 @@ def _cached(key: str, in_tree, out_tree, lower, linalg: bool, prefetch=None):
         lapack_ready()
         stats["lapack_s"] += time.perf_counter() - started
     folder = directory()
-    path = None if folder is None else os.path.join(folder, key + _SUFFIX)
     compiled = None
     if prefetch is not None and prefetch.key == key:
         compiled = prefetch.executable(in_tree, out_tree)
-    if compiled is None and path is not None:
-        compiled = _load(path, in_tree, out_tree)
-    if compiled is None:
-        lowered = lower()
-        if _uncacheable(lowered):  # only reached by keys of traced programs
-            stats["uncacheable"] += 1
-            return _compile(lowered)
-        compiled = _compile(lowered)
-        if path is not None:
-            _store(path, compiled)
+    if compiled is None and folder is not None:
+        compiled = _load(os.path.join(folder, key + _SUFFIX), in_tree, out_tree, count)
+    if compiled is not None:
+        _keep(key, compiled, in_tree, out_tree)
+    return compiled
+
+
+def _same_trees(a, b) -> bool:
+    """Equal pytree structures, node classes included: a class redefined under the same name
+    (a notebook cell run again) can compare equal by ``==`` while its hash differs."""
+    return a == b and hash(a) == hash(b)
+
+
+def _keep(key: str, compiled, in_tree, out_tree) -> None:
     if len(_programs) >= _MAX_PROGRAMS:
         _programs.pop(next(iter(_programs)))
     _programs[key] = (compiled, in_tree, out_tree)
-    return compiled
 
 
 _lapack_done: list = []
@@ -546,19 +590,19 @@ def _loaded(path: str, started: float) -> None:
         pass
 
 
-def _load(path: str, in_tree, out_tree):
+def _load(path: str, in_tree, out_tree, count: bool = True):
     """The executable stored at ``path``, or ``None`` when there is none or it is unusable (a
-    bad entry is counted and left to be overwritten)."""
+    bad entry is counted when ``count`` and left to be overwritten)."""
     from jax.experimental import serialize_executable
 
     started = time.perf_counter()
-    payload = _read(path)
+    payload = _read(path, count)
     if payload is None:
         return None
     try:
         compiled = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
     except Exception:  # an entry this jax cannot load: rebuild it
-        stats["bad_entries"] += 1
+        stats["bad_entries"] += count
         return None
     _loaded(path, started)
     return compiled
@@ -691,8 +735,9 @@ _STALE_TMP_S = 3600.0  # a temporary file this old was left by a writer that die
 
 
 def _prune(folder: str) -> None:
-    """Delete the least recently used entries, and prefetch hints, when there are more than
-    :data:`MAX_ENTRIES` of either, and temporary files left by writers that died mid-write."""
+    """Delete the least recently used entries, prefetch hints and call records
+    (:mod:`jacopt._shortcut`) when there are more than :data:`MAX_ENTRIES` of a kind, and
+    temporary files left by writers that died mid-write."""
     try:
         listing = list(os.scandir(folder))
         old = time.time() - _STALE_TMP_S
@@ -700,7 +745,7 @@ def _prune(folder: str) -> None:
             if (e.name.startswith(".tmp-") and e.name.endswith(_SUFFIX)
                     and e.stat().st_mtime < old):
                 os.unlink(e.path)
-        for suffix in (_SUFFIX, _HINT):
+        for suffix in (_SUFFIX, _HINT, ".sig", ".call"):
             kept = [e for e in listing if e.name.endswith(suffix) and not e.name.startswith(".")]
             if len(kept) > MAX_ENTRIES:
                 kept.sort(key=lambda e: e.stat().st_mtime)

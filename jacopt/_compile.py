@@ -11,11 +11,13 @@ Called directly with concrete arrays on a single CPU device, a solve is traced, 
 compiled in explicit stages (``jit(...).trace(...)``, then ``lower().compile()``) so that the
 compiled executable can come from :mod:`jacopt._cache` (same program compiled before, in this
 process or an earlier one; a hit skips lowering, and the entry that a call like this one
-used last is loaded on a thread while it is traced); the executables are then kept per static
-arguments and argument types, as ``jax.jit`` keeps them. A function that is new at every call
-(defined inside a loop) still costs a trace each time; when one function's code has been traced
-for more than :data:`RETRACE_LIMIT` distinct function objects, a :class:`RecompileWarning` names
-the fix.
+used last is loaded on a thread while it is traced); a call whose configuration and functions
+were seen before skips tracing the solve too (:mod:`jacopt._shortcut`). The executables are
+then kept per static arguments and argument types, as ``jax.jit`` keeps them. A function that
+is new at every call (defined inside a loop) costs a trace of itself each time, and of the
+whole solve where the shortcut cannot key it; when one function's code has been traced with
+its solve for more than :data:`RETRACE_LIMIT` distinct function objects, a
+:class:`RecompileWarning` names the fix.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from typing import Callable, Sequence
 
 import jax
 
-from jacopt import _cache
+from jacopt import _cache, _shortcut
 from jacopt._validate import is_traced
 
 try:  # the configuration that jax.jit's own cache is keyed on (private; optional)
@@ -61,6 +63,7 @@ def clear_compiled() -> None:
     for executables in _ALL_EXECUTABLES:
         executables.clear()
     _cache.clear_memory()
+    _shortcut.clear_memory()
     jax.clear_caches()
 
 
@@ -88,17 +91,32 @@ def cpu_fast_jit(fn: Callable, static_argnames: Sequence[str]) -> Callable:
     def build(args, kwargs, key):
         jitted, options = (fast, CPU_COMPILER_OPTIONS) if fast_ok[0] else (plain, {})
         ahead = _cache.prefetch(_hint(entry, key), options)  # loads while this traces
+        statics = {k: v for k, v in kwargs.items() if k in static_set}
+        short = _shortcut.plan(f"{fn.__module__}.{fn.__qualname__}", key, statics, options)
+        traced_kwargs, recorders = kwargs, {}
+        if short is not None:
+            dynamic = {k: v for k, v in kwargs.items() if k not in static_set}
+            call_tree = jax.tree_util.tree_structure((args, dynamic))
+            found = short.lookup(statics, call_tree, ahead)
+            if found is not None:
+                return found
+            traced_kwargs, recorders = short.recording(kwargs)
         started = time.perf_counter()
-        traced = jitted.trace(*args, **kwargs)
+        traced = jitted.trace(*args, **traced_kwargs)
         _cache.stats["trace_s"] += time.perf_counter() - started
         _watch(kwargs.get("fun"), entry)
+        report: list = []
         try:
-            return _cache.compile_traced(traced, options, ahead)
+            compiled = _cache.compile_traced(traced, options, ahead, report)
         except jax.errors.JaxRuntimeError as exc:  # an XLA without the option
             if not fast_ok[0] or "No such compile option" not in str(exc):
                 raise
             fast_ok[0] = False
             return build(args, kwargs, key)
+        if (short is not None and report
+                and jax.tree_util.tree_structure(traced.args_info) == call_tree):
+            short.remember(recorders, report[0], traced.out_tree)
+        return compiled
 
     def call(*args, **kwargs):
         dynamic = {k: v for k, v in kwargs.items() if k not in static_set}

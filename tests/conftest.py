@@ -20,3 +20,18 @@ def _release_compiled_programs():
     yield
     clear_compiled()
     gc.collect()
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    """A private, empty disk cache of compiled solves switched on, and nothing compiled held
+    in memory (as in a new process)."""
+    from jacopt import _cache, _shortcut
+
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("JACOPT_CACHE", "1")
+    monkeypatch.setenv("JACOPT_CACHE_DIR", str(folder))
+    monkeypatch.setattr(_cache, "_programs", {})
+    monkeypatch.setattr(_shortcut, "_signatures", {})
+    monkeypatch.setattr(_shortcut, "_calls", {})
+    return folder

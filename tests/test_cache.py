@@ -34,9 +34,10 @@ print(json.dumps({"params": np.asarray(res.params).tolist(), **_cache.stats}))
 
 
 def _entries(folder):
-    """The compiled programs in the cache ``folder`` (not the prefetch hints)."""
+    """The compiled programs in the cache ``folder`` (not the prefetch hints or call
+    records)."""
     return sorted(name for name in os.listdir(folder)
-                  if not name.startswith(".") and not name.endswith(_cache._HINT))
+                  if not name.startswith(".") and name.endswith(_cache._SUFFIX))
 
 
 def _start(folder):
@@ -62,18 +63,11 @@ def test_two_processes_fill_one_entry_at_once_and_a_third_loads_it(tmp_path):
     assert (os.stat(folder).st_mode & 0o777) == 0o700
     third = _result(_start(folder))
     assert third.get("disk_hits") == 1 and third.get("compiles", 0) == 0
-    # the hint the first processes left let the third load the entry while it traced
-    assert third.get("prefetch_hits") == 1
+    # the hint the first processes left let the third load the entry, and the record they
+    # left let it skip tracing the solve (jacopt._shortcut): only the residual was traced
+    assert third.get("prefetch_hits") == 1 and third.get("shortcut_hits") == 1
+    assert "trace_s" not in third and third["shortcut_trace_s"] > 0
     assert third["params"] == first[0]["params"]
-
-
-@pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("JACOPT_CACHE", "1")
-    monkeypatch.setenv("JACOPT_CACHE_DIR", str(folder))
-    monkeypatch.setattr(_cache, "_programs", {})
-    return folder
 
 
 def _fit(fun=None, x0=(1.0, 0.1), **kwargs):
@@ -94,9 +88,11 @@ def test_a_changed_function_dtype_option_or_version_misses(cache_dir, monkeypatc
     before = _cache.stats.copy()
     np.testing.assert_allclose(_fit(), [2.0, 0.7], rtol=1e-10)
     assert _delta(before) == {"compiles": 1, "disk_writes": 1}
-    # the same code in a new function object: the same program, served from memory
+    # the same code in a new function object: the same program, served from memory without
+    # tracing the solve (jacopt._shortcut)
     np.testing.assert_allclose(_fit(), [2.0, 0.7], rtol=1e-10)
-    assert _delta(before) == {"compiles": 1, "disk_writes": 1, "memory_hits": 1}
+    assert _delta(before) == {"compiles": 1, "disk_writes": 1, "memory_hits": 1,
+                              "shortcut_hits": 1}
     changes = [
         lambda: _fit(lambda p, t, y: p[0] * jnp.exp(-p[1] * t) - y + 0.0 * p[1] ** 2),
         lambda: _fit(x0=np.array([1.0, 0.1], np.float32)),
@@ -134,7 +130,8 @@ def test_a_corrupt_or_truncated_entry_is_ignored_and_rebuilt(cache_dir, monkeypa
     monkeypatch.setattr(_cache, "_programs", {})
     before = _cache.stats.copy()
     np.testing.assert_array_equal(_fit(), expected)
-    assert _delta(before) == {"disk_hits": 1, "prefetch_hits": 1}  # the rebuilt entry
+    assert _delta(before) == {"disk_hits": 1, "prefetch_hits": 1,  # the rebuilt entry
+                              "shortcut_hits": 1}
 
 
 def test_jacopt_cache_0_switches_the_disk_cache_off(cache_dir, monkeypatch):
@@ -186,7 +183,33 @@ def test_a_program_with_a_host_callback_is_never_cached(cache_dir):
     assert not cache_dir.exists() or not _entries(cache_dir)
 
 
-def test_a_function_redefined_in_a_loop_reuses_the_compiled_program_and_warns_once(cache_dir):
+def test_a_function_redefined_in_a_loop_reuses_the_compiled_program_untraced(cache_dir):
+    # the notebook pattern: the solve is traced once; later calls trace only the function
+    from jacopt._compile import RETRACE_LIMIT
+
+    before = _cache.stats.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", jacopt.RecompileWarning)
+        for scale in [1.0] * (RETRACE_LIMIT + 3):
+            def fun(p, t, y):
+                return scale * (p[0] * jnp.exp(-p[1] * t) - y)
+            np.testing.assert_allclose(_fit(fun), [2.0, 0.7], rtol=1e-10)
+    delta = _delta(before)
+    assert delta["compiles"] == 1 and delta["memory_hits"] == RETRACE_LIMIT + 2
+    assert delta["shortcut_hits"] == RETRACE_LIMIT + 2
+
+
+@jax.custom_jvp
+def _twice(x):
+    return 2.0 * x
+
+
+_twice.defjvp(lambda primals, tangents: (_twice(primals[0]), 2.0 * tangents[0]))
+
+
+def test_a_function_redefined_in_a_loop_that_must_be_retraced_warns_once(cache_dir):
+    # a custom derivative rule's code is not in the function's jaxpr: no shortcut, so the
+    # solve is traced at every call and the warning names the fix
     from jacopt._compile import RETRACE_LIMIT
 
     before = _cache.stats.copy()
@@ -194,10 +217,11 @@ def test_a_function_redefined_in_a_loop_reuses_the_compiled_program_and_warns_on
         warnings.simplefilter("always")
         for scale in [1.0] * (RETRACE_LIMIT + 3):
             def fun(p, t, y):
-                return scale * (p[0] * jnp.exp(-p[1] * t) - y)
-            _fit(fun)
+                return scale * (p[0] * jnp.exp(-_twice(p[1]) * t) - y)
+            np.testing.assert_allclose(_fit(fun), [2.0, 0.35], rtol=1e-10)
     delta = _delta(before)
     assert delta["compiles"] == 1 and delta["memory_hits"] == RETRACE_LIMIT + 2
+    assert "shortcut_hits" not in delta
     recompile = [w for w in caught if issubclass(w.category, jacopt.RecompileWarning)]
     assert len(recompile) == 1
     assert "args=" in str(recompile[0].message) and recompile[0].filename == __file__
