@@ -354,19 +354,22 @@ _primitives: dict = {}
 
 
 def _jax_primitives() -> frozenset:
-    """The primitives defined by jax and jaxlib's modules (found once per process, again when
-    more of jax's modules have been imported since)."""
-    modules = [m for name, m in list(sys.modules.items())
-               if m is not None and (name == "jax" or name.startswith(("jax.", "jaxlib.")))]
-    if _primitives.get("count") != len(modules):
+    """The primitives defined by jax and jaxlib's modules (each module read once, when it is
+    first seen; a primitive missed would only make a program unkeyable, never stale)."""
+    scanned = _primitives.setdefault("scanned", set())
+    new = [(name, m) for name, m in list(sys.modules.items())
+           if name not in scanned and m is not None
+           and (name == "jax" or name.startswith(("jax.", "jaxlib.")))]
+    if new or "set" not in _primitives:
         from jax._src import core
 
-        found = set()
-        for module in modules:
+        found = set(_primitives.get("set", ()))
+        for name, module in new:
+            scanned.add(name)
             for v in list(vars(module).values()):
                 if isinstance(v, core.Primitive):
                     found.add(v)
-        _primitives["set"], _primitives["count"] = frozenset(found), len(modules)
+        _primitives["set"] = frozenset(found)
     return _primitives["set"]
 
 
