@@ -221,6 +221,14 @@ def jaxpr_text(closed, derivatives: bool = False) -> bytes | None:
     return text.encode() + b"\0" + writer.arrays.digest()
 
 
+def aval_text(aval) -> str:
+    """An abstract value written out in full: its type and every slot (shape, dtype, weak
+    type, sharding and whatever else this JAX keeps)."""
+    slots = [s for klass in type(aval).__mro__ for s in getattr(klass, "__slots__", ())
+             if s != "__weakref__"]
+    return type(aval).__name__ + repr([(s, getattr(aval, s, None)) for s in slots])
+
+
 # custom_jvp_call and custom_vjp_call lower their call_jaxpr only (derivative rules dropped)
 _LOWERED_PARAMS = {"custom_jvp_call": ("call_jaxpr",), "custom_vjp_call": ("call_jaxpr",)}
 _PLAIN = (bool, int, float, complex, str, bytes, type(None))
@@ -260,10 +268,7 @@ class _JaxprWriter:
     def aval(self, aval) -> str:
         name = self.memo.get(id(aval))
         if name is None:
-            slots = [s for klass in type(aval).__mro__ for s in getattr(klass, "__slots__", ())
-                     if s != "__weakref__"]
-            name = self._named(type(aval).__name__
-                               + repr([(s, getattr(aval, s, None)) for s in slots]))
+            name = self._named(aval_text(aval))
             self.memo[id(aval)] = name
             self.keep.append(aval)  # ids stay unique while the writer lives
         return name
@@ -706,10 +711,16 @@ def _store(path: str, compiled) -> None:
         payload, _, _ = serialize_executable.serialize(compiled)
     except Exception:  # an executable this backend cannot serialise
         return
-    if _write_atomically(path, MAGIC + hashlib.sha256(payload).digest() + payload):
+    if write_entry(path, payload):
         stats["disk_writes"] += 1
         _prune(os.path.dirname(path))
     stats["store_s"] += time.perf_counter() - started
+
+
+def write_entry(path: str, payload: bytes) -> bool:
+    """Write ``payload`` as an entry (:data:`MAGIC`, its checksum, itself) that
+    :func:`_read` checks; whether it was written."""
+    return _write_atomically(path, MAGIC + hashlib.sha256(payload).digest() + payload)
 
 
 def _write_atomically(path: str, data: bytes) -> bool:

@@ -94,9 +94,8 @@ def cpu_fast_jit(fn: Callable, static_argnames: Sequence[str]) -> Callable:
         statics = {k: v for k, v in kwargs.items() if k in static_set}
         short = _shortcut.plan(f"{fn.__module__}.{fn.__qualname__}", key, statics, options)
         traced_kwargs, recorders = kwargs, {}
+        call_tree = key[0]  # the structure of (args, dynamic keyword arguments)
         if short is not None:
-            dynamic = {k: v for k, v in kwargs.items() if k not in static_set}
-            call_tree = jax.tree_util.tree_structure((args, dynamic))
             found = short.lookup(statics, call_tree, ahead)
             if found is not None:
                 return found

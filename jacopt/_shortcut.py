@@ -67,12 +67,8 @@ class _Undescribable(Exception):
 def _source_digest() -> bytes:
     """SHA-256 of jacopt's core and solver modules' files (names and contents): the code that
     turns a configuration into a program."""
-    import jacopt
-    import jacopt.solvers
-
     h = hashlib.sha256()
-    for package in (jacopt, jacopt.solvers):
-        root = os.path.dirname(os.path.abspath(package.__file__))
+    for root in _source_roots():
         for folder, dirs, files in sorted(os.walk(root)):
             dirs.sort()
             for name in sorted(files):
@@ -126,6 +122,7 @@ def _module_digest(name: str, items) -> bytes:
 
 @functools.lru_cache(maxsize=1)
 def _source_roots() -> tuple:
+    """The folders of jacopt's core and solver packages (each ending in a separator)."""
     import jacopt
     import jacopt.solvers
 
@@ -196,12 +193,6 @@ def _plain_tree(treedef) -> bool:
     if kind is dict and not all(type(k) in (str, int) for k in aux):
         return False
     return all(_plain_tree(child) for child in treedef.children())
-
-
-def _aval_text(aval) -> str:
-    slots = [s for klass in type(aval).__mro__ for s in getattr(klass, "__slots__", ())
-             if s != "__weakref__"]
-    return type(aval).__name__ + repr([(s, getattr(aval, s, None)) for s in slots])
 
 
 @dataclasses.dataclass
@@ -304,7 +295,7 @@ def plan(entry: str, key, statics: dict, options: dict) -> Plan | None:
     try:
         described = [(name, _slot(v) if name in slots else _describe(v))
                      for name, v in sorted(statics.items())]
-        types = [_aval_text(s) if hasattr(s, "shape") and hasattr(s, "dtype")
+        types = [_cache.aval_text(s) if hasattr(s, "shape") and hasattr(s, "dtype")
                  and not isinstance(s, tuple) else repr(s) for s in signatures]
         context = [x for x in context if type(x).__name__ != "AxisEnv"]
         text = repr((entry, str(treedef), types, described, repr(context)))
@@ -392,6 +383,4 @@ def _write(name: str, value) -> None:
     folder = _cache.directory()
     if folder is None:
         return
-    payload = pickle.dumps(value)
-    _cache._write_atomically(os.path.join(folder, name),
-                             _cache.MAGIC + hashlib.sha256(payload).digest() + payload)
+    _cache.write_entry(os.path.join(folder, name), pickle.dumps(value))
