@@ -23,15 +23,41 @@ def _release_compiled_programs():
 
 
 @pytest.fixture
-def cache_dir(tmp_path, monkeypatch):
-    """A private, empty disk cache of compiled solves switched on, and nothing compiled held
-    in memory (as in a new process)."""
+def new_process(monkeypatch):
+    """A function that makes this process forget the compiled programs and call records it
+    holds in memory, as a new process would (the disk cache stays)."""
     from jacopt import _cache, _shortcut
 
+    def forget():
+        monkeypatch.setattr(_cache, "_programs", {})
+        monkeypatch.setattr(_shortcut, "_signatures", {})
+        monkeypatch.setattr(_shortcut, "_calls", {})
+
+    return forget
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch, new_process):
+    """A private, empty disk cache of compiled solves switched on, and nothing compiled held
+    in memory (as in a new process)."""
     folder = tmp_path / "cache"
     monkeypatch.setenv("JACOPT_CACHE", "1")
     monkeypatch.setenv("JACOPT_CACHE_DIR", str(folder))
-    monkeypatch.setattr(_cache, "_programs", {})
-    monkeypatch.setattr(_shortcut, "_signatures", {})
-    monkeypatch.setattr(_shortcut, "_calls", {})
+    new_process()
     return folder
+
+
+@pytest.fixture(scope="module")
+def bandit():
+    """The entropy-regularised bandit of the policy registry (policy tests)."""
+    from jacopt.problems import policy_problems
+
+    return policy_problems.get("entropy-bandit")
+
+
+@pytest.fixture(scope="module")
+def mdp():
+    """The entropy-regularised MDP of the policy registry (policy tests)."""
+    from jacopt.problems import policy_problems
+
+    return policy_problems.get("entropy-mdp")
