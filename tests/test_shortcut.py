@@ -21,13 +21,6 @@ def _delta(before):
     return {k: v for k, v in (_cache.stats - before).items() if not k.endswith("_s")}
 
 
-def _new_process(monkeypatch):
-    """Forget what this process holds in memory, as a new process would."""
-    monkeypatch.setattr(_cache, "_programs", {})
-    monkeypatch.setattr(_shortcut, "_signatures", {})
-    monkeypatch.setattr(_shortcut, "_calls", {})
-
-
 def _closure_fit(a, b, **kwargs):
     y = a * np.exp(-b * T)  # data closed over: constants of the traced function
 
@@ -37,16 +30,16 @@ def _closure_fit(a, b, **kwargs):
     return np.asarray(jacopt.least_squares(fun, jnp.array([1.0, 0.1]), **kwargs).params)
 
 
-def test_a_closure_over_other_data_is_another_program(cache_dir, monkeypatch):
+def test_a_closure_over_other_data_is_another_program(cache_dir, new_process):
     before = _cache.stats.copy()
     np.testing.assert_allclose(_closure_fit(2.0, 0.7), [2.0, 0.7], rtol=1e-10)
     np.testing.assert_allclose(_closure_fit(2.0, 0.7), [2.0, 0.7], rtol=1e-10)
     assert _delta(before) == {"compiles": 1, "disk_writes": 1, "memory_hits": 1,
                               "shortcut_hits": 1}
-    _new_process(monkeypatch)
+    new_process()
     np.testing.assert_allclose(_closure_fit(3.0, 0.2), [3.0, 0.2], rtol=1e-10)
     assert _delta(before)["compiles"] == 2 and _delta(before)["shortcut_hits"] == 1
-    _new_process(monkeypatch)
+    new_process()
     np.testing.assert_allclose(_closure_fit(2.0, 0.7), [2.0, 0.7], rtol=1e-10)
     assert _delta(before) == {"compiles": 2, "disk_writes": 2, "memory_hits": 1,
                               "shortcut_hits": 2, "disk_hits": 1}
@@ -131,7 +124,7 @@ def test_what_cannot_be_written_out_takes_the_ordinary_path(cache_dir):
     assert described != _shortcut._describe(np.arange(3.0) + 2.0**-40)
 
 
-def test_unreadable_records_are_ignored_and_rewritten(cache_dir, monkeypatch):
+def test_unreadable_records_are_ignored_and_rewritten(cache_dir, new_process):
     expected = _closure_fit(2.0, 0.7)
     records = [p for p in os.listdir(cache_dir) if p.endswith((".sig", ".call"))]
     assert sorted(os.path.splitext(p)[1] for p in records) == [".call", ".sig"]
@@ -140,13 +133,13 @@ def test_unreadable_records_are_ignored_and_rewritten(cache_dir, monkeypatch):
         whole = path.read_bytes()
         for bad in (whole[: len(whole) // 2], whole[:-1] + bytes([whole[-1] ^ 0xFF]), b""):
             path.write_bytes(bad)
-            _new_process(monkeypatch)
+            new_process()
             before = _cache.stats.copy()
             np.testing.assert_array_equal(_closure_fit(2.0, 0.7), expected)
             delta = _delta(before)
             assert "shortcut_hits" not in delta and delta["disk_hits"] == 1
             assert path.read_bytes() == whole  # the record was written again
-    _new_process(monkeypatch)
+    new_process()
     before = _cache.stats.copy()
     np.testing.assert_array_equal(_closure_fit(2.0, 0.7), expected)
     assert _delta(before)["shortcut_hits"] == 1
