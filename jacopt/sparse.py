@@ -171,7 +171,7 @@ def _check(g, flat, plan: SparsePlan, concrete: bool, probes: int = 3):
         coo = sp.coo_array(plan.pattern)
         values = compressed.reshape(-1)[plan.gather].astype(wide)
         jac = sp.csr_array((values, (coo.row, coo.col)), shape=plan.pattern.shape)
-        abs_jac = sp.csr_array((np.abs(values), (coo.row, coo.col)), shape=plan.pattern.shape)
+        abs_jac = abs(jac)
         wide_vs, wide_dense = vs.astype(wide), dense.astype(wide)
         ours = (jac @ wide_vs.T).T
         scale = (abs_jac @ np.abs(wide_vs).T).T + np.abs(wide_dense)
