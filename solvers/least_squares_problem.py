@@ -263,8 +263,8 @@ def scaled_gradient_norm(grad, scale):
 def column_norms(J):
     """``||J[:, j]||_2`` for each column, shape ``(n,)``. Summed along the last axis of
     ``J^T``: under ``vmap`` XLA's CPU backend then reduces contiguous rows, where a sum over
-    ``J``'s first axis became a strided reduction (10,000 Misra1a fits: 0.12 s against 0.13 s
-    per batch, minimum of 9 runs)."""
+    ``J``'s first axis becomes a strided reduction (slower on a batch of small fits; design
+    notes)."""
     Jt = J.T
     return jnp.sqrt(jnp.sum(Jt * Jt, axis=1))
 

@@ -58,8 +58,7 @@ correction towards the new radius for the next trial. Every step is still the ex
 trust-region step for the radius ``||D p(lam)||`` it has, and the gain ratio and radius rule use
 that length, so the method stays a trust-region method; the damping converges over the trials a
 rejection series makes anyway. This keeps the compiled loop small (no nested loop, at most one
-damped factorisation per trial) and gave the same NIST StRD results as the full ``lmpar``
-(54/54 runs at float64's limit) with ~3% more steps.
+damped factorisation per trial); the design notes compare it with the full ``lmpar``.
 
 Cost per trial: one evaluation of the residuals and Jacobian (one linearisation of the user's
 function plus ``min(m, n)`` JVPs/VJPs), O(n^3) for a damped step (none for a Gauss-Newton step),
