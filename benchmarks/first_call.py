@@ -19,17 +19,24 @@ kernels ready; ``load``: reading and loading a compiled executable); ``other`` i
 (Python, the solve itself). The jacopt "first" process starts from an empty cache directory;
 "second" runs the same script again on that directory.
 
-Run: ``python -m jacopt.benchmarks.first_call [--repeats N] [--cases a,b]``.
+Run: ``jacopt bench first_call`` or ``python -m jacopt.benchmarks.first_call`` (the flags
+of every suite; ``--quick``: Misra1a only, one process each; else 3 processes per figure).
+Each record's ``run_s`` is the first call (``total``), ``compile_s`` its XLA compile, and
+``phases``, ``warm_s`` and ``load_average`` (at its start) are stored beside them.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+from typing import Callable, Optional
+
+from jacopt.benchmarks import _records
+
+SUITE = "first_call"
 
 _SCRIPT = r'''
 import collections, json, sys, time
@@ -174,38 +181,55 @@ def _ms(seconds: float) -> str:
     return f"{1e3 * seconds:8.1f}"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jacopt.benchmarks.first_call",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per figure")
-    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated cases")
-    opts = parser.parse_args(argv)
-    print("first call in a fresh process, import excluded (median ms of "
-          f"{opts.repeats}; machine load makes these noisy; load average "
-          f"{os.getloadavg()[0]:.1f} at the start)")
+def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -> list[dict]:
+    """One record per case and implementation (``jacopt first``, ``jacopt second`` and each
+    peer installed): the median of 3 fresh processes (1 and Misra1a only when ``quick``)."""
+    repeats, cases = (1, ("misra1a",)) if quick else (3, tuple(CASES))
+    _records.expect(progress, len(cases))
+    records = []
+    for case in cases:
+        if progress is not None:
+            progress(f"{case} / fresh processes")
+        load = os.getloadavg()[0]
+        for label, r in measure(case, repeats).items():
+            order = "quasi-newton" if case == "rosenbrock" else "second"
+            records.append(_records.make_record(
+                suite=SUITE, problem=case, method=label, order=order, target_loss=None,
+                run_s=r["total"], compile_s=r["compile"], repeats=repeats, warm_s=r["warm"],
+                phases={p: r[p] for p in PHASES}, x0=r["x0"], load_average=load))
+    return records
+
+
+def format_tables(records: list[dict]) -> str:
+    """Per case: each implementation's first call split into phases (ms), and jacopt's first
+    call against the peers'."""
     header = (f"  {'implementation':<16} {'total':>8} " +
               " ".join(f"{p:>8}" for p in PHASES) + f" {'other':>8} {'warm':>8}")
-    for case in opts.cases.split(","):
-        title, _ = CASES[case]
-        results = measure(case, opts.repeats)
-        print(f"{title}\n{header}")
-        for label, r in results.items():
-            other = _other(r)
-            print(f"  {label:<16} {_ms(r['total'])} " +
-                  " ".join(_ms(r[p]) for p in PHASES) +
-                  f" {'n/a' if other is None else _ms(other).strip():>8} {_ms(r['warm'])}")
-        ratios = []
-        for peer in ("optimistix", "scipy"):
-            if peer in results:
-                ratios.append(f"{results['jacopt first']['total'] / results[peer]['total']:.2f}x "
-                              f"{peer}'s first call")
-        if ratios:
-            print(f"  jacopt first = {', '.join(ratios)}; second process "
-                  f"{_ms(results['jacopt second']['total']).strip()} ms")
-    print("other: total less the phases; n/a where nested jits' traces count twice; load "
-          f"average {os.getloadavg()[0]:.1f} at the end")
-    return 0
+    lines = ["first call in a fresh process, import excluded (median ms over fresh processes; "
+             "other: total less the phases, n/a where nested jits' traces count twice)"]
+    for case, (title, _) in CASES.items():
+        rows = {r["method"]: r for r in records if r.get("problem") == case
+                and r.get("run_s") is not None}
+        if not rows:
+            continue
+        lines += [f"{title} (load average {next(iter(rows.values()))['load_average']:.1f})",
+                  header]
+        for label, r in rows.items():
+            row = dict(r["phases"], total=r["run_s"])
+            other = _other(row)
+            lines.append(f"  {label:<16} {_ms(r['run_s'])} " +
+                         " ".join(_ms(r["phases"][p]) for p in PHASES) +
+                         f" {'n/a' if other is None else _ms(other).strip():>8} "
+                         f"{_ms(r['warm_s'])}")
+        ratios = [f"{rows['jacopt first']['run_s'] / rows[peer]['run_s']:.2f}x {peer}'s first "
+                  f"call" for peer in ("optimistix", "scipy") if peer in rows
+                  and "jacopt first" in rows]
+        if ratios and "jacopt second" in rows:
+            lines.append(f"  jacopt first = {', '.join(ratios)}; second process "
+                         f"{_ms(rows['jacopt second']['run_s']).strip()} ms")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(_records.main(SUITE, run, format_tables=format_tables,
+                                   quick_help="Misra1a only, one process each"))

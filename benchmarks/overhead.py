@@ -20,14 +20,19 @@ Part 2, first calls, each in a fresh Python process (so nothing is cached):
   :mod:`jacopt.benchmarks.nist` compiles them, with the default
   and with the classic emitters.
 
-Run: ``python -m jacopt.benchmarks.overhead [--quick]`` (``--quick``: fewer repeats, part 2
-once instead of three times; the medians are printed).
+Run: ``jacopt bench overhead`` or ``python -m jacopt.benchmarks.overhead`` (the flags of every
+suite; ``--quick``: 50 warm calls instead of 300, part 2 once instead of three times). Part 1's
+records hold the median warm call as ``run_s``, part 2's the first call as ``compile_s``.
 """
 from __future__ import annotations
 
-import argparse
+import os
 import statistics
-import sys
+from typing import Callable, Optional
+
+from jacopt.benchmarks import _records
+
+SUITE = "overhead"
 
 CLASSIC = {"xla_cpu_use_fusion_emitters": False}
 
@@ -149,22 +154,39 @@ def first_calls(times: int = 3) -> list[tuple[str, float]]:
     return rows
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jacopt.benchmarks.overhead",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats")
-    opts = parser.parse_args(argv)
-    from jacopt.benchmarks.runner import apply_run_settings
+def run(quick: bool = False, progress: Optional[Callable[[str], None]] = None) -> list[dict]:
+    """Part 1's rows as records with ``run_s`` (the median warm call), then part 2's with
+    ``compile_s`` (the median first call); the load average at the start of each part is
+    stored in every record."""
+    _records.expect(progress, 2)
+    records = []
+    for part, measure in (("warm call", lambda: warm_calls(50 if quick else 300)),
+                          ("first call", lambda: first_calls(1 if quick else 3))):
+        if progress is not None:
+            progress(f"{part}s")
+        load = os.getloadavg()[0]
+        for label, value in measure():
+            warm = part == "warm call"
+            seconds = value / 1e3 if warm else value
+            records.append(_records.make_record(
+                suite=SUITE, problem=part, method=label, order="second", target_loss=None,
+                run_s=seconds if warm else None, compile_s=None if warm else seconds,
+                load_average=load))
+    return records
 
-    apply_run_settings()  # float64 and one BLAS thread, as for the suites
-    print("warm calls (median)")
-    for label, ms in warm_calls(50 if opts.quick else 300):
-        print(f"  {label:<44} {ms:8.3f} ms")
-    print("first calls, fresh processes (median)")
-    for label, s in first_calls(1 if opts.quick else 3):
-        print(f"  {label:<78} {s:6.3f} s")
-    return 0
+
+def format_tables(records: list[dict]) -> str:
+    """Warm calls in ms, first calls in s (medians), with the load average of each part."""
+    lines = []
+    for part, field, unit, scale, width in (("warm call", "run_s", "ms", 1e3, 44),
+                                            ("first call", "compile_s", "s", 1.0, 78)):
+        rows = [r for r in records if r.get("problem") == part and r.get(field) is not None]
+        if rows:
+            lines.append(f"{part}s (median; load average {rows[0]['load_average']:.1f})")
+            lines += [f"  {r['method']:<{width}} {scale * r[field]:8.3f} {unit}" for r in rows]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(_records.main(SUITE, run, format_tables=format_tables,
+                                   quick_help="50 warm calls, first calls measured once"))

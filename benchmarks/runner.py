@@ -65,6 +65,11 @@ SUITES = {
     "rl": Suite("policy gradients on gymnax CartPole, Acrobot: NPG, TRPO, REINFORCE, PPO"),
     "sparse": Suite("sparse Jacobians: auto-detected pattern and colouring against dense "
                     "jax.jacfwd on the 2-D Brusselator, N = 32..256"),
+    "first_call": Suite("the first call of a fit in a fresh process, split into phases, and "
+                        "in a second process that loads it from the disk cache (peers: SciPy, "
+                        "Optimistix)"),
+    "overhead": Suite("what a call costs beyond the solve: warm direct calls against jax.jit "
+                      "and SciPy, first calls with each CPU emitter"),
 }
 DEFAULT_SUITES = tuple(name for name, suite in SUITES.items() if suite.default)
 

@@ -2,7 +2,7 @@
 compiled solves reused across processes through :mod:`jacopt._cache`.
 
 XLA's classic CPU fusion emitters compile a solver loop's many small fused kernels faster than
-the default emitters and run them as fast (``python -m jacopt.benchmarks.overhead`` prints
+the default emitters and run them as fast (``jacopt bench overhead`` prints
 both). Compiler options only apply to a top-level ``jit``: inside a user's own ``jit`` (or
 ``vmap``) the user's options apply and the plain ``jit`` is used. If this XLA does not know the
 option, the plain ``jit`` is used from then on.

@@ -1,6 +1,6 @@
 """The first-call benchmark measures what it names: a cold first process compiles, and the
 second process loads the compiled solve from the cache instead (figures are printed by
-``python -m jacopt.benchmarks.first_call``, not checked here)."""
+``jacopt bench first_call``, not checked here)."""
 import pytest
 
 from jacopt.benchmarks import first_call
@@ -22,3 +22,19 @@ def test_other_is_not_shown_negative_when_nested_traces_count_twice():
     assert first_call._other(row) is None  # optimistix's nested jits: phases sum past total
     row["lower"] = 0.1
     assert first_call._other(row) == pytest.approx(0.2)
+
+
+def test_the_table_splits_each_first_call_and_compares_it_with_the_peers():
+    phases = {p: 0.1 for p in first_call.PHASES}
+    records = [dict(problem="misra1a", method=label, run_s=total, phases=phases, warm_s=1e-3,
+                    load_average=1.0)
+               for label, total in (("jacopt first", 1.1), ("jacopt second", 0.09),
+                                    ("optimistix", 1.0), ("scipy", 0.01))]
+    text = first_call.format_tables(records)
+    assert "least_squares LM, NIST Misra1a (load average 1.0)" in text
+    assert "1.10x optimistix's first call, 110.00x scipy's first call" in text
+    assert "second process 90.0 ms" in text
+    # the second process's phases add up to more than its total: "other" is not shown
+    rows = {line.split()[1]: line.split() for line in text.splitlines()
+            if line.startswith("  jacopt ") and "=" not in line}
+    assert rows["first"][-2] == "400.0" and rows["second"][-2] == "n/a"
