@@ -29,3 +29,8 @@ def test_set_up_commands_are_the_two_ci_runs():
     assert block.strip().splitlines() == ['pip install -e ".[dev]"', "pytest"]
     ci = (README.parent / ".ci" / "run").read_text()
     assert 'pip install -e ".[dev]"' in ci and "\npytest\n" in ci
+
+
+def test_readme_stays_a_front_door():
+    """At most about 150 lines (issue 16): the figures live in docs/benchmarks.md."""
+    assert len(README.read_text().splitlines()) <= 150
