@@ -191,16 +191,14 @@ def traced_key(traced, compiler_options: dict):
         # the options jax.jit keys its own compiled programs on, thread-local values included
         # (the axis environment, empty outside transformations, prints by address)
         writer.out.append(repr([x for x in _trace_context() if type(x).__name__ != "AxisEnv"]))
-    except _Unkeyable:
+    except Exception:  # _Unkeyable, or a JAX whose internals differ: key the lowering instead
         return None
-    except Exception:  # a JAX whose internals differ: key the lowering instead
-        return None
-    text = "\n".join(writer.out)
-    if " at 0x" in text:
+    written = _written(writer)
+    if written is None:
         return None
     h = _hasher(b"traced\0", compiler_options)
-    h.update(text.encode())
-    h.update(writer.arrays.digest())
+    for part in written:
+        h.update(part)
     return h.hexdigest(), writer.linalg
 
 
@@ -211,14 +209,19 @@ def jaxpr_text(closed, derivatives: bool = False) -> bytes | None:
     try:
         writer = _JaxprWriter(derivatives)
         writer.closed(closed)
-    except _Unkeyable:
+    except Exception:  # _Unkeyable, or a JAX whose internals differ
         return None
-    except Exception:  # a JAX whose internals differ
-        return None
+    written = _written(writer)
+    return None if written is None else written[0] + b"\0" + written[1]
+
+
+def _written(writer) -> tuple[bytes, bytes] | None:
+    """What a :class:`_JaxprWriter` wrote: ``(text, digest of the arrays)``, or ``None`` when
+    the text names an object by its address (it would not say what the object is)."""
     text = "\n".join(writer.out)
     if " at 0x" in text:
         return None
-    return text.encode() + b"\0" + writer.arrays.digest()
+    return text.encode(), writer.arrays.digest()
 
 
 def aval_text(aval) -> str:

@@ -105,7 +105,7 @@ def _module_state() -> bytes:
 def _module_digest(name: str, items) -> bytes:
     parts = [name]
     for k, v in items:
-        if isinstance(v, (bool, int, float, complex, str, bytes, type(None))):
+        if isinstance(v, _cache._PLAIN):
             text = repr(v)
         elif callable(v):
             v = getattr(v, "__wrapped__", v)  # an entry point's compiling wrapper
@@ -134,7 +134,7 @@ def _describe(v) -> str:
     """``v`` written out in full: plain values, containers, arrays by content, jacopt's own
     dataclasses and named tuples field by field, and jacopt's module-level functions by name
     (their code is in :func:`_source_digest`)."""
-    if v is None or isinstance(v, (bool, int, float, complex, str, bytes)):
+    if isinstance(v, _cache._PLAIN):
         return f"{type(v).__name__}:{v!r}"
     if isinstance(v, enum.Enum):
         return f"{type(v).__module__}.{type(v).__qualname__}.{v.name}"
@@ -227,25 +227,14 @@ class Plan:
             _cache.stats["shortcut_s"] += time.perf_counter() - started
 
     def _find_record(self, statics):
-        signatures = _signatures.get(self.prefix)
-        if signatures is None:
-            signatures = _read(self.prefix + _SIG)
-            if signatures is None:
-                return None
-            _bounded(_signatures)[self.prefix] = signatures
-        if len(signatures) != len(self.slots):
+        signatures = _recall(_signatures, self.prefix, _SIG)
+        if signatures is None or len(signatures) != len(self.slots):
             return None
         call = self._call_key([_function_key(statics[name], sigs, timed=True)
                                for name, sigs in zip(self.slots, signatures)])
         if call is None:
             return None
-        record = _calls.get(call)
-        if record is None:
-            record = _read(call + _CALL)
-            if record is None:
-                return None
-            _bounded(_calls)[call] = record
-        return record
+        return _recall(_calls, call, _CALL)
 
     def _call_key(self, function_keys):
         if None in function_keys:
@@ -273,11 +262,8 @@ class Plan:
                                    for name, sigs in zip(self.slots, signatures)])
             if call is None:
                 return
-            record = (program[0], program[1], out_tree)
-            _bounded(_signatures)[self.prefix] = signatures
-            _bounded(_calls)[call] = record
-            _write(self.prefix + _SIG, signatures)
-            _write(call + _CALL, record)
+            _keep(_signatures, self.prefix, _SIG, signatures)
+            _keep(_calls, call, _CALL, (program[0], program[1], out_tree))
         except Exception:  # a record that cannot be made costs a later trace only
             return
 
@@ -367,6 +353,23 @@ def _function_key(fun, signatures, timed: bool = False) -> str | None:
                        [(o.shape, str(o.dtype), o.weak_type) for o in out_leaves])).encode())
         h.update(text)
     return h.hexdigest()
+
+
+def _recall(memory: dict, key: str, suffix: str):
+    """The record ``key`` from ``memory``, else from its file (then kept in memory), else
+    ``None``."""
+    value = memory.get(key)
+    if value is None:
+        value = _read(key + suffix)
+        if value is not None:
+            _bounded(memory)[key] = value
+    return value
+
+
+def _keep(memory: dict, key: str, suffix: str, value) -> None:
+    """Hold the record ``key`` in ``memory`` and write it to its file."""
+    _bounded(memory)[key] = value
+    _write(key + suffix, value)
 
 
 def _read(name: str):
