@@ -54,7 +54,8 @@ MISSED = {
 # Runs where the default claims success at a point `solved` rejects (any start), and why.
 FALSE_SUCCESS = {("osborne_2", 10): (
     "ends XTOL, backed by a first-order test, on an asymptote where the gradient vanishes: "
-    "F -> 1.78981 at |x| ~ 1e2 .. 1e3, 8 columns of J exactly 0, as every peer")}
+    "F -> 1.78981 at |x| ~ 1e2 .. 1e3, 8 columns of J exactly 0, as SciPy lm and trf and "
+    "Optimistix LM")}
 FALSE_SUCCESS[("osborne_2", 100)] = FALSE_SUCCESS[("osborne_2", 10)]
 # Stationary points that are not minimisers, where the gradient is exactly 0 (mgh's notes):
 # no first-order test can tell them apart, so GTOL is the honest report.
