@@ -286,9 +286,15 @@ def format_tables(records: list[dict]) -> str:
             f"{'True' if r['success'] else 'False':>7} {_fmt(r['nfev'], 'd'):>6} "
             f"{_fmt(r['njev'], 'd'):>6} {_fmt(r['steps'], 'd'):>6}"
             + ("  FALSE SUCCESS" if r["false_success"] else ""))
+    return "\n".join(lines) + "\n\n" + format_summary(records)
+
+
+def format_summary(records: list[dict]) -> str:
+    """The solved counts per method, the runs a peer solves and the default does not, and the
+    false successes (:func:`format_tables` without the line per run)."""
     rows = summary(records)
     factors = sorted({r["factor"] for r in records})
-    lines += ["", f"{'method':<22} {'runs':>5} {'solved':>7} "
+    lines = [f"{'method':<22} {'runs':>5} {'solved':>7} "
               + " ".join(f"{'x' + format(f, 'g'):>6}" for f in factors)
               + f" {'false succ.':>11} {'nfev':>8} {'njev':>8}"]
     for s in rows:
@@ -314,5 +320,6 @@ def format_tables(records: list[dict]) -> str:
 
 if __name__ == "__main__":
     sys.exit(_records.main(SUITE, run, format_tables=format_tables,
+                           format_summary=format_summary,
                            quick_help=f"{len(QUICK_PROBLEMS)} problems: "
                                       + ", ".join(QUICK_PROBLEMS)))

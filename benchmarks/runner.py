@@ -15,9 +15,11 @@ Entry points: ``jacopt bench SUITE ...`` (:mod:`jacopt.cli`) and ``python -m
 jacopt.benchmarks.SUITE`` (:func:`main`) take the same flags (:func:`add_arguments`) and run
 through the same :func:`bench`: run settings (:func:`apply_run_settings`), progress line,
 ``DIR/results.json``, plots, the printed tables and, with ``--out-md PATH``, a markdown page of
-the tables (:func:`format_markdown`). A suite module may define ``format_tables(records) ->
-str`` (its own text tables, printed instead of the common table) and ``write_plots(records,
-out_dir) -> list[str]`` (plots beside the common ones).
+the suites' summary tables (:func:`format_markdown`); ``--from RESULTS_JSON`` formats a saved
+run instead of running one. A suite module may define ``format_tables(records) -> str`` (its
+own text tables, printed instead of the common table), ``format_summary(records) -> str``
+(the shorter form the markdown page shows, where ``format_tables`` has a line per run) and
+``write_plots(records, out_dir) -> list[str]`` (plots beside the common ones).
 """
 from __future__ import annotations
 
@@ -237,10 +239,7 @@ def run_suites(suites: list[str], *, quick: bool, progress: Callable[[str], None
             on_suite(index)
         started = time.perf_counter()
         try:
-            if suite not in modules:
-                modules[suite] = importlib.import_module(
-                    getattr(SUITES.get(suite), "module", None) or f"jacopt.benchmarks.{suite}")
-            suite_records = modules[suite].run(quick=quick, progress=progress)
+            suite_records = suite_module(suite, modules).run(quick=quick, progress=progress)
         except Exception as exc:  # a broken suite must not hide the others' results
             print(f"\nsuite {suite!r} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             suite_records = [_error_record(suite, exc)]
@@ -249,6 +248,14 @@ def run_suites(suites: list[str], *, quick: bool, progress: Callable[[str], None
         records.extend(suite_records)
         records[0].setdefault("suite_seconds", {})[suite] = round(time.perf_counter() - started, 3)
     return records
+
+
+def suite_module(suite: str, modules: dict):
+    """The module of ``suite`` from ``modules``, else imported (:data:`SUITES`) and added."""
+    if suite not in modules:
+        modules[suite] = importlib.import_module(
+            getattr(SUITES.get(suite), "module", None) or f"jacopt.benchmarks.{suite}")
+    return modules[suite]
 
 
 # ------------------------------------------------------------------------------------------
@@ -264,8 +271,11 @@ def add_arguments(parser: argparse.ArgumentParser, *, out_default: str,
     parser.add_argument("--format", choices=("table", "json", "markdown"), default="table",
                         help="how to print the comparison (default: table)")
     parser.add_argument("--out-md", metavar="PATH",
-                        help="also write the tables as a markdown page (the docs' benchmark "
-                             "page includes such pages)")
+                        help="also write each suite's summary tables as a markdown page (the "
+                             "docs' tables of the run are such a page)")
+    parser.add_argument("--from", dest="from_results", action="append", metavar="JSON",
+                        help="format a saved run (its results.json; repeat for several runs) "
+                             "instead of running: tables and --out-md only")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return parser
 
@@ -276,6 +286,8 @@ def bench(suites: list[str], options: argparse.Namespace, *, modules: dict | Non
     ``DIR/results.json``, the plots, the tables on stdout and the ``--out-md`` page. Returns
     the exit status: 1 when every record is an error, else 0."""
     modules = {} if modules is None else modules
+    if getattr(options, "from_results", None):
+        return _report_saved(suites, options, modules)
     progress = Progress(suites)
     started = time.perf_counter()
     try:
@@ -297,19 +309,44 @@ def bench(suites: list[str], options: argparse.Namespace, *, modules: dict | Non
     return 1 if failed and len(failed) == len(records) - 1 else 0
 
 
+def _report_saved(suites: list[str] | None, options: argparse.Namespace,
+                  modules: dict) -> int:
+    """:func:`bench` with ``--from``: the saved runs' records of ``suites`` (all when
+    ``None``) printed and written to ``--out-md``; nothing is run or written beside."""
+    records = []
+    for path in options.from_results:
+        records += read_results(path)
+    if suites is not None:
+        records = [r for r in records if r.get("suite") in suites
+                   or (r.get("suite") == "meta" and set(r.get("suites") or ()) & set(suites))]
+    body = [r for r in records if r.get("suite") != "meta"]
+    if not body:
+        raise ValueError(f"no records of {', '.join(suites or ['any suite'])} in "
+                         f"{', '.join(options.from_results)}")
+    for suite in dict.fromkeys(r.get("suite") for r in body):
+        if suite in SUITES or suite in modules:
+            suite_module(suite, modules)
+    print(format_report(records, options.format, modules))
+    if options.out_md:
+        write_markdown(records, options.out_md, modules)
+        if options.format != "json":
+            print(f"\nwrote {options.out_md}")
+    return 0
+
+
 def main(suite: str, run: Callable, argv=None, *, format_tables: Callable | None = None,
-         write_plots: Callable | None = None,
+         write_plots: Callable | None = None, format_summary: Callable | None = None,
          quick_help: str = "the small configuration") -> int:
     """``python -m jacopt.benchmarks.SUITE [flags]``: :func:`bench` on one suite, with the
     flags of ``jacopt bench`` (:func:`add_arguments`; ``--out`` defaults to
-    ``bench-results/SUITE``). ``format_tables`` and ``write_plots`` are the suite's own
-    (module docstring)."""
+    ``bench-results/SUITE``). ``format_tables``, ``format_summary`` and ``write_plots`` are
+    the suite's own (module docstring)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog=f"python -m jacopt.benchmarks.{suite}")
     options = add_arguments(parser, out_default=f"bench-results/{suite}",
                             quick_help=quick_help).parse_args(argv)
     module = types.SimpleNamespace(run=run, format_tables=format_tables,
-                                   write_plots=write_plots)
+                                   format_summary=format_summary, write_plots=write_plots)
     return bench([suite], options, modules={suite: module},
                  command=" ".join([f"python -m jacopt.benchmarks.{suite}"] + argv))
 
@@ -352,6 +389,26 @@ def write_results(records: list[dict], out_dir: str) -> str:
     with open(path, "w") as fh:
         json.dump(_jsonable(records), fh, indent=1)
     return path
+
+
+def read_results(path: str) -> list[dict]:
+    """The records of a ``results.json`` written by :func:`write_results` (infinities, which
+    JSON writes as ``"inf"`` and ``"-inf"``, as floats again)."""
+    with open(path) as fh:
+        records = _restored(json.load(fh))
+    if not (isinstance(records, list) and all(isinstance(r, dict) for r in records)):
+        raise ValueError(f"{path} is not a results.json of jacopt bench (a list of records)")
+    return records
+
+
+def _restored(value):
+    if isinstance(value, str) and value in ("inf", "-inf"):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _restored(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restored(v) for v in value]
+    return value
 
 
 # ------------------------------------------------------------------------------------------
@@ -585,12 +642,16 @@ def format_table(records: list[dict], fmt: str = "table") -> str:
     return "\n".join(lines)
 
 
-def _own_tables(records: list[dict], modules: dict | None) -> dict[str, str]:
+def _own_tables(records: list[dict], modules: dict | None,
+                summary: bool = False) -> dict[str, str]:
     """``{suite: text}`` from the ``format_tables`` of each suite in ``modules`` that has one
-    (and records to show; a suite that failed as a whole has only its error record)."""
+    (and records to show; a suite that failed as a whole has only its error record); with
+    ``summary``, its ``format_summary`` where it has one."""
     out = {}
     for suite, module in (modules or {}).items():
         own = getattr(module, "format_tables", None)
+        if summary:
+            own = getattr(module, "format_summary", None) or own
         recs = [r for r in records if r.get("suite") == suite]
         if own is not None and recs and not any(r.get("method") == "*" and r.get("error")
                                                 for r in recs):
@@ -611,30 +672,51 @@ def format_report(records: list[dict], fmt: str = "table", modules: dict | None 
 
 
 def format_markdown(records: list[dict], modules: dict | None = None) -> str:
-    """A markdown page of one run's tables, for the docs' benchmark page: the run (command,
-    date, machine, versions) named first, then per suite its description, the common table
-    and the suite's own tables (as preformatted text). Generated, not typed: rerun the
-    command to refresh it."""
-    header = records[0] if records and records[0].get("suite") == "meta" else {}
-    body = [r for r in records if r.get("suite") != "meta"]
-    machine, versions = header.get("machine", {}), header.get("versions", {})
-    run = (f"Generated by `{header.get('command', 'jacopt bench')}` on "
-           f"{header.get('date_utc', '?')}: {machine.get('processor', '?')}, "
-           f"{machine.get('cpu_count', '?')} CPUs, {machine.get('jax_backend', '?')} backend, "
-           f"JAX {versions.get('jax', '?')}, jacopt {versions.get('jacopt', '?')}"
-           + (", quick configurations" if header.get("quick") else "") + ".")
+    """A markdown page of one or more runs' summary tables, for the docs: each run named
+    (command, date, machine, versions), then per suite its description and its own tables
+    (``format_summary``, else ``format_tables``, as preformatted text) or, for a suite without
+    them, the common table.
+    Every record is in ``results.json``. Generated, not typed: rerun the command to refresh
+    it."""
     lines = ["<!-- generated by `jacopt bench --out-md`; rerun the command, do not edit -->",
-             "", run, ""]
-    own = _own_tables(records, modules)
-    for suite in header.get("suites") or dict.fromkeys(r.get("suite") for r in body):
-        recs = [r for r in body if r.get("suite") == suite]
-        lines += [f"### {suite}", ""]
-        if suite in SUITES:
-            lines += [SUITES[suite].description + ".", ""]
-        lines += [format_table(recs, "markdown"), ""]
-        if suite in own:
+             "", "# Benchmark tables", ""]
+    for header, body in _runs(records):
+        machine, versions = header.get("machine", {}), header.get("versions", {})
+        lines += [f"Generated by `{header.get('command', 'jacopt bench')}` on "
+                  f"{header.get('date_utc', '?')}: {machine.get('processor', '?')}, "
+                  f"{machine.get('cpu_count', '?')} CPUs, {machine.get('jax_backend', '?')} "
+                  f"backend, JAX {versions.get('jax', '?')}, jacopt {versions.get('jacopt', '?')}"
+                  + (", quick configurations" if header.get("quick") else "") + ".", ""]
+        own = _own_tables(body, modules, summary=True)
+        for suite in header.get("suites") or dict.fromkeys(r.get("suite") for r in body):
+            recs = [r for r in body if r.get("suite") == suite]
+            if not recs:
+                continue
+            lines += [f"### {suite}", ""]
+            if suite in SUITES:
+                lines += [SUITES[suite].description + ".", ""]
+            if suite not in own:
+                lines += [format_table(recs, "markdown"), ""]
+                continue
             lines += ["```text", own[suite], "```", ""]
+            skipped = skipped_summary([header] + recs)
+            if skipped:
+                lines += ["Skipped or failed runs:", ""] + ["- " + s for s in skipped] + [""]
     return "\n".join(lines)
+
+
+def _runs(records: list[dict]) -> list[tuple[dict, list[dict]]]:
+    """``(header, records)`` per run: each header record starts a run (records before the
+    first header form a run with an empty one)."""
+    runs: list[tuple[dict, list[dict]]] = []
+    for rec in records:
+        if rec.get("suite") == "meta":
+            runs.append((rec, []))
+        else:
+            if not runs:
+                runs.append(({}, []))
+            runs[-1][1].append(rec)
+    return runs
 
 
 def write_markdown(records: list[dict], path: str, modules: dict | None = None) -> str:

@@ -1,7 +1,8 @@
 """The ``jacopt`` command line (also ``python -m jacopt``).
 
 - ``jacopt bench [SUITE ...] [--quick] [--out DIR] [--format table|json|markdown]
-  [--out-md PATH] [--no-plots]`` (the flags of ``python -m jacopt.benchmarks.SUITE``)
+  [--out-md PATH] [--no-plots] [--from RESULTS_JSON ...]`` (the flags of ``python -m
+  jacopt.benchmarks.SUITE``; ``--from`` formats saved runs instead of running)
 - ``jacopt solve nist NAME [--start 1|2] [--solver lm|gn|dogleg]``
 - ``jacopt list``
 - ``jacopt --version``
@@ -117,6 +118,11 @@ def _bench(args) -> int:
             f"unknown suite {', '.join(map(repr, unknown))}; valid suites are "
             + ", ".join(runner.SUITES)
         )
+    if args.from_results:  # a saved run: every suite it holds unless some are named
+        try:
+            return runner.bench(suites if args.suites else None, args)
+        except (OSError, ValueError) as exc:
+            raise _UsageError(f"--from: {exc}") from None
     return runner.bench(suites, args, command=" ".join(["jacopt"] + args.argv))
 
 
