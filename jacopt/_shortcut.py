@@ -88,7 +88,8 @@ def _module_state() -> bytes:
     its identity in this process), plain values by value, other objects by type. A
     module patched at run time (a constant or a function replaced, as tests do) changes it,
     so its programs are not served to, or from, an unpatched process. A module whose globals
-    are the very objects of the last call is not written out again."""
+    are the very objects of the last call is not written out again. jacopt's dataclasses
+    (settings such as a radius rule) are written field by field (:func:`_describe`)."""
     h = hashlib.sha256()
     for name, module in list(sys.modules.items()):
         if module is None or not _is_jacopt_code(name):
@@ -114,7 +115,12 @@ def _module_digest(name: str, items) -> bytes:
                 text = f"local@{id(v)}"  # a function made at run time: this object only
             else:
                 text = f"{getattr(v, '__module__', '')}.{qualname}"
-        else:
+        elif dataclasses.is_dataclass(v):  # a setting (a solver's radius rule) field by field
+            try:
+                text = _describe(v)
+            except (_Undescribable, RecursionError):
+                text = type(v).__qualname__
+        else:  # containers hold this process's state (records, flags): by type
             text = type(v).__qualname__
         parts.append(f"{k}={text}")
     return hashlib.sha256("\0".join(parts).encode()).digest()

@@ -2,6 +2,7 @@
 the ordinary path would compile, and whatever could make that untrue (other data, other code,
 other options, an unreadable record) takes the ordinary path. Evidence is counted
 (``jacopt._cache.stats``), never timed."""
+import dataclasses
 import os
 
 import jax
@@ -180,3 +181,15 @@ def test_a_jacopt_function_patched_at_run_time_is_another_configuration(cache_di
         monkeypatch.setattr(lm, "is_dual", spy)
         np.testing.assert_allclose(_closure_fit(2.0, 0.7), [2.0, 0.7], rtol=1e-10)
     assert "first" in seen and "second" in seen
+
+
+def test_a_patched_constant_of_jacopt_is_another_configuration(monkeypatch):
+    # a module-level dataclass (LM's radius rule) is written out field by field, so a process
+    # that patches one field does not get the programs compiled with the original
+    from jacopt.solvers import trust_region as tr
+
+    before = _shortcut._module_state()
+    monkeypatch.setattr(tr, "MINPACK", dataclasses.replace(tr.MINPACK, grow_factor=3.0))
+    assert _shortcut._module_state() != before
+    monkeypatch.undo()
+    assert _shortcut._module_state() == before
