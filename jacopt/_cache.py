@@ -510,6 +510,7 @@ def _keep(key: str, compiled, in_tree, out_tree) -> None:
 
 
 _lapack_done: list = []
+_lapack_lock = threading.Lock()
 
 
 def lapack_ready() -> None:
@@ -520,10 +521,22 @@ def lapack_ready() -> None:
     solve). Unless ``scipy.linalg`` is loaded already, the two extension modules are loaded
     here on their own and taken off ``sys.modules`` again once jaxlib has read them, so a
     later ``import scipy.linalg`` runs as it would have; on any failure jaxlib imports them
-    its own way."""
+    its own way. Thread-safe: a second thread waits until the kernels are ready, and no
+    thread may import SciPy while the modules stand half-loaded in ``sys.modules`` (so a
+    program compiled on a thread, :func:`jacopt._compile.cpu_fast_jit`'s ``prepare``, needs
+    this called first)."""
     if _lapack_done:
         return
-    _lapack_done.append(True)
+    with _lapack_lock:
+        if _lapack_done:
+            return
+        try:
+            _initialize_lapack()
+        finally:
+            _lapack_done.append(True)
+
+
+def _initialize_lapack() -> None:
     try:
         from jaxlib.cpu import _lapack
     except ImportError:  # pragma: no cover (a jaxlib without CPU LAPACK kernels)

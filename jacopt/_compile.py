@@ -164,6 +164,8 @@ def cpu_fast_jit(fn: Callable, static_argnames: Sequence[str]) -> Callable:
         key, _ = cached_key(args, kwargs)
         if key is None or key in executables or key in pending:
             return None
+        # jaxlib readies LAPACK by importing SciPy's modules, which two threads must not race
+        _cache.lapack_ready()
         done = pending[key] = threading.Event()
 
         def work():

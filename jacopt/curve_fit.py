@@ -389,6 +389,14 @@ def _triangle(J, rows):
     return jnp.linalg.qr(J, mode="r")
 
 
+@functools.lru_cache(maxsize=64)
+def _placeholder(shape: tuple, dtype):
+    """A zero array of this shape and dtype standing for an argument of
+    :func:`_covariance`'s ``prepare`` (made once, by a transfer: an eager ``jnp.zeros``
+    compiles in every process)."""
+    return jax.device_put(np.zeros(shape, dtype))
+
+
 @functools.partial(cpu_fast_jit, static_argnames=("absolute_sigma", "rows"))
 def _covariance(J, cost, absolute_sigma: bool, params=None, m=None, rows=None):
     """(pcov, identifiable, rank, valid, residual_variance, stderr) from the weighted Jacobian,
@@ -569,9 +577,7 @@ def curve_fit(model: Callable, xdata, ydata, p0=None, *, sigma=None, absolute_si
 
     def prepare_covariance():  # compiled on a thread while the solve compiles
         if not is_traced((xdata, ydata, weight, m_data, p0)):
-            def like(shape):  # by a transfer: an eager jnp.zeros compiles in each process
-                return jax.device_put(np.zeros(shape, dtype))
-
+            like = functools.partial(_placeholder, dtype=np.dtype(dtype))
             ahead.append(_covariance.prepare(
                 like((m, n)), like(()), absolute_sigma=bool(absolute_sigma),
                 params=jax.tree_util.tree_map(lambda leaf: like(np.shape(leaf)), p0),

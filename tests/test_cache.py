@@ -522,3 +522,32 @@ def test_a_prepared_program_that_fails_reports_the_error_at_the_call(cache_dir):
     with pytest.raises(ValueError, match="two elements refused"):
         f(jnp.zeros(2))
     np.testing.assert_allclose(f(jnp.zeros(3)), np.ones(3))
+
+
+def test_lapack_is_readied_once_and_a_second_thread_waits_for_it(monkeypatch):
+    # a thread that finds LAPACK being readied by another must not go on to use it before
+    # it is ready (jaxlib imports SciPy's modules to ready it)
+    import threading
+    import time
+
+    monkeypatch.setattr(_cache, "_lapack_done", [])
+    events = []
+
+    def slow_initialize():
+        events.append("start")
+        time.sleep(0.2)
+        events.append("ready")
+
+    monkeypatch.setattr(_cache, "_initialize_lapack", slow_initialize)
+
+    def use():
+        _cache.lapack_ready()
+        events.append("used")
+
+    threads = [threading.Thread(target=use) for _ in range(3)]
+    for t in threads:
+        t.start()
+        time.sleep(0.02)
+    for t in threads:
+        t.join()
+    assert events == ["start", "ready", "used", "used", "used"]
