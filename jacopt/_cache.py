@@ -521,10 +521,8 @@ def lapack_ready() -> None:
     solve). Unless ``scipy.linalg`` is loaded already, the two extension modules are loaded
     here on their own and taken off ``sys.modules`` again once jaxlib has read them, so a
     later ``import scipy.linalg`` runs as it would have; on any failure jaxlib imports them
-    its own way. Thread-safe: a second thread waits until the kernels are ready, and no
-    thread may import SciPy while the modules stand half-loaded in ``sys.modules`` (so a
-    program compiled on a thread, :func:`jacopt._compile.cpu_fast_jit`'s ``prepare``, needs
-    this called first)."""
+    its own way. Thread-safe: a thread that finds another readying the kernels waits until
+    they are ready (:func:`find` calls this before anything is lowered or loaded)."""
     if _lapack_done:
         return
     with _lapack_lock:

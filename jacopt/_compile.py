@@ -13,9 +13,7 @@ compiled executable can come from :mod:`jacopt._cache` (same program compiled be
 process or an earlier one; a hit skips lowering, and the entry that a call like this one
 used last is loaded on a thread while it is traced); a call whose configuration and functions
 were seen before skips tracing the solve too (:mod:`jacopt._shortcut`). The executables are
-then kept per static arguments and argument types, as ``jax.jit`` keeps them; ``prepare``
-compiles a program that a caller knows it will need on a thread, while the caller compiles
-another (``curve_fit``'s covariance during its solve). A function that
+then kept per static arguments and argument types, as ``jax.jit`` keeps them. A function that
 is new at every call (defined inside a loop) costs a trace of itself each time, and of the
 whole solve where the shortcut cannot key it; when one function's code has been traced with
 its solve for more than :data:`RETRACE_LIMIT` distinct function objects, a
@@ -28,7 +26,6 @@ import inspect
 import os
 import re
 import sys
-import threading
 import time
 import warnings
 from typing import Callable, Sequence
@@ -85,7 +82,6 @@ def cpu_fast_jit(fn: Callable, static_argnames: Sequence[str]) -> Callable:
     fast = jax.jit(fn, static_argnames=static, compiler_options=CPU_COMPILER_OPTIONS)
     fast_ok = [True]
     executables: dict = {}
-    pending: dict = {}  # key -> threading.Event of a build started by prepare()
     _ALL_EXECUTABLES.append(executables)
     entry = fn.__module__.rsplit(".", 1)[-1]
     params = list(inspect.signature(fn).parameters)
@@ -121,68 +117,26 @@ def cpu_fast_jit(fn: Callable, static_argnames: Sequence[str]) -> Callable:
             short.remember(recorders, report[0], traced.out_tree)
         return compiled
 
-    def cached_key(args, kwargs):
-        """``(key, dynamic keyword arguments)`` of a call; the key is ``None`` when the call
-        takes the plain ``jit``."""
+    def call(*args, **kwargs):
         dynamic = {k: v for k, v in kwargs.items() if k not in static_set}
         leaves, treedef = jax.tree_util.tree_flatten((args, dynamic))
         if (not _outside_transformations(leaves) or not _one_cpu()
                 or (positional is not None and len(args) > positional) or _debugging()):
-            return None, dynamic
-        key = (treedef, tuple(map(_signature, leaves)),
-               tuple([kwargs.get(k, _ABSENT) for k in static]), _trace_context())
-        try:
-            hash(key)
-        except TypeError:  # an unhashable static argument: jax.jit says so
-            return None, dynamic
-        return key, dynamic
-
-    def keep(key, executable):
-        if len(executables) >= _MAX_EXECUTABLES:
-            executables.pop(next(iter(executables)))
-        executables[key] = executable
-
-    def call(*args, **kwargs):
-        key, dynamic = cached_key(args, kwargs)
-        if key is None:
             return plain(*args, **kwargs)
-        executable = executables.get(key)
-        started = pending.get(key) if executable is None else None
-        if started is not None:  # being compiled by prepare()
-            started.wait()
+        try:
+            key = (treedef, tuple(map(_signature, leaves)),
+                   tuple([kwargs.get(k, _ABSENT) for k in static]), _trace_context())
             executable = executables.get(key)
+        except TypeError:  # an unhashable static argument: jax.jit says so
+            return plain(*args, **kwargs)
         if executable is None:
             executable = build(args, kwargs, key)
-            keep(key, executable)
+            if len(executables) >= _MAX_EXECUTABLES:
+                executables.pop(next(iter(executables)))
+            executables[key] = executable
         return executable(*args, **dynamic)
 
-    def prepare(*args, **kwargs):
-        """Start compiling (or loading) the program for arguments of these types on a thread,
-        while the caller does other work; a call with the same argument types then waits
-        for it instead of compiling again. Returns the thread (join it before leaving on an
-        error), or ``None`` when the call would take the plain ``jit`` or is ready."""
-        key, _ = cached_key(args, kwargs)
-        if key is None or key in executables or key in pending:
-            return None
-        # jaxlib readies LAPACK by importing SciPy's modules, which two threads must not race
-        _cache.lapack_ready()
-        done = pending[key] = threading.Event()
-
-        def work():
-            try:
-                keep(key, build(args, kwargs, key))
-            except Exception:  # the later call compiles it and reports the error
-                pass
-            finally:
-                pending.pop(key, None)
-                done.set()
-
-        thread = threading.Thread(target=work, name="jacopt-prepare", daemon=True)
-        thread.start()
-        return thread
-
     call.__wrapped__ = fn
-    call.prepare = prepare
     call.__doc__ = fn.__doc__
     call.cache_size = lambda: (len(executables) + fast._cache_size()
                                + plain._cache_size())  # compiled variants

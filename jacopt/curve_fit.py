@@ -389,14 +389,6 @@ def _triangle(J, rows):
     return jnp.linalg.qr(J, mode="r")
 
 
-@functools.lru_cache(maxsize=64)
-def _placeholder(shape: tuple, dtype):
-    """A zero array of this shape and dtype standing for an argument of
-    :func:`_covariance`'s ``prepare`` (made once, by a transfer: an eager ``jnp.zeros``
-    compiles in every process)."""
-    return jax.device_put(np.zeros(shape, dtype))
-
-
 @functools.partial(cpu_fast_jit, static_argnames=("absolute_sigma", "rows"))
 def _covariance(J, cost, absolute_sigma: bool, params=None, m=None, rows=None):
     """(pcov, identifiable, rank, valid, residual_variance, stderr) from the weighted Jacobian,
@@ -573,25 +565,9 @@ def curve_fit(model: Callable, xdata, ydata, p0=None, *, sigma=None, absolute_si
                          "'gn' or 'dogleg'.")
     fun = _residual_function(model, weighting)
     residual_jac = None if jac is None else _jacobian_function(jac, weighting)
-    ahead = []
-
-    def prepare_covariance():  # compiled on a thread while the solve compiles
-        if not is_traced((xdata, ydata, weight, m_data, p0)):
-            like = functools.partial(_placeholder, dtype=np.dtype(dtype))
-            ahead.append(_covariance.prepare(
-                like((m, n)), like(()), absolute_sigma=bool(absolute_sigma),
-                params=jax.tree_util.tree_map(lambda leaf: like(np.shape(leaf)), p0),
-                m=m_data, rows=None))
-
-    try:
-        result = least_squares(fun, p0, args=(xdata, ydata, weight), solver=solver,
-                               jac=residual_jac, bounds=bounds, _x0_name="p0",
-                               _before_solve=prepare_covariance, **least_squares_kwargs)
-    except BaseException:
-        for thread in ahead:  # not left compiling while the error unwinds
-            if thread is not None:
-                thread.join()
-        raise
+    result = least_squares(fun, p0, args=(xdata, ydata, weight), solver=solver,
+                           jac=residual_jac, bounds=bounds, _x0_name="p0",
+                           **least_squares_kwargs)
 
     J = _robust_jacobian(result, least_squares_kwargs.get("loss", "linear"),
                          least_squares_kwargs.get("f_scale", 1.0))

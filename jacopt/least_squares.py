@@ -184,7 +184,6 @@ def least_squares(
       with one :class:`jacopt.PrecisionWarning` per process.
     """
     x0_name = scipy_keywords.pop("_x0_name", "x0")  # curve_fit's p0
-    before_solve = scipy_keywords.pop("_before_solve", None)  # curve_fit's, once checked
     if scipy_keywords:
         _scipy_keywords.refuse("least_squares", scipy_keywords)
     check_args(args)
@@ -248,8 +247,6 @@ def least_squares(
         if sparse:  # the pattern and its colouring, on the host (jacopt.solvers.sparse_lm)
             solver = dataclasses.replace(solver, plan=plan_for(
                 fun, x0, args, "auto" if jac_sparsity is None else jac_sparsity, solver.mode))
-        if before_solve is not None:
-            before_solve()
         return _solve(
             x0, args, lower, upper, scale, f_scale,
             solver=solver, fun=fun, jac=jac, loss=loss, max_steps=int(max_steps),

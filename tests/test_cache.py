@@ -490,40 +490,6 @@ def test_clear_compiled_drops_the_programs_held_in_memory(monkeypatch):
     np.testing.assert_array_equal(first.params, again.params)
 
 
-def test_a_prepared_program_compiles_once_on_a_thread_and_serves_the_call(cache_dir):
-    from jacopt._compile import cpu_fast_jit
-
-    def scaled_sine(x, *, k):
-        return jnp.sin(x) * k
-
-    f = cpu_fast_jit(scaled_sine, ("k",))
-    before = _cache.stats.copy()
-    thread = f.prepare(jnp.zeros(3), k=2)
-    assert thread is not None
-    np.testing.assert_allclose(f(jnp.arange(3.0), k=2), 2 * np.sin(np.arange(3.0)))
-    thread.join()
-    assert _cache.stats["compiles"] - before["compiles"] == 1  # the call waited for it
-    assert f.prepare(jnp.ones(3), k=2) is None  # ready: nothing to start
-    seen = []
-    jax.jit(lambda x: seen.append(f.prepare(x, k=2)) or x)(jnp.zeros(4))
-    assert seen == [None]  # inside a transformation: the plain jit's business
-
-
-def test_a_prepared_program_that_fails_reports_the_error_at_the_call(cache_dir):
-    from jacopt._compile import cpu_fast_jit
-
-    def two_refused(x):
-        if x.shape[0] == 2:
-            raise ValueError("two elements refused")
-        return x + 1
-
-    f = cpu_fast_jit(two_refused, ())
-    f.prepare(jnp.zeros(2)).join()  # fails on its thread, silently
-    with pytest.raises(ValueError, match="two elements refused"):
-        f(jnp.zeros(2))
-    np.testing.assert_allclose(f(jnp.zeros(3)), np.ones(3))
-
-
 def test_lapack_is_readied_once_and_a_second_thread_waits_for_it(monkeypatch):
     # a thread that finds LAPACK being readied by another must not go on to use it before
     # it is ready (jaxlib imports SciPy's modules to ready it)

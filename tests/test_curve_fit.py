@@ -386,24 +386,3 @@ def test_curve_fit_inside_jit_with_closed_over_data():
         params = jax.jit(lambda: curve_fit(model, x, y, jnp.array([1.0, 0.1]),
                                            sigma=sigma).params)()
         np.testing.assert_allclose(params, [3.0, 0.2], rtol=1e-8)
-
-
-def test_the_covariance_compiles_beside_the_solve_once(cache_dir, monkeypatch):
-    # curve_fit starts compiling its covariance program on a thread before the solve's; the
-    # covariance call then uses that program (one compile each) and the answer is SciPy's
-    import threading
-
-    from jacopt import _cache
-
-    threads, compile_ = [], _cache._compile
-    monkeypatch.setattr(_cache, "_compile", lambda lowered: (
-        threads.append(threading.current_thread().name), compile_(lowered))[1])
-    x = np.linspace(0.0, 3.0, 37)  # a size no other test fits
-    y = 1.5 * np.exp(-0.8 * x) + 0.2 + 0.01 * np.sin(7 * x)
-    before = _covariance.cache_size()
-    fit = curve_fit(decay, x, y, jnp.array([1.0, 1.0, 0.0]))
-    assert sorted(threads) == ["MainThread", "jacopt-prepare"]
-    assert _covariance.cache_size() - before == 1
-    popt, pcov = scipy.optimize.curve_fit(decay_np, x, y, [1.0, 1.0, 0.0], **TIGHT)
-    np.testing.assert_allclose(fit.params, popt, rtol=1e-7)
-    np.testing.assert_allclose(fit.covariance, pcov, rtol=1e-5)
