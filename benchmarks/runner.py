@@ -275,7 +275,8 @@ def add_arguments(parser: argparse.ArgumentParser, *, out_default: str,
                              "docs' tables of the run are such a page)")
     parser.add_argument("--from", dest="from_results", action="append", metavar="JSON",
                         help="format a saved run (its results.json; repeat for several runs) "
-                             "instead of running: tables and --out-md only")
+                             "instead of running: tables and --out-md only (--quick, --out "
+                             "and --no-plots have no effect)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return parser
 
@@ -283,8 +284,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, out_default: str,
 def bench(suites: list[str], options: argparse.Namespace, *, modules: dict | None = None,
           command: str | None = None) -> int:
     """Run ``suites`` with the flags of :func:`add_arguments`: the progress line on stderr,
-    ``DIR/results.json``, the plots, the tables on stdout and the ``--out-md`` page. Returns
-    the exit status: 1 when every record is an error, else 0."""
+    ``DIR/results.json``, the plots, the tables on stdout and the ``--out-md`` page; with
+    ``--from``, format saved runs instead (:func:`_report_saved`). Returns the exit status: 1
+    when every record is an error, else 0."""
     modules = {} if modules is None else modules
     if getattr(options, "from_results", None):
         return _report_saved(suites, options, modules)
@@ -309,24 +311,43 @@ def bench(suites: list[str], options: argparse.Namespace, *, modules: dict | Non
     return 1 if failed and len(failed) == len(records) - 1 else 0
 
 
+class SavedRunError(ValueError):
+    """``--from`` names a file that cannot be read, or no records of the suites asked for."""
+
+
+def saved_runs(paths: list[str], suites: list[str] | None = None) -> list[dict]:
+    """The records of the runs saved at ``paths`` (``results.json`` files), each run's header
+    record first (an empty one for a file without), keeping only the records of ``suites``
+    (all when ``None``) and the headers of the runs that keep any, their ``suites`` narrowed
+    to those kept."""
+    records: list[dict] = []
+    for path in paths:
+        try:
+            saved = read_results(path)
+        except (OSError, ValueError) as exc:
+            raise SavedRunError(f"{path}: {exc}") from None
+        for header, body in _runs(saved):
+            kept = [r for r in body if suites is None or r.get("suite") in suites]
+            if kept:
+                names = list(dict.fromkeys(r.get("suite") for r in kept))
+                records += [{**header, "suite": "meta", "suites": names}] + kept
+    if not records:
+        raise SavedRunError(f"no records of {', '.join(suites or ['any suite'])} in "
+                            f"{', '.join(paths)}")
+    return records
+
+
 def _report_saved(suites: list[str] | None, options: argparse.Namespace,
                   modules: dict) -> int:
     """:func:`bench` with ``--from``: the saved runs' records of ``suites`` (all when
-    ``None``) printed and written to ``--out-md``; nothing is run or written beside."""
-    records = []
-    for path in options.from_results:
-        records += read_results(path)
-    if suites is not None:
-        records = [r for r in records if r.get("suite") in suites
-                   or (r.get("suite") == "meta" and set(r.get("suites") or ()) & set(suites))]
-    body = [r for r in records if r.get("suite") != "meta"]
-    if not body:
-        raise ValueError(f"no records of {', '.join(suites or ['any suite'])} in "
-                         f"{', '.join(options.from_results)}")
-    for suite in dict.fromkeys(r.get("suite") for r in body):
+    ``None``; :func:`saved_runs`) printed run by run and written to ``--out-md``; nothing is
+    run, and no results or plots are written."""
+    records = saved_runs(options.from_results, suites)
+    for suite in dict.fromkeys(r.get("suite") for r in records if r.get("suite") != "meta"):
         if suite in SUITES or suite in modules:
             suite_module(suite, modules)
-    print(format_report(records, options.format, modules))
+    print("\n\n".join(format_report([header] + body, options.format, modules)
+                       for header, body in _runs(records)))
     if options.out_md:
         write_markdown(records, options.out_md, modules)
         if options.format != "json":
@@ -347,8 +368,12 @@ def main(suite: str, run: Callable, argv=None, *, format_tables: Callable | None
                             quick_help=quick_help).parse_args(argv)
     module = types.SimpleNamespace(run=run, format_tables=format_tables,
                                    format_summary=format_summary, write_plots=write_plots)
-    return bench([suite], options, modules={suite: module},
-                 command=" ".join([f"python -m jacopt.benchmarks.{suite}"] + argv))
+    try:
+        return bench([suite], options, modules={suite: module},
+                     command=" ".join([f"python -m jacopt.benchmarks.{suite}"] + argv))
+    except SavedRunError as exc:
+        print(f"{parser.prog}: error: --from: {exc}", file=sys.stderr)
+        return 2
 
 
 def missing_peers(header: dict) -> list[str]:
@@ -680,15 +705,20 @@ def format_markdown(records: list[dict], modules: dict | None = None) -> str:
     it."""
     lines = ["<!-- generated by `jacopt bench --out-md`; rerun the command, do not edit -->",
              "", "# Benchmark tables", ""]
-    for header, body in _runs(records):
+    runs = _runs(records)
+    for number, (header, body) in enumerate(runs, 1):
         machine, versions = header.get("machine", {}), header.get("versions", {})
+        if len(runs) > 1:
+            lines += [f"## Run {number}: {', '.join(dict.fromkeys(r.get('suite') for r in body))}",
+                      ""]
         lines += [f"Generated by `{header.get('command', 'jacopt bench')}` on "
                   f"{header.get('date_utc', '?')}: {machine.get('processor', '?')}, "
                   f"{machine.get('cpu_count', '?')} CPUs, {machine.get('jax_backend', '?')} "
                   f"backend, JAX {versions.get('jax', '?')}, jacopt {versions.get('jacopt', '?')}"
                   + (", quick configurations" if header.get("quick") else "") + ".", ""]
         own = _own_tables(body, modules, summary=True)
-        for suite in header.get("suites") or dict.fromkeys(r.get("suite") for r in body):
+        for suite in dict.fromkeys([*(header.get("suites") or ()),
+                                    *(r.get("suite") for r in body)]):
             recs = [r for r in body if r.get("suite") == suite]
             if not recs:
                 continue

@@ -522,7 +522,8 @@ def lapack_ready() -> None:
     here on their own and taken off ``sys.modules`` again once jaxlib has read them, so a
     later ``import scipy.linalg`` runs as it would have; on any failure jaxlib imports them
     its own way. Thread-safe: a thread that finds another readying the kernels waits until
-    they are ready (:func:`find` calls this before anything is lowered or loaded)."""
+    they are ready (:func:`find` calls this before it loads a program that uses linear
+    algebra)."""
     if _lapack_done:
         return
     with _lapack_lock:

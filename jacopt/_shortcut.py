@@ -88,8 +88,9 @@ def _module_state() -> bytes:
     its identity in this process), plain values by value, other objects by type. A
     module patched at run time (a constant or a function replaced, as tests do) changes it,
     so its programs are not served to, or from, an unpatched process. A module whose globals
-    are the very objects of the last call is not written out again. jacopt's dataclasses
-    (settings such as a radius rule) are written field by field (:func:`_describe`)."""
+    are the very objects of the last call is not written out again. jacopt's frozen
+    dataclasses (settings such as a radius rule) are written field by field
+    (:func:`_describe`); a mutable one could change without a global being reassigned."""
     h = hashlib.sha256()
     for name, module in list(sys.modules.items()):
         if module is None or not _is_jacopt_code(name):
@@ -115,7 +116,8 @@ def _module_digest(name: str, items) -> bytes:
                 text = f"local@{id(v)}"  # a function made at run time: this object only
             else:
                 text = f"{getattr(v, '__module__', '')}.{qualname}"
-        elif dataclasses.is_dataclass(v):  # a setting (a solver's radius rule) field by field
+        elif dataclasses.is_dataclass(v) and type(v).__dataclass_params__.frozen:
+            # a frozen setting (a solver's radius rule), field by field
             try:
                 text = _describe(v)
             except (_Undescribable, RecursionError):

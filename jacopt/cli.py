@@ -118,10 +118,10 @@ def _bench(args) -> int:
             f"unknown suite {', '.join(map(repr, unknown))}; valid suites are "
             + ", ".join(runner.SUITES)
         )
-    if args.from_results:  # a saved run: every suite it holds unless some are named
+    if args.from_results:  # saved runs: every suite they hold unless some are named
         try:
             return runner.bench(suites if args.suites else None, args)
-        except (OSError, ValueError) as exc:
+        except runner.SavedRunError as exc:
             raise _UsageError(f"--from: {exc}") from None
     return runner.bench(suites, args, command=" ".join(["jacopt"] + args.argv))
 

@@ -200,6 +200,40 @@ def test_a_saved_run_is_formatted_again_without_running(monkeypatch, tmp_path, c
     assert "no records of nist" in capsys.readouterr().err
 
 
+def test_saved_runs_keep_their_own_headers_and_suites(tmp_path, capsys):
+    """Several files: each run keeps its header; a file without one gets an empty header
+    rather than joining the run before it; naming a suite keeps its records and narrows the
+    headers; python -m and jacopt bench report an unreadable file as a usage error."""
+    def header(command, suites):
+        return {"suite": "meta", "command": command, "suites": suites}
+
+    def rec(suite, loss):
+        return dict(_records.make_record(suite=suite, problem="p", method="lm", order="second",
+                                         losses=[1.0, loss], run_s=1e-3, compile_s=0.1,
+                                         target_loss=1e-6))
+
+    files = {"a.json": [header("jacopt bench x y", ["x", "y"]), rec("x", 0.5), rec("y", 0.25)],
+             "b.json": [rec("y", 0.125)]}
+    for name, records in files.items():
+        (tmp_path / name).write_text(json.dumps(records))
+    paths = [str(tmp_path / name) for name in files]
+    runs = runner._runs(runner.saved_runs(paths))
+    assert [(h.get("command"), h["suites"], [r["final_loss"] for r in body])
+            for h, body in runs] == [("jacopt bench x y", ["x", "y"], [0.5, 0.25]),
+                                     (None, ["y"], [0.125])]
+    only_y = runner.saved_runs(paths, ["y"])
+    assert [r["suites"] for r in only_y if r["suite"] == "meta"] == [["y"], ["y"]]
+    page = runner.format_markdown(only_y)
+    assert page.count("## Run ") == 2 and page.count("### y") == 2 and "### x" not in page
+    with pytest.raises(runner.SavedRunError, match="no records of z"):
+        runner.saved_runs(paths, ["z"])
+    missing = str(tmp_path / "missing.json")
+    assert runner.main("y", _toy_run, ["--from", missing]) == 2
+    assert "--from" in capsys.readouterr().err
+    assert cli.main(["bench", "--from", missing]) == 2
+    assert "missing.json" in capsys.readouterr().err
+
+
 def test_the_docs_tables_page_is_generated():
     """docs/benchmark-tables.md is written by ``jacopt bench --from ... --out-md``: it names
     each run's command and holds only registered suites."""
